@@ -1,0 +1,23 @@
+"""Batch: what every model reads (DESIGN.md section 3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+
+
+@dataclass
+class Batch:
+    categorical: torch.Tensor  # int64 [B, M]: item, user, context fields, bucketized numerics
+    seq_ids: torch.Tensor  # int64 [B, F, n, K]: most recent last, left-padded with 0
+    seq_mask: torch.Tensor  # bool [B, F, n]: True where a position holds an event
+    labels: torch.Tensor  # float32 [B, N_task]
+    label_mask: torch.Tensor  # bool [B, N_task]: False where the label is missing
+    user: torch.Tensor  # int64 [B]: raw user key, for gAUC
+
+    def __len__(self) -> int:
+        return self.categorical.shape[0]
+
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})

@@ -1,0 +1,144 @@
+"""The Schema of a prepared dataset: which fields, sequences and tasks a model sees.
+
+It is written as `schema.json` in the prepared directory and read back by the loader,
+the models, the trainer, the exporter and the server, so it is the one contract between
+data preparation and everything downstream.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+SCHEMA_VERSION = 1
+PAD = 0  # index 0 is padding in every vocabulary
+OOV = 1  # index 1 is out-of-vocabulary: unseen and rare (below min_count) values
+
+
+class Strict(BaseModel):
+    """Base of every schema and config model: unknown keys are errors, never ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class CategoricalField(Strict):
+    """One categorical input: a token of INFNet, a column of `Batch.categorical`."""
+
+    name: str
+    group: Literal["item", "user", "context"]
+    vocab_size: int = Field(ge=2, description="includes PAD (0) and OOV (1)")
+    # Numeric columns are bucketized: value -> 2 + searchsorted(boundaries, value, 'right').
+    boundaries: list[float] | None = None
+
+
+class SequenceSpec(Strict):
+    """Behaviour sequences: F behaviour types, n positions, K side-info fields."""
+
+    behaviours: list[str] = Field(min_length=1)
+    # Names of item fields whose embedding tables the sequence positions share.
+    side_fields: list[str] = Field(min_length=1)
+    max_len: int = Field(ge=1)
+
+
+class Task(Strict):
+    name: str
+    kind: Literal["binary", "regression"]
+    weight: float = Field(default=1.0, ge=0.0)
+    transform: Literal["none", "log1p"] = "none"
+
+
+class Split(Strict):
+    name: Literal["train", "valid", "test"]
+    rows: int = Field(ge=0)
+    time_min: int | None = None  # time_ms of the first and last row of the split
+    time_max: int | None = None
+
+
+class Schema(Strict):
+    version: int = SCHEMA_VERSION
+    dataset: str
+    fields: list[CategoricalField] = Field(min_length=1)
+    sequences: SequenceSpec | None = None
+    tasks: list[Task] = Field(min_length=1)
+    user_key: str = "user_id"
+    item_key: str = "video_id"
+    time_column: str = "time_ms"
+    splits: list[Split] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check(self) -> Schema:
+        names = [f.name for f in self.fields]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate field names in schema: {names}")
+        if self.sequences is not None:
+            item_fields = {f.name for f in self.fields if f.group == "item"}
+            missing = [s for s in self.sequences.side_fields if s not in item_fields]
+            if missing:
+                raise ValueError(f"sequence side_fields {missing} are not item fields of the schema")
+        tasks = [t.name for t in self.tasks]
+        if len(set(tasks)) != len(tasks):
+            raise ValueError(f"duplicate task names in schema: {tasks}")
+        return self
+
+    # --- derived views -------------------------------------------------------------------
+    @property
+    def field_names(self) -> list[str]:
+        return [f.name for f in self.fields]
+
+    @property
+    def task_names(self) -> list[str]:
+        return [t.name for t in self.tasks]
+
+    @property
+    def num_fields(self) -> int:  # M
+        return len(self.fields)
+
+    @property
+    def num_behaviours(self) -> int:  # F
+        return 0 if self.sequences is None else len(self.sequences.behaviours)
+
+    @property
+    def num_tasks(self) -> int:  # N_task
+        return len(self.tasks)
+
+    def field(self, name: str) -> CategoricalField:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise KeyError(f"no field {name!r} in schema (fields: {self.field_names})")
+
+    def field_index(self, name: str) -> int:
+        return self.field_names.index(self.field(name).name)
+
+    def split(self, name: str) -> Split:
+        for s in self.splits:
+            if s.name == name:
+                return s
+        raise KeyError(f"no split {name!r} in schema (splits: {[s.name for s in self.splits]})")
+
+    # --- JSON round trip -----------------------------------------------------------------
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> Schema:
+        return cls.model_validate_json(text)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_json())
+
+    @classmethod
+    def load(cls, path: str | Path) -> Schema:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"schema file not found: {path}")
+        raw = json.loads(path.read_text())
+        if raw.get("version") != SCHEMA_VERSION:
+            raise ValueError(
+                f"{path}: schema version {raw.get('version')!r} is not supported "
+                f"(this infnet reads version {SCHEMA_VERSION}); prepare the dataset again"
+            )
+        return cls.model_validate(raw)
