@@ -8,6 +8,7 @@
         __user                      int64 raw user key (not OOV-merged, for gAUC)
         __time                      int64 time_ms of the impression
         __label__<task>             float32, NaN where the label is missing
+        __oracle__<task>            float32, simulator only: the label's true probability
         __seq_start__<behaviour>    int64 [start, end): rows of sequences/<behaviour>.parquet
         __seq_end__<behaviour>      holding this user's events strictly before __time
     OUT/sequences/<behaviour>.parquet
@@ -35,3 +36,7 @@ def seq_start_col(behaviour: str) -> str:
 
 def seq_end_col(behaviour: str) -> str:
     return f"__seq_end__{behaviour}"
+
+
+def oracle_col(task: str) -> str:
+    return f"__oracle__{task}"

@@ -75,6 +75,10 @@ class RawDataset:
     # Optional events older than the log, prepended to the users' histories:
     # columns user_key, "behaviour" (a behaviour name), item_key, time_column.
     warm_start: pl.DataFrame | None = None
+    # Simulator only: task name -> log column holding the true probability (binary) or
+    # expectation (regression) of the label; prepare keeps them as __oracle__<task> and
+    # reports each split's oracle AUC in stats.json.
+    oracle: dict[str, str] = field(default_factory=dict)
     # Figures the source already knows (duplicates removed, ids that do not join,
     # oracle AUCs of the simulator); written into stats.json.
     stats: dict = field(default_factory=dict)
