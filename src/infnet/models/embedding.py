@@ -12,6 +12,7 @@ from torch import nn
 
 from infnet.data.batch import Batch
 from infnet.data.schema import PAD, Schema
+from infnet.models.layers import masked_mean
 
 
 class FeatureEmbedding(nn.Module):
@@ -39,6 +40,23 @@ class FeatureEmbedding(nn.Module):
             [self.tables[i](batch.seq_ids[..., k]) for k, i in enumerate(self.side_field_index)],
             dim=-2,
         )
+
+    def pooled_sequence(self, batch: Batch) -> torch.Tensor:  # [B, F, K * d]
+        """Masked mean over positions of each behaviour's side-info embeddings: how models
+        without sequence modelling of their own read the histories (FuxiCTR does the same)."""
+        s = self.sequence(batch).flatten(-2)  # [B, F, n, K*d]
+        return masked_mean(s, batch.seq_mask, dim=2)
+
+    def flat_input(self, batch: Batch) -> torch.Tensor:  # [B, M*d + F*K*d]
+        """Field embeddings and pooled histories, concatenated: the input of MLP-style models."""
+        parts = [self.categorical(batch).flatten(1)]
+        if batch.seq_ids.shape[1]:
+            parts.append(self.pooled_sequence(batch).flatten(1))
+        return torch.cat(parts, dim=1)
+
+    def flat_dim(self, schema: Schema) -> int:
+        seq = schema.num_behaviours * len(schema.sequences.side_fields) if schema.sequences else 0
+        return (schema.num_fields + seq) * self.dim
 
     def l2(self) -> torch.Tensor:
         """Squared norm of all embedding rows (the trainer's embedding regulariser)."""
