@@ -87,3 +87,13 @@ def make_batch(schema: Schema, batch_size: int = 16, seed: int = 0, empty_rows: 
         label_mask=torch.ones(batch_size, T, dtype=torch.bool),
         user=torch.randint(0, 5, (batch_size,), generator=g),
     )
+
+
+@pytest.fixture(scope="session")
+def small_prepared(tmp_path_factory) -> Path:
+    """A small simulated dataset, prepared once per test session."""
+    from infnet.data.sources.synthetic import prepare_synthetic
+
+    out = tmp_path_factory.mktemp("sim") / "prepared"
+    prepare_synthetic(out, rows=6_000, users=300, items=200, seed=1, max_len=8)
+    return out

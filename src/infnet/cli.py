@@ -3,9 +3,13 @@ wires them together, importing heavy modules (torch) inside the commands that ne
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
+from infnet import demo as demo_module
 from infnet.data.sources import kuairand, synthetic
+from infnet.training import commands as training
 
 app = typer.Typer(
     name="infnet",
@@ -18,10 +22,22 @@ app.add_typer(prepare_app, name="prepare")
 
 prepare_app.command("kuairand")(kuairand.command)
 prepare_app.command("synthetic")(synthetic.command)
+app.command("train")(training.train)
+app.command("evaluate")(training.evaluate)
+app.command("models")(training.models)
+app.command("demo")(demo_module.demo)
 
 
 def main() -> None:
-    app()
+    """Run the app; expected errors (bad input, config, checkpoint) print one line, no traceback."""
+    from infnet.config import ConfigError
+
+    try:
+        app()
+    except (ConfigError, FileNotFoundError, KeyError, ValueError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"infnet: error: {message}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

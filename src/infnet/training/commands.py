@@ -1,0 +1,113 @@
+"""`infnet train` and `infnet evaluate`."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import shutil
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from infnet.config import ConfigError, apply_overrides, load_yaml
+
+console = Console()
+
+_TOP = ("data", "model", "model_options", "train")
+
+
+def _expand(overrides: list[str], model_keys: list[str], train_keys: list[str]) -> list[str]:
+    """`--set lr=1e-3` means train.lr, `--set num_blocks=3` means model_options.num_blocks."""
+    out = []
+    for item in overrides:
+        key = item.split("=", 1)[0].strip()
+        head = key.split(".")[0]
+        if head in _TOP:
+            out.append(item)
+        elif key in train_keys and key in model_keys:
+            raise ConfigError(f"--set {key}: ambiguous; write train.{key} or model_options.{key}")
+        elif key in train_keys:
+            out.append(f"train.{item}")
+        elif key in model_keys:
+            out.append(f"model_options.{item}")
+        else:
+            valid = list(_TOP) + train_keys + model_keys
+            close = difflib.get_close_matches(key, valid, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"--set {key}: unknown key{hint}")
+    return out
+
+
+def resolve_run_config(data: Path | None, model: str | None, config: Path | None, overrides: list[str]) -> Any:
+    from infnet.config import validate
+    from infnet.models.base import model_class
+    from infnet.training.trainer import RunConfig, TrainConfig
+
+    raw: dict[str, Any] = load_yaml(config) if config else {}
+    if data is not None:
+        raw["data"] = str(data)
+    if model is not None:
+        raw["model"] = model
+    if "data" not in raw:
+        raise ConfigError("no dataset: pass --data PREPARED or set `data:` in the config file")
+    cls = model_class(raw.get("model", "infnet"))
+    raw = apply_overrides(raw, _expand(overrides, list(cls.Config.model_fields), list(TrainConfig.model_fields)))
+    run = validate(RunConfig, raw, where=str(config) if config else "config")
+    validate(cls.Config, run.model_options, where="model_options")
+    return run
+
+
+def train(
+    data: Annotated[Path | None, typer.Option(help="Prepared dataset directory.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model name (see `infnet models`).")] = None,
+    out: Annotated[Path, typer.Option(help="Run directory to write.")] = Path("runs/run"),
+    config: Annotated[Path | None, typer.Option(help="YAML with data, model, model_options, train.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="key=value override, e.g. train.lr=3e-4 or num_blocks=2.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run from OUT/last.pt.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Train a model on a prepared dataset; writes config, metrics.jsonl, checkpoints, test metrics."""
+    from infnet.experiments.tables import rich_table
+    from infnet.training.trainer import Trainer
+
+    run = resolve_run_config(data, model, config, set_ or [])
+    if out.exists() and any(out.iterdir()) and not resume:
+        if not overwrite:
+            raise typer.BadParameter(f"{out} exists; pass --resume to continue it or --overwrite to replace it", param_hint="--out")
+        shutil.rmtree(out)
+    trainer = Trainer(run, out, progress=progress)
+    if resume and trainer.resume():
+        console.print(f"resumed {out} at epoch {trainer.epoch}, step {trainer.global_step}")
+    result = trainer.fit()
+    console.print(rich_table(trainer.schema, {run.model: result["test"]}, title=f"test metrics ({out})"))
+
+
+def evaluate(
+    run: Annotated[Path, typer.Option(help="Run directory written by `infnet train`.")],
+    split: Annotated[str, typer.Option(help="train, valid or test.")] = "test",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Score a run's best checkpoint on a split: AUC, gAUC, LogLoss (and MAE, RMSE, R2), MTL averages."""
+    from infnet.experiments.tables import rich_table
+    from infnet.training.trainer import evaluate_split, load_run
+
+    if split not in ("train", "valid", "test"):
+        raise typer.BadParameter(f"unknown split {split!r}; use train, valid or test", param_hint="--split")
+    config, model, data = load_run(run)
+    result = evaluate_split(model, data, split)
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        console.print(rich_table(data.schema, {config.model: result}, title=f"{split} metrics ({run})"))
+
+
+def models() -> None:
+    """List the registered models."""
+    from infnet.models.base import available_models, model_class
+
+    for name in available_models():
+        doc = (model_class(name).__doc__ or "").strip().splitlines()
+        console.print(f"[bold]{name}[/bold]  {doc[0] if doc else ''}")

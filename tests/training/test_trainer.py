@@ -1,0 +1,140 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from infnet.config import ConfigError
+from infnet.data.loader import PreparedDataset
+from infnet.training.checkpoint import CheckpointError
+from infnet.training.commands import resolve_run_config
+from infnet.training.trainer import RunConfig, TaskLoss, TrainConfig, Trainer, load_run, make_schedule, predict
+
+SMALL = {"embedding_dim": 8}
+
+
+def _run(data, model="shared_bottom", **train) -> RunConfig:
+    train = {"epochs": 2, "batch_size": 512, "eval_batch_size": 4096, **train}
+    return RunConfig(data=str(data), model=model, model_options=SMALL, train=TrainConfig(**train))
+
+
+def test_fit_writes_run_directory_and_is_deterministic(small_prepared, tmp_path):
+    a = Trainer(_run(small_prepared), tmp_path / "a", progress=False).fit()
+    b = Trainer(_run(small_prepared), tmp_path / "b", progress=False).fit()
+    assert a["test"] == b["test"]  # seeded and deterministic on CPU
+    for name in ("config.json", "metrics.jsonl", "best.pt", "last.pt", "test_metrics.json", "log.txt"):
+        assert (tmp_path / "a" / name).is_file(), name
+    lines = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["epoch"] for x in lines] == [1, 2]
+    assert 0.5 < a["test"]["mtl_auc"] < 1.0
+
+
+def test_checkpoint_round_trip_gives_identical_predictions(small_prepared, tmp_path):
+    trainer = Trainer(_run(small_prepared), tmp_path / "run", progress=False)
+    trainer.fit()  # restores best.pt into trainer.model
+    _, model, data = load_run(tmp_path / "run")
+    p1 = predict(trainer.model, data, "test")
+    p2 = predict(model, data, "test")
+    np.testing.assert_array_equal(p1.outputs, p2.outputs)
+
+
+def test_tampered_checkpoint_is_refused_naming_the_file(small_prepared, tmp_path):
+    Trainer(_run(small_prepared, epochs=1), tmp_path / "run", progress=False).fit()
+    best = tmp_path / "run" / "best.pt"
+    best.write_bytes(best.read_bytes()[:200])
+    with pytest.raises(CheckpointError, match="best.pt"):
+        load_run(tmp_path / "run")
+
+
+def test_checkpoint_of_another_model_config_is_refused(small_prepared, tmp_path):
+    Trainer(_run(small_prepared, epochs=1), tmp_path / "run", progress=False).fit()
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    config["model_options"]["embedding_dim"] = 4
+    (tmp_path / "run" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"best\.pt.*\n.*in checkpoint"):
+        load_run(tmp_path / "run")
+
+
+def test_checkpoint_with_mismatching_schema_names_the_field(small_prepared, tmp_path):
+    from infnet.training.checkpoint import check_compatible
+
+    data = PreparedDataset(small_prepared)
+    other = data.schema.model_copy(deep=True)
+    other.fields[0].vocab_size += 5
+    with pytest.raises(CheckpointError, match=f"field '{other.fields[0].name}': vocab_size"):
+        check_compatible("x.pt", data.schema, other)
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(small_prepared, tmp_path, monkeypatch):
+    run = _run(small_prepared, epochs=2, eval_every=5)
+    straight = Trainer(run, tmp_path / "straight", progress=False)
+    straight.fit()
+
+    interrupted = Trainer(run, tmp_path / "resumed", progress=False)
+    original = Trainer._train_step
+    calls = {"n": 0}
+
+    def failing_step(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 13:  # after the evaluation at step 10, mid-epoch
+            raise KeyboardInterrupt
+        return original(self, batch)
+
+    monkeypatch.setattr(Trainer, "_train_step", failing_step)
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.fit()
+    monkeypatch.setattr(Trainer, "_train_step", original)
+
+    resumed = Trainer(run, tmp_path / "resumed", progress=False)
+    assert resumed.resume()
+    assert resumed.global_step == 10
+    resumed.fit()
+    for (k, v1), v2 in zip(straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
+        torch.testing.assert_close(v1, v2, msg=k)
+
+
+def test_masked_label_does_not_change_the_loss(small_prepared):
+    data = PreparedDataset(small_prepared)
+    batch = next(data.batches("train", 64))
+    loss = TaskLoss(data.schema, TrainConfig())
+    outputs = torch.randn(len(batch), data.schema.num_tasks)
+    base, _ = loss(outputs, batch)
+    batch.label_mask[:5, 0] = False
+    masked, _ = loss(outputs, batch)
+    batch.labels[:5, 0] = 1 - batch.labels[:5, 0]
+    flipped, _ = loss(outputs, batch)
+    assert masked.item() != base.item()
+    assert flipped.item() == masked.item()
+
+
+def test_warmup_then_cosine_schedule():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = make_schedule(opt, TrainConfig(schedule="cosine", warmup_steps=4), total_steps=14)
+    lrs = []
+    for _ in range(14):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    np.testing.assert_allclose(lrs[:4], [0.25, 0.5, 0.75, 1.0])
+    assert lrs[4] == pytest.approx(1.0)
+    assert lrs[9] == pytest.approx(0.5)
+    assert lrs[-1] < 0.05
+
+
+def test_misspelt_key_names_the_closest_valid_one(small_prepared):
+    with pytest.raises(ConfigError, match="did you mean 'patience'"):
+        resolve_run_config(small_prepared, "shared_bottom", None, ["train.patiense=3"])
+    with pytest.raises(ConfigError, match="did you mean 'epochs'"):
+        resolve_run_config(small_prepared, "shared_bottom", None, ["epocs=3"])
+    run = resolve_run_config(small_prepared, "shared_bottom", None, ["lr=3e-4", "embedding_dim=4"])
+    assert run.train.lr == 3e-4 and run.model_options["embedding_dim"] == 4
+
+
+def test_unknown_model_lists_the_known_ones(small_prepared):
+    with pytest.raises(KeyError, match="known models: .*infnet"):
+        resolve_run_config(small_prepared, "infnett", None, [])
+
+
+def test_unknown_task_in_loss_config_is_an_error(small_prepared):
+    with pytest.raises(ValueError, match="unknown tasks"):
+        Trainer(_run(small_prepared, task_weights={"clik": 2.0}), None, progress=False)
