@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/prepare.py
 	$(BIN)/python benchmarks/loader.py
 	$(BIN)/python benchmarks/train_speed.py
+	$(BIN)/python benchmarks/metrics.py
 	$(BIN)/python benchmarks/scaling.py
 
 clean:
