@@ -1,0 +1,552 @@
+"""The built-in simulator: KuaiRand-shaped logs from a latent model whose truth is known.
+
+The world (drawn once from the seed)
+    tags g = 1..G with unit embeddings e_g in R^D (D = 8); authors a with a main tag, an
+    appeal s_a ~ N(0, 0.5^2) and a style c_a in {0..3}; items i with author a(i), tag g(i)
+    (the author's main tag with probability 0.7), video_type k(i) in {0..3}, duration
+    d_i ~ LogNormal(log 25 s, 0.8) clipped to [3, 600] s and quality q_i ~ N(0, 0.4^2).
+    Users u with gender x age group grp(u) (18 groups), activity level l(u) in {low, middle,
+    high, full}, a bias b_u ~ N(0, 0.3^2), follow / fan counts and a few onehot attributes.
+    Tables H[hour/6, k] ~ N(0, 0.6^2), A[grp, c] ~ N(0, 0.6^2) and gamma[grp] ~ U(0.2, 2.0).
+
+Per-user state (the behaviour history), updated after every round
+    v_u(t)   interest in R^D, unit norm: starts near the user's home tag and drifts,
+             v <- normalise(v + eta * sqrt(round_days) * xi),  xi ~ N(0, I / D)
+    r_tag    sum_j 0.8^j [tag of the j-th most recent click == g]       (last 20 clicks)
+    r_auth   sum_j 0.9^j [author of the j-th most recent like == a]     (last 10 likes)
+    n_lv     number of long views so far
+
+Exposure: each round every user is active with probability pi[l(u)]; an active user sees
+one item, from interest retrieval (tag ~ softmax(4 <v_u, e_g>), item uniform within the
+tag; tab 1) with probability 0.6, else from popularity (p(i) ~ exp(q_i) / rank^0.8; tab 0,
+2 or 3). One impression per user per round, so the state a label sees is exactly the
+history strictly before its time_ms: what prepare's point-in-time sequences hold.
+
+Labels, drawn independently given the latent probabilities (sigma is the logistic):
+    click      p_c = sigma(b_c + 2.5 <v_u, e_g> + 0.5 r_tag + H[h, k] + rho[tab] + q_i + b_u)
+    like       p_l = sigma(b_l + gamma[grp] r_auth + A[grp, c_a] + s_a + 0.8 <v_u, e_g>)
+    long_view  p_v = sigma(b_v - kappa[l] log(d_i / 25 s) + 0.3 log(1 + n_lv)
+                           + 1.5 <v_u, e_g> + 0.5 q_i)
+    watch time y = log1p(play_time_ms) = max(0, mu + 0.6 eps),  eps ~ N(0, 1),
+               mu = log(1000 d_i) - 0.7 + 0.4 (logit p_v - b_v)
+so click crosses interest with the candidate's tag and the hour with video_type, like
+crosses the like history's authors with the user group, and long view crosses duration
+with activity level and history length: every task reads a different interaction, and
+the like and click histories carry information the ids alone do not. The log records
+the truth of every label (p_click, p_like, p_long_view and E[y] = mu Phi(mu / 0.6) +
+0.6 phi(mu / 0.6) as e_watch_time), so stats.json reports the Bayes-optimal AUC per split.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import typer
+from rich.console import Console
+from rich.table import Table
+from scipy.special import expit, ndtr
+
+from infnet.data.spec import BehaviourSpec, FieldSpec, RawDataset, TaskSpec
+
+D = 8  # latent dimension
+K_CLICK, LAMBDA_CLICK = 20, 0.8  # click history kept by the latent model, recency decay
+K_LIKE, LAMBDA_LIKE = 10, 0.9
+START_MS = 1_650_816_000_000  # 2022-04-25 00:00 Beijing time, as the KuaiRand subset
+SPAN_MS = 14 * 86_400_000
+ACTIVITY = ("low_active", "middle_active", "high_active", "full_active")
+PI_ACTIVE = np.array([0.15, 0.35, 0.6, 0.85])  # probability of an impression per round
+KAPPA = np.array([2.0, 1.5, 1.0, 0.5])  # long view: penalty of log duration by activity
+RHO_TAB = np.array([0.0, 0.3, -0.2, -0.5])
+VIDEO_TYPES = ("NORMAL", "AD", "MUSIC", "GAME")
+B_CLICK, B_LIKE, B_LONG_VIEW = -1.8, -4.2, -2.3
+ETA_DAY, SIGMA_WATCH = 0.25, 0.6
+TASKS = ("click", "like", "long_view", "watch_time")
+DEFAULT_TASKS = ("click", "like", "long_view")
+
+
+GENDERS = ("F", "M", "UNKNOWN")
+AGES = ("0-17", "18-23", "24-30", "31-40", "41-49", "50+")
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+@dataclass
+class World:
+    """Static parameters drawn from the seed: items, authors, users and the task tables."""
+
+    tag_emb: np.ndarray  # [G, D] e_g
+    item_tag: np.ndarray  # [I] g(i)
+    item_author: np.ndarray  # [I] a(i)
+    item_type: np.ndarray  # [I] k(i)
+    item_duration_s: np.ndarray  # [I] d_i
+    item_quality: np.ndarray  # [I] q_i
+    pop_cdf: np.ndarray  # [I] cumulative popularity exposure distribution
+    tag_items: np.ndarray  # [I] item ids sorted by tag
+    tag_start: np.ndarray  # [G] offset of each tag's items in tag_items
+    tag_count: np.ndarray  # [G]
+    author_appeal: np.ndarray  # [A] s_a
+    author_style: np.ndarray  # [A] c_a
+    user_group: np.ndarray  # [U] grp(u) = 6 gender + age
+    user_activity: np.ndarray  # [U] l(u)
+    user_bias: np.ndarray  # [U] b_u
+    user_home: np.ndarray  # [U] home tag
+    H: np.ndarray  # [4, 4] hour bucket x video_type
+    A: np.ndarray  # [18, 4] user group x author style
+    gamma: np.ndarray  # [18] weight of the like history's author affinity
+
+    @classmethod
+    def draw(cls, users: int, items: int, rng: np.random.Generator) -> World:
+        G = min(int(np.clip(items // 50, 8, 64)), items)
+        n_authors = max(items // 8, 1)
+        author_tag = rng.integers(0, G, n_authors)
+        item_author = rng.integers(0, n_authors, items)
+        item_tag = np.where(
+            rng.random(items) < 0.7, author_tag[item_author], rng.integers(0, G, items)
+        )
+        item_tag[:G] = np.arange(G)  # every tag has items
+        quality = rng.normal(0.0, 0.4, items)
+        popularity = np.exp(quality) / (1.0 + rng.permutation(items)) ** 0.8
+        count = np.bincount(item_tag, minlength=G)
+        return cls(
+            tag_emb=_unit(rng.standard_normal((G, D))),
+            item_tag=item_tag,
+            item_author=item_author,
+            item_type=rng.choice(4, items, p=[0.6, 0.15, 0.15, 0.1]),
+            item_duration_s=np.clip(np.exp(rng.normal(math.log(25.0), 0.8, items)), 3.0, 600.0),
+            item_quality=quality,
+            pop_cdf=np.cumsum(popularity) / popularity.sum(),
+            tag_items=np.argsort(item_tag, kind="stable"),
+            tag_start=np.concatenate([[0], np.cumsum(count)[:-1]]),
+            tag_count=count,
+            author_appeal=rng.normal(0.0, 0.8, n_authors),
+            author_style=rng.integers(0, 4, n_authors),
+            user_group=6 * rng.choice(3, users, p=[0.45, 0.45, 0.1])
+            + rng.choice(6, users, p=[0.05, 0.25, 0.3, 0.2, 0.12, 0.08]),
+            user_activity=rng.choice(4, users, p=[0.2, 0.3, 0.3, 0.2]),
+            user_bias=rng.normal(0.0, 0.3, users),
+            user_home=rng.integers(0, G, users),
+            H=rng.normal(0.0, 0.6, (4, 4)),
+            A=rng.normal(0.0, 0.6, (18, 4)),
+            gamma=rng.uniform(0.5, 3.0, 18),
+        )
+
+
+def _recency(buffer: np.ndarray, count: np.ndarray, target: np.ndarray, lam: float) -> np.ndarray:
+    """sum_j lam^j [j-th most recent entry == target] over a ring buffer [n, K] that has
+    received count[n] entries (slot j holds entry number count - 1 - age)."""
+    K = buffer.shape[1]
+    slot = np.arange(K)
+    age = (count[:, None] - 1 - slot) % K
+    hit = (buffer == target[:, None]) & (slot < count[:, None])
+    return (hit * lam**age).sum(axis=1)
+
+
+@dataclass
+class History:
+    """Per-user state that the labels read: interest, recent clicks and likes, long views."""
+
+    interest: np.ndarray  # [U, D] v_u, unit norm
+    click_tags: np.ndarray  # [U, K_CLICK] ring buffer of clicked tags
+    n_click: np.ndarray  # [U]
+    like_authors: np.ndarray  # [U, K_LIKE] ring buffer of liked authors
+    n_like: np.ndarray  # [U]
+    n_long_view: np.ndarray  # [U] n_lv
+
+    @classmethod
+    def start(cls, world: World, rng: np.random.Generator) -> History:
+        U = len(world.user_group)
+        noise = _unit(rng.standard_normal((U, D)))
+        return cls(
+            interest=_unit(world.tag_emb[world.user_home] + 0.8 * noise),
+            click_tags=np.zeros((U, K_CLICK), np.int32),
+            n_click=np.zeros(U, np.int64),
+            like_authors=np.zeros((U, K_LIKE), np.int32),
+            n_like=np.zeros(U, np.int64),
+            n_long_view=np.zeros(U, np.int64),
+        )
+
+    def record(
+        self,
+        world: World,
+        users: np.ndarray,
+        items: np.ndarray,
+        click: np.ndarray,
+        like: np.ndarray,
+        long_view: np.ndarray,
+    ) -> None:
+        """Append this round's events (users are distinct within a round)."""
+        for buffer, count, happened, value in (
+            (self.click_tags, self.n_click, click, world.item_tag[items]),
+            (self.like_authors, self.n_like, like, world.item_author[items]),
+        ):
+            u = users[happened]
+            buffer[u, count[u] % buffer.shape[1]] = value[happened]
+            count[u] += 1
+        self.n_long_view[users[long_view]] += 1
+
+    def drift(self, eta: float, rng: np.random.Generator) -> None:
+        xi = rng.standard_normal(self.interest.shape) / math.sqrt(D)
+        self.interest = _unit(self.interest + eta * xi)
+
+
+def truth(
+    world: World,
+    history: History,
+    users: np.ndarray,
+    items: np.ndarray,
+    hour: np.ndarray,
+    tab: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """The latent model of the module docstring: p_click, p_like, p_long_view and the
+    watch-time location mu (y = max(0, mu + SIGMA_WATCH eps)) of impressions (users, items)."""
+    g, a = world.item_tag[items], world.item_author[items]
+    grp, level = world.user_group[users], world.user_activity[users]
+    q, d = world.item_quality[items], world.item_duration_s[items]
+    affinity = np.einsum("nd,nd->n", history.interest[users], world.tag_emb[g])  # <v_u, e_g>
+    r_tag = _recency(history.click_tags[users], history.n_click[users], g, LAMBDA_CLICK)
+    r_auth = _recency(history.like_authors[users], history.n_like[users], a, LAMBDA_LIKE)
+    z_click = (
+        B_CLICK
+        + 2.5 * affinity
+        + 0.5 * r_tag
+        + world.H[hour // 6, world.item_type[items]]
+        + RHO_TAB[tab]
+        + q
+        + world.user_bias[users]
+    )
+    z_like = (
+        B_LIKE
+        + world.gamma[grp] * r_auth
+        + world.A[grp, world.author_style[a]]
+        + world.author_appeal[a]
+        + 0.8 * affinity
+    )
+    s_view = (
+        -KAPPA[level] * np.log(d / 25.0)
+        + 0.3 * np.log1p(history.n_long_view[users])
+        + 2.0 * affinity
+        + 0.5 * q
+    )
+    return {
+        "click": expit(z_click),
+        "like": expit(z_like),
+        "long_view": expit(B_LONG_VIEW + s_view),
+        "watch_mu": np.log(1000.0 * d) - 0.7 + 0.4 * s_view,
+    }
+
+
+def expected_watch(mu: np.ndarray) -> np.ndarray:
+    """E[max(0, mu + sigma eps)] = mu Phi(mu / sigma) + sigma phi(mu / sigma)."""
+    z = mu / SIGMA_WATCH
+    return mu * ndtr(z) + SIGMA_WATCH * np.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+
+
+def expose(
+    world: World, history: History, users: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """The item and tab shown to each active user: interest retrieval or popularity."""
+    n = len(users)
+    by_interest = rng.random(n) < 0.6
+    logits = 4.0 * history.interest[users[by_interest]] @ world.tag_emb.T  # [n', G]
+    tag = np.argmax(logits + rng.gumbel(size=logits.shape), axis=1)  # ~ softmax(logits)
+    offset = (rng.random(len(tag)) * world.tag_count[tag]).astype(np.int64)
+    items = np.searchsorted(world.pop_cdf, rng.random(n), side="right").clip(
+        max=len(world.pop_cdf) - 1
+    )
+    items[by_interest] = world.tag_items[world.tag_start[tag] + offset]
+    tab = np.where(by_interest, 1, rng.choice(np.array([0, 2, 3]), n, p=[0.6, 0.3, 0.1]))
+    return items, tab
+
+
+def simulate(world: World, rows: int, rng: np.random.Generator) -> Iterator[pl.DataFrame]:
+    """The exposure log, one time-sorted frame per round; `rows` rows in all."""
+    history = History.start(world, rng)
+    pi = PI_ACTIVE[world.user_activity]
+    round_ms = max(SPAN_MS // max(1, math.ceil(rows / pi.sum())), 1)
+    eta = ETA_DAY * math.sqrt(round_ms / 86_400_000)
+    done, r = 0, 0
+    while done < rows:
+        users = np.flatnonzero(rng.random(len(pi)) < pi)
+        t = START_MS + r * round_ms + rng.integers(0, round_ms, len(users))
+        order = np.argsort(t, kind="stable")[: rows - done]
+        users, t = users[order], t[order]
+        items, tab = expose(world, history, users, rng)
+        hour = (t // 3_600_000 + 8) % 24  # Beijing time
+        p = truth(world, history, users, items, hour, tab)
+        click, like, long_view = (
+            rng.random(len(users)) < p[k] for k in ("click", "like", "long_view")
+        )
+        y = np.maximum(0.0, p["watch_mu"] + SIGMA_WATCH * rng.standard_normal(len(users)))
+        yield pl.DataFrame(
+            {
+                "user_id": users.astype(np.int32),
+                "video_id": items.astype(np.int32),
+                "time_ms": t.astype(np.int64),
+                "tab": tab.astype(np.int8),
+                "hour": hour.astype(np.int8),
+                "is_click": click.astype(np.int8),
+                "is_like": like.astype(np.int8),
+                "long_view": long_view.astype(np.int8),
+                "play_time_ms": np.rint(np.expm1(y)).astype(np.int64),
+                "p_click": p["click"].astype(np.float32),
+                "p_like": p["like"].astype(np.float32),
+                "p_long_view": p["long_view"].astype(np.float32),
+                "e_watch_time": expected_watch(p["watch_mu"]).astype(np.float32),
+            }
+        )
+        history.record(world, users, items, click, like, long_view)
+        history.drift(eta, rng)
+        done += len(users)
+        r += 1
+
+
+def users_frame(world: World, rng: np.random.Generator) -> pl.DataFrame:
+    """User features in KuaiRand's shape; the latent model reads activity and group."""
+    U = len(world.user_group)
+    level = world.user_activity
+    author = rng.random(U) < 0.1
+    return pl.DataFrame(
+        {
+            "user_id": np.arange(U, dtype=np.int32),
+            "user_active_degree": np.array(ACTIVITY)[level],
+            "gender": np.array(GENDERS)[world.user_group // 6],
+            "age_range": np.array(AGES)[world.user_group % 6],
+            "is_lowactive_period": (rng.random(U) < np.where(level == 0, 0.5, 0.05)).astype(
+                np.int8
+            ),
+            "is_video_author": author.astype(np.int8),
+            "follow_user_num": np.floor(np.exp(rng.normal(2.5 + 0.5 * level, 1.2))).astype(
+                np.int64
+            ),
+            "fans_user_num": np.floor(np.exp(rng.normal(np.where(author, 4.0, 1.0), 1.5))).astype(
+                np.int64
+            ),
+            "register_days": rng.integers(1, 2000, U),
+            "onehot_feat0": (world.user_home % 7).astype(np.int8),  # a weak hint of the home tag
+            "onehot_feat1": rng.integers(0, 10, U).astype(np.int8),
+            "onehot_feat2": rng.integers(0, 3, U).astype(np.int8),
+        }
+    )
+
+
+def items_frame(world: World) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "video_id": np.arange(len(world.item_tag), dtype=np.int32),
+            "author_id": world.item_author.astype(np.int32),
+            "tag": world.item_tag.astype(np.int32),
+            "video_type": np.array(VIDEO_TYPES)[world.item_type],
+            "video_duration": (1000.0 * world.item_duration_s).round(),  # ms, as KuaiRand
+        }
+    )
+
+
+FIELDS = [
+    FieldSpec("video_id", "item"),
+    FieldSpec("author_id", "item"),
+    FieldSpec("tag", "item"),
+    FieldSpec("video_type", "item"),
+    FieldSpec("duration", "item", column="video_duration", kind="quantile"),
+    FieldSpec("user_id", "user"),
+    FieldSpec("user_active_degree", "user"),
+    FieldSpec("gender", "user"),
+    FieldSpec("age_range", "user"),
+    FieldSpec("is_lowactive_period", "user"),
+    FieldSpec("is_video_author", "user"),
+    FieldSpec("follow_user_num", "user", kind="log"),
+    FieldSpec("fans_user_num", "user", kind="log"),
+    FieldSpec("register_days", "user", kind="quantile"),
+    FieldSpec("onehot_feat0", "user"),
+    FieldSpec("onehot_feat1", "user"),
+    FieldSpec("onehot_feat2", "user"),
+    FieldSpec("tab", "context"),
+    FieldSpec("hour", "context"),
+]
+TASK_SPECS = {
+    "click": TaskSpec("click", "is_click"),
+    "like": TaskSpec("like", "is_like"),
+    "long_view": TaskSpec("long_view", "long_view"),
+    "watch_time": TaskSpec("watch_time", "play_time_ms", kind="regression", transform="log1p"),
+}
+ORACLE = {
+    "click": "p_click",
+    "like": "p_like",
+    "long_view": "p_long_view",
+    "watch_time": "e_watch_time",
+}
+BEHAVIOURS = [
+    BehaviourSpec("click", pl.col("is_click") == 1),
+    BehaviourSpec("like", pl.col("is_like") == 1),
+    BehaviourSpec("long_view", pl.col("long_view") == 1),
+]
+
+
+def build_raw(
+    rows: int,
+    users: int,
+    items: int,
+    seed: int,
+    *,
+    max_len: int = 50,
+    workdir: str | Path | None = None,
+    chunk_rows: int = 1_000_000,
+    tasks: Sequence[str] = DEFAULT_TASKS,
+) -> RawDataset:
+    """Simulate `rows` impressions of `users` users over `items` items.
+
+    With a `workdir` the log is written there in Parquet parts of about `chunk_rows` rows
+    and handed on as a lazy scan (memory stays O(users + chunk_rows)); without one it is
+    kept in memory."""
+    for name, value in (
+        ("rows", rows),
+        ("users", users),
+        ("items", items),
+        ("chunk_rows", chunk_rows),
+        ("max_len", max_len),
+    ):
+        if value < 1:
+            raise ValueError(f"synthetic: {name} must be at least 1, got {value}")
+    unknown = [t for t in tasks if t not in TASK_SPECS]
+    if unknown or not tasks:
+        raise ValueError(
+            f"synthetic: unknown tasks {unknown or list(tasks)} (choose from {list(TASKS)})"
+        )
+    world_rng, user_rng, sim_rng = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3)
+    )
+    world = World.draw(users, items, world_rng)
+    if workdir is not None:
+        workdir = Path(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        if any(workdir.glob("part-*.parquet")):
+            raise FileExistsError(f"synthetic: work directory {workdir} already holds part files")
+    chunk: list[pl.DataFrame] = []
+    parts = 0
+
+    def flush() -> None:
+        nonlocal chunk, parts
+        pl.concat(chunk).write_parquet(workdir / f"part-{parts:05d}.parquet")
+        chunk, parts = [], parts + 1
+
+    buffered = 0
+    for frame in simulate(world, rows, sim_rng):
+        chunk.append(frame)
+        buffered += len(frame)
+        if workdir is not None and buffered >= chunk_rows:
+            flush()
+            buffered = 0
+    if workdir is not None and chunk:
+        flush()
+    log = pl.scan_parquet(workdir / "part-*.parquet") if workdir is not None else pl.concat(chunk)
+    return RawDataset(
+        name="synthetic",
+        log=log,
+        fields=list(FIELDS),
+        tasks=[TASK_SPECS[t] for t in tasks],
+        users=users_frame(world, user_rng),
+        items=items_frame(world),
+        behaviours=list(BEHAVIOURS),
+        side_fields=["video_id", "author_id", "tag"],
+        max_len=max_len,
+        oracle={t: ORACLE[t] for t in tasks},
+        stats={
+            "simulator": {
+                "seed": seed,
+                "rows": rows,
+                "users": users,
+                "items": items,
+                "tags": len(world.tag_emb),
+                "authors": len(world.author_appeal),
+            }
+        },
+    )
+
+
+def prepare_synthetic(
+    out: str | Path,
+    *,
+    rows: int = 200_000,
+    users: int = 5_000,
+    items: int = 2_000,
+    seed: int = 0,
+    max_len: int = 50,
+    tasks: Sequence[str] = DEFAULT_TASKS,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Simulate into Parquet parts beside `out`, prepare them into `out`; returns stats."""
+    from infnet.data.prepare import prepare
+
+    out = Path(out)
+    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(
+            f"{out} exists and is not empty; pass overwrite=True (--overwrite) to replace it"
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".synthetic", dir=out.parent))
+    try:
+        raw = build_raw(rows, users, items, seed, max_len=max_len, workdir=workdir, tasks=tasks)
+        return prepare(raw, out, overwrite=overwrite, progress=progress)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def summary_table(stats: dict) -> Table:
+    """Per split: rows, users, items, label rates (means for regression), oracle AUCs."""
+    splits = list(stats["rows"])
+    table = Table(title=f"{stats['dataset']}: prepared")
+    table.add_column("")
+    for s in splits:
+        table.add_column(s, justify="right")
+    table.add_row("rows", *[f"{stats['rows'][s]:,}" for s in splits])
+    table.add_row("users", *[f"{stats['users'][s]:,}" for s in splits])
+    table.add_row("items", *[f"{stats['items'][s]:,}" for s in splits])
+    for key, what in (("label_rate", "rate"), ("label_mean", "mean"), ("oracle_auc", "oracle AUC")):
+        for task in stats.get(key, {}).get(splits[0], {}):
+            values = [stats[key][s][task] for s in splits]
+            table.add_row(f"{task} {what}", *["-" if v is None else f"{v:.4f}" for v in values])
+    return table
+
+
+def command(
+    out: Path = typer.Option(..., "--out", help="Prepared dataset directory to write."),
+    rows: int = typer.Option(200_000, "--rows", help="Impressions to simulate."),
+    users: int = typer.Option(5_000, "--users", help="Number of users."),
+    items: int = typer.Option(2_000, "--items", help="Number of items (videos)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives the same data."),
+    max_len: int = typer.Option(50, "--max-len", help="Behaviour sequence length n."),
+    tasks: str = typer.Option(
+        ",".join(DEFAULT_TASKS), "--tasks", help=f"Comma-separated tasks among {', '.join(TASKS)}."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT."),
+) -> None:
+    """Simulate KuaiRand-shaped exposures whose true label probabilities are known, and
+    prepare them (the latent model is documented in infnet.data.sources.synthetic)."""
+    console = Console()
+    try:
+        stats = prepare_synthetic(
+            out,
+            rows=rows,
+            users=users,
+            items=items,
+            seed=seed,
+            max_len=max_len,
+            tasks=[t.strip() for t in tasks.split(",") if t.strip()],
+            overwrite=overwrite,
+        )
+    except (ValueError, FileExistsError) as err:
+        Console(stderr=True).print(f"[red]error:[/red] {err}")
+        raise typer.Exit(1) from None
+    console.print(summary_table(stats))
+    console.print(
+        f"users {stats['users']['all']:,}, items {stats['items']['all']:,}; written to {out}"
+    )
