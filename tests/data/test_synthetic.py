@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 
 import numpy as np
@@ -66,8 +67,20 @@ def test_shape_rows_and_time_order(raw):
     # one impression per user per round: a user's times are strictly increasing
     per_user = log.group_by("user_id").agg((pl.col("time_ms").diff() > 0).all().alias("increasing"))
     assert per_user["increasing"].all()
-    assert set(log.columns) >= {"user_id", "video_id", "time_ms", "tab", "hour", "play_time_ms"}
-    assert log["hour"].min() >= 0 and log["hour"].max() <= 23
+    assert set(log.columns) >= {
+        "user_id",
+        "video_id",
+        "time_ms",
+        "tab",
+        "hour",
+        "weekday",
+        "play_time_ms",
+    }
+    beijing = pl.from_epoch(log["time_ms"] + 8 * 3_600_000, time_unit="ms")  # as KuaiRand
+    assert (log["hour"] == beijing.dt.hour()).all() and (
+        log["weekday"] == beijing.dt.weekday()
+    ).all()
+    assert beijing.min().date() == datetime.date(2022, 4, 25)
     assert raw.items["video_id"].to_list() == list(range(ITEMS))
     assert raw.users["user_id"].to_list() == list(range(USERS))
 
@@ -91,9 +104,9 @@ def test_labels_are_bernoulli_draws_of_the_recorded_probabilities(raw):
             assert abs(y[m].mean() - p[m].mean()) < 4 * se + 1e-3, (task, b)
 
 
-def test_watch_time_expectation_matches_draws(raw):
+def test_play_time_expectation_matches_draws(raw):
     y = np.log1p(raw.log["play_time_ms"].to_numpy())
-    e = raw.log["e_watch_time"].to_numpy()
+    e = raw.log["e_play_time"].to_numpy()
     assert abs(y.mean() - e.mean()) < 4 * syn.SIGMA_WATCH / np.sqrt(len(y))
     resid = y - e
     assert abs(resid.std() - syn.SIGMA_WATCH) < 0.02
@@ -246,17 +259,17 @@ def test_prepare_end_to_end(tmp_path):
     schema = Schema.load(out / layout.SCHEMA)
     assert schema.sequences.behaviours == ["click", "like", "long_view"]
     assert schema.sequences.side_fields == ["video_id", "author_id", "tag"]
-    assert schema.task_names == ["click", "like", "long_view", "watch_time"]
+    assert schema.task_names == ["is_click", "is_like", "long_view", "play_time"]
     assert [s.rows for s in schema.splits] == [14_000, 3_000, 3_000]
-    assert schema.field("duration").boundaries
+    assert schema.field("video_duration").boundaries
     written = json.loads((out / layout.STATS).read_text())
     assert written["oracle_auc"] == stats["oracle_auc"]
     for split in layout.SPLITS:
-        assert set(stats["oracle_auc"][split]) == {"click", "like", "long_view"}
+        assert set(stats["oracle_auc"][split]) == {"is_click", "is_like", "long_view"}
         assert all(0.7 < a < 0.95 for a in stats["oracle_auc"][split].values())
     test = pl.read_parquet(out / "test")
-    assert test[layout.oracle_col("watch_time")].mean() == pytest.approx(
-        test[layout.label_col("watch_time")].mean(), abs=0.05
+    assert test[layout.oracle_col("play_time")].mean() == pytest.approx(
+        test[layout.label_col("play_time")].mean(), abs=0.05
     )
 
 
@@ -278,6 +291,6 @@ def test_command_prints_the_summary(tmp_path):
     ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert "click oracle AUC" in result.output and "3,500" in result.output  # 70% of 5000
+    assert "is_click oracle AUC" in result.output and "3,500" in result.output  # 70% of 5000
     again = runner.invoke(app, args)
     assert again.exit_code == 1 and "exists and is not empty" in " ".join(again.output.split())

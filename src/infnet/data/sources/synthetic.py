@@ -1,40 +1,48 @@
 """The built-in simulator: KuaiRand-shaped logs from a latent model whose truth is known.
 
-The world (drawn once from the seed)
-    tags g = 1..G with unit embeddings e_g in R^D (D = 8); authors a with a main tag, an
-    appeal s_a ~ N(0, 0.5^2) and a style c_a in {0..3}; items i with author a(i), tag g(i)
-    (the author's main tag with probability 0.7), video_type k(i) in {0..3}, duration
-    d_i ~ LogNormal(log 25 s, 0.8) clipped to [3, 600] s and quality q_i ~ N(0, 0.4^2).
-    Users u with gender x age group grp(u) (18 groups), activity level l(u) in {low, middle,
-    high, full}, a bias b_u ~ N(0, 0.3^2), follow / fan counts and a few onehot attributes.
-    Tables H[hour/6, k] ~ N(0, 0.6^2), A[grp, c] ~ N(0, 0.6^2) and gamma[grp] ~ U(0.2, 2.0).
+World, drawn once from the seed:
+    tags g = 1..G (G = clip(items / 50, 8, 64)) with unit embeddings e_g in R^D, D = 8;
+    authors a (items / 8 of them) with a main tag, an appeal s_a ~ N(0, 0.8^2) and a style
+    c_a in {0..3}; items i with author a(i), tag g(i) (the author's main tag with
+    probability 0.7), video_type k(i) in {0..3}, duration d_i ~ LogNormal(log 25 s, 0.8)
+    clipped to [3, 600] s, quality q_i ~ N(0, 0.4^2); users u with a gender x age group
+    grp(u) (18 groups), an activity level l(u) in {low, middle, high, full}, a bias
+    b_u ~ N(0, 0.3^2), a home tag, follow / fan counts and onehot attributes; tables
+    H[hour // 6, k] ~ N(0, 0.6^2), A[grp, c] ~ N(0, 0.6^2), gamma[grp] ~ U(0.5, 3).
 
-Per-user state (the behaviour history), updated after every round
-    v_u(t)   interest in R^D, unit norm: starts near the user's home tag and drifts,
-             v <- normalise(v + eta * sqrt(round_days) * xi),  xi ~ N(0, I / D)
-    r_tag    sum_j 0.8^j [tag of the j-th most recent click == g]       (last 20 clicks)
-    r_auth   sum_j 0.9^j [author of the j-th most recent like == a]     (last 10 likes)
+Per-user state (the behaviour history), updated after every round:
+    v_u      interest in R^D, unit norm: starts near the home tag, then drifts,
+             v_u <- normalise(v_u + 0.25 sqrt(round length in days) xi),  xi ~ N(0, I / D)
+    r_tag    sum_j 0.8^j [tag of the j-th most recent click == g(i)]      (last 20 clicks)
+    r_auth   sum_j 0.9^j [author of the j-th most recent like == a(i)]    (last 10 likes)
     n_lv     number of long views so far
 
-Exposure: each round every user is active with probability pi[l(u)]; an active user sees
-one item, from interest retrieval (tag ~ softmax(4 <v_u, e_g>), item uniform within the
-tag; tab 1) with probability 0.6, else from popularity (p(i) ~ exp(q_i) / rank^0.8; tab 0,
-2 or 3). One impression per user per round, so the state a label sees is exactly the
-history strictly before its time_ms: what prepare's point-in-time sequences hold.
+Exposure: 14 days from 2022-04-25 (UTC+8) cut into rounds; each round user u is active
+with probability pi[l(u)] = 0.15, 0.35, 0.6, 0.85 and sees one item: by interest retrieval
+(tag ~ softmax(4 <v_u, e_g>), item uniform in the tag; tab 1) with probability 0.6, else by
+popularity (p(i) ~ exp(q_i) / rank^0.8; tab 0, 2 or 3). One impression per user per round,
+so the state a label reads is exactly the user's history strictly before its time_ms:
+what prepare's point-in-time sequences hold.
 
-Labels, drawn independently given the latent probabilities (sigma is the logistic):
-    click      p_c = sigma(b_c + 2.5 <v_u, e_g> + 0.5 r_tag + H[h, k] + rho[tab] + q_i + b_u)
-    like       p_l = sigma(b_l + gamma[grp] r_auth + A[grp, c_a] + s_a + 0.8 <v_u, e_g>)
-    long_view  p_v = sigma(b_v - kappa[l] log(d_i / 25 s) + 0.3 log(1 + n_lv)
-                           + 1.5 <v_u, e_g> + 0.5 q_i)
-    watch time y = log1p(play_time_ms) = max(0, mu + 0.6 eps),  eps ~ N(0, 1),
-               mu = log(1000 d_i) - 0.7 + 0.4 (logit p_v - b_v)
-so click crosses interest with the candidate's tag and the hour with video_type, like
-crosses the like history's authors with the user group, and long view crosses duration
-with activity level and history length: every task reads a different interaction, and
-the like and click histories carry information the ids alone do not. The log records
-the truth of every label (p_click, p_like, p_long_view and E[y] = mu Phi(mu / 0.6) +
-0.6 phi(mu / 0.6) as e_watch_time), so stats.json reports the Bayes-optimal AUC per split.
+Labels, drawn independently given the truth (sigma is the logistic function):
+    is_click   p_c = sigma(-1.8 + 2.5 <v_u, e_g> + 0.5 r_tag + H[hour // 6, k]
+                           + rho[tab] + q_i + b_u),           rho = 0, 0.3, -0.2, -0.5
+    is_like    p_l = sigma(-4.2 + gamma[grp] r_auth + A[grp, c_a] + s_a + 0.8 <v_u, e_g>)
+    long_view  p_v = sigma(-2.3 + s_v),  s_v = -kappa[l] log(d_i / 25 s) + 0.3 log(1 + n_lv)
+                           + 2 <v_u, e_g> + 0.5 q_i,          kappa = 2, 1.5, 1, 0.5
+    play_time  y = log1p(play_time_ms) = max(0, mu + 0.6 eps),  eps ~ N(0, 1),
+               mu = log(1000 d_i) - 0.7 + 0.4 s_v
+Each task reads a different interaction: click the drifting interest x the candidate's tag,
+the click history's tags, and hour x video_type; like the like history's authors x the user
+group, and group x author style; long view duration x activity level and the long-view
+history length. The histories and the drift carry what ids alone cannot.
+
+The log records the truth of each label: p_click, p_like, p_long_view, and
+e_play_time = E[y] = mu Phi(mu / 0.6) + 0.6 phi(mu / 0.6); prepare keeps them as oracle
+columns and stats.json reports each split's oracle (Bayes-optimal) AUC. Default tasks are
+KuaiRand's three (is_click, is_like, long_view); play_time is selectable. Base rates are
+close to KuaiRand's (about 0.39, 0.03, 0.28 at the defaults; they move a little with the
+sizes, e.g. fewer tags make clicks more repetitive).
 """
 
 from __future__ import annotations
@@ -67,8 +75,9 @@ RHO_TAB = np.array([0.0, 0.3, -0.2, -0.5])
 VIDEO_TYPES = ("NORMAL", "AD", "MUSIC", "GAME")
 B_CLICK, B_LIKE, B_LONG_VIEW = -1.8, -4.2, -2.3
 ETA_DAY, SIGMA_WATCH = 0.25, 0.6
-TASKS = ("click", "like", "long_view", "watch_time")
-DEFAULT_TASKS = ("click", "like", "long_view")
+# Task names, fields and behaviours as in sources/kuairand.py, so configs run on both.
+TASKS = ("is_click", "is_like", "long_view", "play_time")
+DEFAULT_TASKS = ("is_click", "is_like", "long_view")
 
 
 GENDERS = ("F", "M", "UNKNOWN")
@@ -280,7 +289,8 @@ def simulate(world: World, rows: int, rng: np.random.Generator) -> Iterator[pl.D
         order = np.argsort(t, kind="stable")[: rows - done]
         users, t = users[order], t[order]
         items, tab = expose(world, history, users, rng)
-        hour = (t // 3_600_000 + 8) % 24  # Beijing time
+        t_bj = t + 8 * 3_600_000  # Beijing time, as KuaiRand's date and hourmin
+        hour = t_bj // 3_600_000 % 24
         p = truth(world, history, users, items, hour, tab)
         click, like, long_view = (
             rng.random(len(users)) < p[k] for k in ("click", "like", "long_view")
@@ -293,6 +303,7 @@ def simulate(world: World, rows: int, rng: np.random.Generator) -> Iterator[pl.D
                 "time_ms": t.astype(np.int64),
                 "tab": tab.astype(np.int8),
                 "hour": hour.astype(np.int8),
+                "weekday": ((t_bj // 86_400_000 + 3) % 7 + 1).astype(np.int8),  # Monday = 1
                 "is_click": click.astype(np.int8),
                 "is_like": like.astype(np.int8),
                 "long_view": long_view.astype(np.int8),
@@ -300,7 +311,7 @@ def simulate(world: World, rows: int, rng: np.random.Generator) -> Iterator[pl.D
                 "p_click": p["click"].astype(np.float32),
                 "p_like": p["like"].astype(np.float32),
                 "p_long_view": p["long_view"].astype(np.float32),
-                "e_watch_time": expected_watch(p["watch_mu"]).astype(np.float32),
+                "e_play_time": expected_watch(p["watch_mu"]).astype(np.float32),
             }
         )
         history.record(world, users, items, click, like, long_view)
@@ -355,7 +366,7 @@ FIELDS = [
     FieldSpec("author_id", "item"),
     FieldSpec("tag", "item"),
     FieldSpec("video_type", "item"),
-    FieldSpec("duration", "item", column="video_duration", kind="quantile"),
+    FieldSpec("video_duration", "item", kind="quantile"),
     FieldSpec("user_id", "user"),
     FieldSpec("user_active_degree", "user"),
     FieldSpec("gender", "user"),
@@ -370,18 +381,19 @@ FIELDS = [
     FieldSpec("onehot_feat2", "user"),
     FieldSpec("tab", "context"),
     FieldSpec("hour", "context"),
+    FieldSpec("weekday", "context"),
 ]
 TASK_SPECS = {
-    "click": TaskSpec("click", "is_click"),
-    "like": TaskSpec("like", "is_like"),
+    "is_click": TaskSpec("is_click", "is_click"),
+    "is_like": TaskSpec("is_like", "is_like"),
     "long_view": TaskSpec("long_view", "long_view"),
-    "watch_time": TaskSpec("watch_time", "play_time_ms", kind="regression", transform="log1p"),
+    "play_time": TaskSpec("play_time", "play_time_ms", kind="regression", transform="log1p"),
 }
 ORACLE = {
-    "click": "p_click",
-    "like": "p_like",
+    "is_click": "p_click",
+    "is_like": "p_like",
     "long_view": "p_long_view",
-    "watch_time": "e_watch_time",
+    "play_time": "e_play_time",
 }
 BEHAVIOURS = [
     BehaviourSpec("click", pl.col("is_click") == 1),
