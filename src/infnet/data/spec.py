@@ -55,6 +55,9 @@ class SplitSpec:
 
     bounds: dict[str, tuple[int, int]] | None = None
     ratios: tuple[float, float, float] = (0.70, 0.15, 0.15)
+    # Bounds on this log column (in its units) instead of the time column, e.g. KuaiRand's
+    # official `date` (yyyymmdd), which does not follow one time zone of time_ms exactly.
+    column: str | None = None
 
 
 @dataclass
