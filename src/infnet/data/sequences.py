@@ -1,0 +1,66 @@
+"""Point-in-time behaviour sequences, fully vectorised.
+
+For each behaviour b the event table E_b holds every event of that behaviour (log rows
+satisfying the behaviour's condition, plus warm-start events), sorted by (user, time).
+An impression row r of user u at time t gets the pointers
+
+    start_r = first index of u in E_b
+    end_r   = start_r + #{e in E_b : user_e = u, time_e < t}      (strictly earlier)
+
+so E_b[start_r:end_r] is exactly u's history before t, most recent last. The loader takes
+the last max_len of those positions.
+
+The count of earlier events is a searchsorted over one sorted int64 key per event,
+    key_e = seg(user_e) * U + rank(time_e),
+where seg is the dense index of the user among E_b's users and rank the dense rank of the
+time among E_b's distinct times (U of them); a row asks for seg(u) * U + rank_left(t),
+where rank_left(t) is the number of distinct event times below t. seg < E and U <= E, so
+the key is below E^2 and fits int64 for any E < 3e9.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Events:
+    """One behaviour's event table, sorted by (user, time); ties keep their input order."""
+
+    user: np.ndarray  # int64 [E]
+    time: np.ndarray  # int64 [E]
+    side: np.ndarray  # int32 [E, K]: side-info codes, the target item fields' vocabularies
+
+    def __len__(self) -> int:
+        return len(self.user)
+
+
+def event_table(user: np.ndarray, time: np.ndarray, side: np.ndarray) -> Events:
+    """Sort events (any order in) by (user, time); stable, so the input order breaks ties
+    (warm-start events given first, in recency order, stay first)."""
+    order = np.lexsort((time, user))
+    return Events(user=user[order], time=time[order], side=side[order])
+
+
+def history_pointers(
+    events: Events, row_user: np.ndarray, row_time: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """[start, end) into `events` of each row's user's events strictly before its time.
+
+    Returns two int64 arrays of len(row_user)."""
+    start = np.searchsorted(events.user, row_user, side="left").astype(np.int64)
+    if len(events) == 0:
+        return start, start.copy()
+    users, seg_e = np.unique(events.user, return_inverse=True)  # seg_e: dense user index
+    times, rank_e = np.unique(events.time, return_inverse=True)
+    U = np.int64(len(times) + 1)
+    key_e = seg_e.astype(np.int64) * U + rank_e  # sorted, as events are sorted by (user, time)
+
+    seg_r = np.searchsorted(users, row_user)
+    present = users[np.minimum(seg_r, len(users) - 1)] == row_user
+    rank_r = np.searchsorted(times, row_time, side="left")  # distinct event times < t
+    key_r = seg_r.astype(np.int64) * U + rank_r
+    end = np.where(present, np.searchsorted(key_e, key_r, side="left"), start)
+    return start, end.astype(np.int64)
