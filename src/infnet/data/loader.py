@@ -1,0 +1,177 @@
+"""Batches from a prepared dataset directory (layout.py), all in memory as numpy arrays.
+
+A split is loaded once into
+    categorical int32 [N, M], labels float32 [N, T] (NaN = missing), user int64 [N],
+    start / end int64 [N, F]  (pointers into the concatenated event table),
+and the F behaviours' event tables are concatenated into one int32 [E + 1, K] array whose
+last row is all PAD, so a batch's sequences are one vectorised gather:
+
+    pos[b, f, j] = end[b, f] - n + j          j = 0 .. n-1  (most recent last)
+    valid        = pos >= start[b, f]          (left padding where the history is short)
+    seq_ids      = events[where(valid, pos, E)]                  [B, F, n, K]
+
+In a Batch, missing labels are 0 with label_mask False.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from infnet.data import layout
+from infnet.data.batch import Batch
+from infnet.data.schema import Schema
+
+
+@dataclass
+class _Split:
+    categorical: np.ndarray  # int32 [N, M]
+    labels: np.ndarray  # float32 [N, T], NaN where missing
+    user: np.ndarray  # int64 [N]
+    start: np.ndarray  # int64 [N, F], offsets into the concatenated event table
+    end: np.ndarray  # int64 [N, F]
+
+
+class PreparedDataset:
+    """A prepared dataset directory: `.schema`, `.stats`, `.num_rows(split)`, `.batches(...)`,
+    `.batch_at(split, indices)`. Splits and event tables are read on first use."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise FileNotFoundError(f"prepared dataset directory not found: {self.path}")
+        self.schema = Schema.load(self.path / layout.SCHEMA)
+        self._splits: dict[str, _Split] = {}
+        self._events: np.ndarray | None = None
+        self._offsets: np.ndarray | None = None  # int64 [F]: first row of each behaviour
+
+    @property
+    def stats(self) -> dict:
+        path = self.path / layout.STATS
+        if not path.is_file():
+            raise FileNotFoundError(f"stats file not found: {path}")
+        return json.loads(path.read_text())
+
+    def num_rows(self, split: str) -> int:
+        return self.schema.split(self._check_split(split)).rows
+
+    def _check_split(self, split: str) -> str:
+        if split not in layout.SPLITS:
+            raise KeyError(f"unknown split {split!r} (splits: {list(layout.SPLITS)})")
+        return split
+
+    # --- loading ------------------------------------------------------------------------------
+    def _load_events(self) -> None:
+        seq = self.schema.sequences
+        tables, offsets, total = [], [], 0
+        for b in seq.behaviours if seq else []:
+            path = self.path / layout.SEQ_DIR / f"{b}.parquet"
+            if not path.is_file():
+                raise FileNotFoundError(f"behaviour sequence file not found: {path}")
+            t = pl.read_parquet(path, columns=seq.side_fields).to_numpy().astype(np.int32)
+            tables.append(t)
+            offsets.append(total)
+            total += len(t)
+        K = len(seq.side_fields) if seq else 1
+        tables.append(np.zeros((1, K), dtype=np.int32))  # the PAD row, index `total`
+        self._events = np.ascontiguousarray(np.concatenate(tables))
+        self._offsets = np.asarray(offsets, dtype=np.int64)
+
+    def _split(self, split: str) -> _Split:
+        if split in self._splits:
+            return self._splits[split]
+        self._check_split(split)
+        parts = sorted((self.path / split).glob("part-*.parquet"))
+        if not parts:
+            raise FileNotFoundError(f"no part files in {self.path / split}")
+        df = pl.concat([pl.read_parquet(p) for p in parts])
+        s = self.schema
+        behaviours = s.sequences.behaviours if s.sequences else []
+        if self._events is None:
+            self._load_events()
+        missing = [
+            c
+            for c in [
+                *s.field_names,
+                layout.USER,
+                *map(layout.label_col, s.task_names),
+                *map(layout.seq_start_col, behaviours),
+                *map(layout.seq_end_col, behaviours),
+            ]
+            if c not in df.columns
+        ]
+        if missing:
+            raise ValueError(
+                f"{self.path / split}: column {missing[0]!r} is missing from the part files"
+            )
+
+        def matrix(cols: list[str], dtype: type) -> np.ndarray:
+            if not cols:
+                return np.zeros((len(df), 0), dtype=dtype)
+            return np.ascontiguousarray(df.select(cols).to_numpy().astype(dtype, copy=False))
+
+        start = matrix(list(map(layout.seq_start_col, behaviours)), np.int64) + self._offsets
+        end = matrix(list(map(layout.seq_end_col, behaviours)), np.int64) + self._offsets
+        data = _Split(
+            categorical=matrix(s.field_names, np.int32),
+            labels=matrix(list(map(layout.label_col, s.task_names)), np.float32),
+            user=df[layout.USER].cast(pl.Int64).to_numpy(),
+            start=start,
+            end=end,
+        )
+        self._splits[split] = data
+        return data
+
+    # --- batches ------------------------------------------------------------------------------
+    def batch_at(self, split: str, indices: Sequence[int] | np.ndarray) -> Batch:
+        d = self._split(split)
+        idx = np.asarray(indices, dtype=np.int64)
+        seq = self.schema.sequences
+        if seq is None:
+            B = len(idx)
+            seq_ids = torch.zeros((B, 0, 1, 1), dtype=torch.int64)
+            seq_mask = torch.zeros((B, 0, 1), dtype=torch.bool)
+        else:
+            n = seq.max_len
+            start, end = np.take(d.start, idx, axis=0), np.take(d.end, idx, axis=0)  # [B, F]
+            pos = end[..., None] + np.arange(-n, 0)  # [B, F, n], most recent last
+            valid = pos >= start[..., None]
+            pos = np.where(valid, pos, len(self._events) - 1)  # PAD row
+            # np.take on axis 0 is several times faster than fancy indexing here
+            seq_ids = torch.from_numpy(np.take(self._events, pos, axis=0).astype(np.int64))  # [B, F, n, K]
+            seq_mask = torch.from_numpy(valid)
+        labels = np.take(d.labels, idx, axis=0)
+        missing = np.isnan(labels)
+        return Batch(
+            categorical=torch.from_numpy(np.take(d.categorical, idx, axis=0).astype(np.int64)),
+            seq_ids=seq_ids,
+            seq_mask=seq_mask,
+            labels=torch.from_numpy(np.where(missing, np.float32(0), labels)),
+            label_mask=torch.from_numpy(~missing),
+            user=torch.from_numpy(np.take(d.user, idx)),
+        )
+
+    def batches(
+        self,
+        split: str,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        seed: int = 0,
+        drop_last: bool = False,
+    ) -> Iterator[Batch]:
+        """Batches over a split; with shuffle, the order is a permutation seeded by `seed`
+        (pass the epoch number, e.g. seed + epoch, for a new order each epoch)."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        N = len(self._split(split).user)
+        order = np.random.default_rng(seed).permutation(N) if shuffle else np.arange(N)
+        stop = N - N % batch_size if drop_last else N
+        for lo in range(0, stop, batch_size):
+            yield self.batch_at(split, order[lo : lo + batch_size])
