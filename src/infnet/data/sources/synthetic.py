@@ -73,15 +73,13 @@ PI_ACTIVE = np.array([0.15, 0.35, 0.6, 0.85])  # probability of an impression pe
 KAPPA = np.array([2.0, 1.5, 1.0, 0.5])  # long view: penalty of log duration by activity
 RHO_TAB = np.array([0.0, 0.3, -0.2, -0.5])
 VIDEO_TYPES = ("NORMAL", "AD", "MUSIC", "GAME")
+GENDERS = ("F", "M", "UNKNOWN")
+AGES = ("0-17", "18-23", "24-30", "31-40", "41-49", "50+")
 B_CLICK, B_LIKE, B_LONG_VIEW = -1.8, -4.2, -2.3
 ETA_DAY, SIGMA_WATCH = 0.25, 0.6
 # Task names, fields and behaviours as in sources/kuairand.py, so configs run on both.
 TASKS = ("is_click", "is_like", "long_view", "play_time")
 DEFAULT_TASKS = ("is_click", "is_like", "long_view")
-
-
-GENDERS = ("F", "M", "UNKNOWN")
-AGES = ("0-17", "18-23", "24-30", "31-40", "41-49", "50+")
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -156,7 +154,7 @@ def _recency(buffer: np.ndarray, count: np.ndarray, target: np.ndarray, lam: flo
     slot = np.arange(K)
     age = (count[:, None] - 1 - slot) % K
     hit = (buffer == target[:, None]) & (slot < count[:, None])
-    return (hit * lam**age).sum(axis=1)
+    return (hit * (lam**slot)[age]).sum(axis=1)
 
 
 @dataclass
@@ -265,8 +263,11 @@ def expose(
     """The item and tab shown to each active user: interest retrieval or popularity."""
     n = len(users)
     by_interest = rng.random(n) < 0.6
-    logits = 4.0 * history.interest[users[by_interest]] @ world.tag_emb.T  # [n', G]
-    tag = np.argmax(logits + rng.gumbel(size=logits.shape), axis=1)  # ~ softmax(logits)
+    # tag ~ softmax(4 <v_u, e_g>) by inverse CDF; the logits are at most 4 (unit vectors)
+    logits = (history.interest[users[by_interest]] @ world.tag_emb.T).astype(np.float32)  # [n', G]
+    weight = np.exp(4.0 * logits - 4.0)
+    cdf = np.cumsum(weight, axis=1)
+    tag = (cdf < rng.random(len(cdf))[:, None] * cdf[:, -1:]).sum(axis=1)
     offset = (rng.random(len(tag)) * world.tag_count[tag]).astype(np.int64)
     items = np.searchsorted(world.pop_cdf, rng.random(n), side="right").clip(
         max=len(world.pop_cdf) - 1
