@@ -1,0 +1,548 @@
+"""The declarative source: a dataset described in one YAML file, prepared without code.
+
+    name: my-shop
+    inputs:   {log: {path: "logs/*.csv"}, users: {path: users.parquet}, items: {...}}
+    user_key: user_id          item_key: item_id
+    time:     {column: ts, unit: auto}             # s / ms / us / ns / datetime / auto
+    columns:  {item_id: {type: categorical, min_count: 2},
+               price:   {type: numeric, buckets: log},
+               genres:  {type: multi_categorical, separator: "|", max_values: 3}}
+    sequences: {side_fields: [item_id], max_len: 50,
+                behaviours: {bought: {condition: "buy == 1"}}}
+    tasks:    {buy: {kind: binary, column: buy}, spend: {kind: regression, column: amount, transform: log1p}}
+    split:    {ratios: [0.7, 0.15, 0.15]}          # or {valid_start:, test_start:} or {column:}
+
+The YAML is checked by strict pydantic models (an unknown key, column type or task kind
+is an error naming it), then `build_raw` turns the files into a `RawDataset` and
+`prepare` does the rest, so a YAML dataset gets the same point-in-time sequences, time
+split and vocabularies as the built-in ones. Text files are read as strings; numeric
+columns and labels are parsed here, and values that do not parse are counted per column
+in stats.json and mapped to OOV (a missing label) or dropped, as `on_unparseable` says.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Annotated, Literal
+
+import polars as pl
+import typer
+from pydantic import Field, model_validator
+
+from infnet.config import ConfigError, load_yaml, validate
+from infnet.data.prepare import PrepareError, prepare
+from infnet.data.schema import Strict
+from infnet.data.sources.condition import parse_condition
+from infnet.data.sources.files import Format, read_files
+from infnet.data.spec import BehaviourSpec, FieldSpec, RawDataset, SplitSpec, TaskSpec
+
+Group = Literal["item", "user", "context"]
+Policy = Literal["drop", "oov"]
+TIME_MS = "__time_ms"
+SPLIT_CODE = "__split"
+
+
+class Input(Strict):
+    path: str | list[str]  # file names or globs, relative to the YAML's folder (or --data-dir)
+    format: Format | None = None  # default: from the file suffix
+    separator: str | None = None  # csv: "," (tsv: tab); may be longer than one character
+    encoding: str = "utf8"
+    header: bool = True
+    names: list[str] | None = None  # column names of a file without a header
+    key: str | None = None  # users / items: the join column, default user_key / item_key
+
+
+class Inputs(Strict):
+    log: Input
+    users: Input | None = None
+    items: Input | None = None
+
+
+class Time(Strict):
+    column: str | None = None
+    unit: Literal["auto", "s", "ms", "us", "ns", "datetime"] = "auto"
+    format: str | None = None  # strptime format of a datetime string, default: inferred
+    row_order: bool = False  # no timestamp: the row order of the log is the time order
+
+    @model_validator(mode="after")
+    def _one(self) -> Time:
+        if (self.column is None) == (not self.row_order):
+            raise ValueError("give either `column` or `row_order: true`")
+        return self
+
+
+class _Column(Strict):
+    column: str | None = None  # source column, default: the key
+    group: Group | None = None  # default: item / user from the table the column is in, else context
+
+
+class Categorical(_Column):
+    type: Literal["categorical"]
+    min_count: int = Field(default=1, ge=1)
+
+
+class Numeric(_Column):
+    type: Literal["numeric"]
+    buckets: Literal["quantile", "log"] = "quantile"
+    num_buckets: int = Field(default=16, ge=2)
+    on_unparseable: Policy | None = None  # default: the top-level policy
+
+
+class MultiCategorical(_Column):
+    """Several values in one cell (a list, or a string with a separator), e.g. genres
+    `Action|Comedy`. Becomes max_values fields <name>_1 .. <name>_K (the first K values
+    in order, OOV where a row has fewer): the Batch has one code per field."""
+
+    type: Literal["multi_categorical"]
+    separator: str = "|"
+    max_values: int = Field(default=3, ge=1)
+    min_count: int = Field(default=1, ge=1)
+
+
+Column = Annotated[Categorical | Numeric | MultiCategorical, Field(discriminator="type")]
+
+
+class Behaviour(Strict):
+    condition: str = "true"  # which log rows are events of this behaviour; "true": every row
+
+
+class Sequences(Strict):
+    side_fields: list[str] = Field(min_length=1)  # item columns each position carries
+    max_len: int = Field(default=50, ge=1)
+    behaviours: dict[str, Behaviour] = Field(min_length=1)
+
+
+class Binary(Strict):
+    kind: Literal["binary"]
+    column: str
+    threshold: float | None = None  # label = column >= threshold; default: the column is 0/1
+    weight: float = Field(default=1.0, ge=0.0)
+
+
+class Regression(Strict):
+    kind: Literal["regression"]
+    column: str
+    transform: Literal["none", "log1p"] = "none"
+    weight: float = Field(default=1.0, ge=0.0)
+
+
+TaskConfig = Annotated[Binary | Regression, Field(discriminator="kind")]
+
+
+class Split(Strict):
+    ratios: tuple[float, float, float] | None = None  # of the time-ordered rows
+    valid_start: date | datetime | None = None  # first instant of valid / test (UTC)
+    test_start: date | datetime | None = None
+    column: str | None = None  # a column naming each row's split
+    values: dict[Literal["train", "valid", "test"], str] = {
+        "train": "train",
+        "valid": "valid",
+        "test": "test",
+    }
+
+    @model_validator(mode="after")
+    def _one(self) -> Split:
+        dates = (self.valid_start is not None, self.test_start is not None)
+        if dates[0] != dates[1]:
+            raise ValueError("give both valid_start and test_start")
+        if dates[0] and _ms(self.test_start) <= _ms(self.valid_start):
+            raise ValueError("test_start must be after valid_start")
+        if sum([self.ratios is not None, dates[0], self.column is not None]) > 1:
+            raise ValueError("give one of ratios, valid_start/test_start, column")
+        return self
+
+
+class TableConfig(Strict):
+    name: str
+    inputs: Inputs
+    user_key: str
+    item_key: str
+    time: Time
+    columns: dict[str, Column] = Field(min_length=1)
+    sequences: Sequences | None = None
+    tasks: dict[str, TaskConfig] = Field(min_length=1)
+    split: Split = Split()
+    on_unparseable: Policy = "oov"
+    dedupe: bool = False  # drop exact duplicate log rows
+
+
+def load_config(path: str | Path) -> TableConfig:
+    return validate(TableConfig, load_yaml(path), where=str(path))
+
+
+def read_inputs(cfg: TableConfig, base: Path) -> dict[str, pl.DataFrame]:
+    """The log and side tables the YAML names, read from `base`."""
+    out = {}
+    for name in ("log", "users", "items"):
+        spec: Input | None = getattr(cfg.inputs, name)
+        if spec is None:
+            continue
+        paths = [spec.path] if isinstance(spec.path, str) else spec.path
+        out[name] = read_files(
+            paths,
+            base,
+            f"inputs.{name}",
+            spec.format,
+            spec.separator,
+            spec.encoding,
+            spec.header,
+            spec.names,
+        )
+    return out
+
+
+# --- parsing ---------------------------------------------------------------------------------
+def _ms(value: date | datetime) -> int:
+    if not isinstance(value, datetime):
+        value = datetime(value.year, value.month, value.day)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return int(value.timestamp() * 1000)
+
+
+def _time_ms(log: pl.DataFrame, t: Time) -> pl.Series:
+    """The time column as int64 milliseconds; a value that does not convert is an error."""
+    if t.row_order:
+        return pl.Series(TIME_MS, range(len(log)), dtype=pl.Int64)
+    col = log[t.column]
+    if col.null_count():
+        raise ConfigError(f"time.column: column {t.column!r} has {col.null_count()} missing values")
+    if col.dtype == pl.Date or isinstance(col.dtype, pl.Datetime):
+        return col.cast(pl.Datetime("ms")).dt.epoch("ms").rename(TIME_MS)
+    unit = t.unit
+    if unit != "datetime":
+        number = col.cast(pl.Float64, strict=False)
+        if number.null_count() == 0:
+            if unit == "auto":  # seconds until year 5138, then ms, us, ns
+                top = number.abs().max()
+                unit = "s" if top < 1e11 else "ms" if top < 1e14 else "us" if top < 1e17 else "ns"
+            scale = {"s": 1000.0, "ms": 1.0, "us": 1e-3, "ns": 1e-6}[unit]
+            return (number * scale).round().cast(pl.Int64).rename(TIME_MS)
+        if unit != "auto":
+            bad = col.filter(number.is_null())[0]
+            raise ConfigError(
+                f"time.column: column {t.column!r} holds {bad!r}, not a number of {unit}"
+            )
+    try:
+        parsed = col.cast(pl.String).str.to_datetime(t.format, strict=False, time_unit="ms")
+    except pl.exceptions.PolarsError:  # no datetime format fits the first values
+        parsed = pl.Series([None] * len(col), dtype=pl.Datetime("ms"))
+    if parsed.null_count():
+        bad = col.filter(parsed.is_null())[0]
+        raise ConfigError(
+            f"time.column: column {t.column!r} holds {bad!r}, neither a number nor a datetime"
+            + (f" in format {t.format!r}" if t.format else " (set time.format)")
+        )
+    return parsed.dt.epoch("ms").rename(TIME_MS)
+
+
+def _number(values: pl.Series) -> tuple[pl.Series, pl.Series]:
+    """(values as float64, mask of values present but not a number)."""
+    if values.dtype == pl.Boolean or values.dtype.is_numeric():
+        x = values.cast(pl.Float64)
+        return x, pl.Series([False] * len(x))
+    x = values.cast(pl.String).str.strip_chars().cast(pl.Float64, strict=False)
+    return x, x.is_null() & values.is_not_null() & (values.cast(pl.String).str.strip_chars() != "")
+
+
+def _first_values(values: pl.Series, separator: str, k: int) -> list[pl.Series]:
+    lists = (
+        values if isinstance(values.dtype, pl.List) else values.cast(pl.String).str.split(separator)
+    )
+    lists = lists.list.eval(pl.element().cast(pl.String).str.strip_chars()).list.eval(
+        pl.element().filter(pl.element() != "")
+    )
+    return [lists.list.get(i, null_on_oob=True) for i in range(k)]
+
+
+def _is_numeric_text(values: pl.Series) -> bool:
+    """A string column whose values all parse as numbers (text tables are read as strings)."""
+    if values.dtype != pl.String:
+        return False
+    present = values.drop_nulls()
+    return len(present) > 0 and present.cast(pl.Float64, strict=False).null_count() == 0
+
+
+# --- RawDataset ------------------------------------------------------------------------------
+def build_raw(cfg: TableConfig, frames: dict[str, pl.DataFrame]) -> RawDataset:
+    """The frames read from the YAML's inputs (`read_inputs`) as a RawDataset."""
+    log = frames["log"]
+    stats: dict = {"rows_read": len(log), "unparseable": {}, "on_unparseable": cfg.on_unparseable}
+    if cfg.dedupe:
+        log = log.unique(maintain_order=True)
+        stats["duplicates_removed"] = stats["rows_read"] - len(log)
+    tables: dict[str, pl.DataFrame] = {}
+    for name, key in (("users", cfg.user_key), ("items", cfg.item_key)):
+        if name in frames:
+            spec: Input = getattr(cfg.inputs, name)
+            src = spec.key or key
+            if src not in frames[name].columns:
+                raise ConfigError(
+                    f"inputs.{name}.key: column {src!r} not in the {name} table ({frames[name].columns})"
+                )
+            tables[name] = frames[name].rename({src: key}) if src != key else frames[name]
+    for key, what in ((cfg.user_key, "user_key"), (cfg.item_key, "item_key")):
+        if key not in log.columns:
+            raise ConfigError(f"{what}: column {key!r} not in the log (columns: {log.columns})")
+
+    # Keys as the joins and the loader want them: the same type on both sides of a join,
+    # and an int64 user key (raw user ids that are not integers get dense codes).
+    user_raw = log[cfg.user_key]
+    ids = None
+    if user_raw.cast(pl.Int64, strict=False).null_count() != user_raw.null_count():
+        ids = [user_raw] + ([tables["users"][cfg.user_key]] if "users" in tables else [])
+        ids = pl.concat([s.cast(pl.String) for s in ids]).unique(maintain_order=True)
+        stats["user_key_codes"] = (
+            "user ids are not integers: __user holds dense codes in order of appearance"
+        )
+
+    def user_codes(s: pl.Series) -> pl.Series:
+        if ids is None:
+            return s.cast(pl.Int64)
+        return s.cast(pl.String).replace_strict(ids, range(len(ids)), return_dtype=pl.Int64)
+
+    log = log.with_columns(user_codes(user_raw))
+    if "users" in tables:
+        tables["users"] = tables["users"].with_columns(user_codes(tables["users"][cfg.user_key]))
+    if "items" in tables:
+        tables["items"] = tables["items"].with_columns(pl.col(cfg.item_key).cast(pl.String))
+        log = log.with_columns(pl.col(cfg.item_key).cast(pl.String))
+    where = {c: "log" for c in log.columns}
+    for name, table in tables.items():
+        where |= {c: name for c in table.columns if c not in where}
+
+    def need(column: str, key: str) -> str:
+        if column not in where:
+            raise ConfigError(
+                f"{key}: column {column!r} not found (log: {log.columns}"
+                + "".join(f"; {n}: {t.columns}" for n, t in tables.items())
+                + ")"
+            )
+        return where[column]
+
+    log = log.with_columns(_time_ms(log, cfg.time))
+    drop = pl.Series([False] * len(log))
+
+    def parsed(frame: pl.DataFrame, column: str, key: str, policy: Policy) -> pl.Series:
+        nonlocal drop
+        x, bad = _number(frame[column])
+        if bad.any() and x.null_count() == len(x):
+            example = frame[column].filter(bad)[0]
+            raise ConfigError(f"{key}: column {column!r} holds no numbers (e.g. {example!r})")
+        if bad.any():
+            stats["unparseable"][column] = int(bad.sum())
+            if policy == "drop":
+                if frame is not log:
+                    raise ConfigError(
+                        f"{key}: on_unparseable: drop applies to log columns only ({column!r} is in a side table)"
+                    )
+                drop = drop | bad
+        return x
+
+    fields: list[FieldSpec] = []
+    derived: dict[str, dict[str, pl.Series]] = {"log": {}, "users": {}, "items": {}}
+    for name, c in cfg.columns.items():
+        key = f"columns.{name}"
+        src = c.column or name
+        frame_name = need(src, key)
+        frame = log if frame_name == "log" else tables[frame_name]
+        group = (
+            c.group
+            or {"users": "user", "items": "item"}.get(frame_name)
+            or ("item" if src == cfg.item_key else "user" if src == cfg.user_key else "context")
+        )
+        if isinstance(c, Categorical):
+            fields.append(FieldSpec(name, group, src, min_count=c.min_count))
+        elif isinstance(c, Numeric):
+            col = f"__numeric__{name}"
+            derived[frame_name][col] = parsed(
+                frame, src, key, c.on_unparseable or cfg.on_unparseable
+            )
+            fields.append(FieldSpec(name, group, col, kind=c.buckets, buckets=c.num_buckets))
+        else:
+            for k, values in enumerate(
+                _first_values(frame[src], c.separator, c.max_values), start=1
+            ):
+                derived[frame_name][f"__multi__{name}_{k}"] = values
+                fields.append(
+                    FieldSpec(f"{name}_{k}", group, f"__multi__{name}_{k}", min_count=c.min_count)
+                )
+    if len({f.name for f in fields}) != len(fields):
+        raise ConfigError(
+            f"columns: two columns give the same field name ({[f.name for f in fields]})"
+        )
+
+    tasks = []
+    for name, t in cfg.tasks.items():
+        key = f"tasks.{name}.column"
+        if need(t.column, key) != "log":
+            raise ConfigError(
+                f"{key}: column {t.column!r} is in a side table; labels must be log columns"
+            )
+        col = f"__task__{name}"
+        derived["log"][col] = parsed(log, t.column, key, cfg.on_unparseable)
+        if isinstance(t, Binary):
+            tasks.append(TaskSpec(name, col, "binary", threshold=t.threshold, weight=t.weight))
+        else:
+            tasks.append(TaskSpec(name, col, "regression", transform=t.transform, weight=t.weight))
+
+    log = log.with_columns(**derived["log"])
+    for name in tables:
+        tables[name] = tables[name].with_columns(**derived[name])
+
+    behaviours: list[BehaviourSpec] = []
+    side_fields: list[str] = []
+    if cfg.sequences is not None:
+        for name, b in cfg.sequences.behaviours.items():
+            key = f"sequences.behaviours.{name}.condition"
+            if b.condition.strip().lower() == "true":
+                behaviours.append(BehaviourSpec(name, pl.lit(True)))
+                continue
+            names = parse_condition(b.condition, key, where).meta.root_names()
+            for c in names:  # a side-table column in a condition: bring just that column over
+                if c not in log.columns:
+                    k = cfg.user_key if where[c] == "users" else cfg.item_key
+                    log = log.join(
+                        tables[where[c]].select(k, c), on=k, how="left", maintain_order="left"
+                    )
+            numeric = [c for c in names if _is_numeric_text(log[c])]
+            behaviours.append(
+                BehaviourSpec(name, parse_condition(b.condition, key, where, numeric))
+            )
+        items = {f.name for f in fields if f.group == "item"}
+        for s in cfg.sequences.side_fields:
+            if s not in items:
+                raise ConfigError(
+                    f"sequences.side_fields: {s!r} is not an item column (item fields: {sorted(items)})"
+                )
+        side_fields = list(cfg.sequences.side_fields)
+
+    split = SplitSpec()
+    if cfg.split.ratios is not None:
+        split = SplitSpec(ratios=cfg.split.ratios)
+    elif cfg.split.valid_start is not None:
+        if cfg.time.row_order:
+            raise ConfigError(
+                "split: valid_start / test_start need a time column (time.row_order has no dates)"
+            )
+        v, t = _ms(cfg.split.valid_start), _ms(cfg.split.test_start)
+        top = int(log[TIME_MS].max()) + 1
+        split = SplitSpec(
+            bounds={
+                "train": (min(int(log[TIME_MS].min()), v - 1), v),
+                "valid": (v, t),
+                "test": (t, max(top, t + 1)),
+            }
+        )
+    elif cfg.split.column is not None:
+        if need(cfg.split.column, "split.column") != "log":
+            raise ConfigError(f"split.column: column {cfg.split.column!r} must be a log column")
+        names = {
+            v: i for i, v in enumerate(cfg.split.values[s] for s in ("train", "valid", "test"))
+        }
+        code = (
+            log[cfg.split.column]
+            .cast(pl.String)
+            .replace_strict(names, default=-1, return_dtype=pl.Int64)
+        )
+        stats["rows_in_no_split"] = int((code < 0).sum())
+        log = log.with_columns(code.alias(SPLIT_CODE))
+        split = SplitSpec(
+            bounds={"train": (0, 1), "valid": (1, 2), "test": (2, 3)}, column=SPLIT_CODE
+        )
+
+    if drop.any():
+        log = log.filter(~drop)
+        stats["rows_dropped_unparseable"] = int(drop.sum())
+    return RawDataset(
+        name=cfg.name,
+        log=log,
+        fields=fields,
+        tasks=tasks,
+        user_key=cfg.user_key,
+        item_key=cfg.item_key,
+        time_column=TIME_MS,
+        users=tables.get("users"),
+        items=tables.get("items"),
+        behaviours=behaviours,
+        side_fields=side_fields,
+        max_len=cfg.sequences.max_len if cfg.sequences else 50,
+        split=split,
+        stats=stats,
+    )
+
+
+def prepare_table(
+    config: str | Path,
+    out: str | Path,
+    data_dir: str | Path | None = None,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Read, check and prepare the dataset a YAML file describes; returns stats.json's dict."""
+    cfg = load_config(config)
+    base = Path(data_dir) if data_dir is not None else Path(config).resolve().parent
+    raw = build_raw(cfg, read_inputs(cfg, base))
+    try:
+        return prepare(raw, Path(out), overwrite=overwrite, progress=progress)
+    except PrepareError as err:
+        raise ConfigError(f"{config}: {err}") from None
+
+
+def command(
+    config: Path = typer.Option(
+        ..., "--config", help="Dataset YAML (see README, 'Your own data')."
+    ),
+    out: Path = typer.Option(..., "--out", help="Prepared dataset directory to write."),
+    data_dir: Path | None = typer.Option(
+        None,
+        "--data-dir",
+        help="Folder the input paths are relative to (default: the YAML's folder).",
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT."),
+    progress: bool = typer.Option(True, help="Log the steps."),
+) -> None:
+    """Prepare a dataset described by a YAML file (CSV / TSV / Parquet / JSON-lines inputs)."""
+    stats = prepare_table(config, out, data_dir, overwrite=overwrite, progress=progress)
+    report(stats, out)
+
+
+def report(stats: dict, out: Path) -> None:
+    rows = ", ".join(f"{s} {n:,}" for s, n in stats["rows"].items())
+    rates = ", ".join(
+        f"{t} {r:.3f}" for t, r in stats["label_rate"]["train"].items() if r is not None
+    )
+    bad = stats["source"].get("unparseable") or {}
+    typer.echo(
+        f"{stats['dataset']}: rows {rows}; users {stats['users']['all']:,}, items {stats['items']['all']:,}"
+    )
+    typer.echo(
+        f"train label rates: {rates or '-'}; unparseable values: {bad or 'none'}; written to {out}"
+    )
+
+
+# --- built-in datasets: a shipped YAML over the same machinery -------------------------------
+CONFIG_DIR = Path(__file__).resolve().parents[4] / "configs" / "datasets"
+
+
+def shipped_config(name: str) -> Path:
+    """configs/datasets/<name>.yaml of this checkout."""
+    path = CONFIG_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"shipped dataset config not found: {path} (use `infnet prepare table --config`)"
+        )
+    return path
+
+
+def require_files(data_dir: Path, names: list[str], dataset: str, where: str) -> None:
+    """Stop with one message naming the first official file that is missing."""
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"{dataset} data directory not found: {data_dir}")
+    for name in names:
+        if not (data_dir / name).is_file():
+            raise FileNotFoundError(
+                f"{dataset} file not found: {data_dir / name} (the official files: {', '.join(names)}; from {where})"
+            )

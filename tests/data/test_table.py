@@ -1,0 +1,367 @@
+"""The declarative YAML source: a dataset built from scratch, every bad-input message, the
+condition parser, time conversion, the split modes, and training on the result."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from infnet.config import ConfigError
+from infnet.data import layout
+from infnet.data.schema import Schema
+from infnet.data.sources.condition import parse_condition
+from infnet.data.sources.table import (
+    TableConfig,
+    _time_ms,
+    build_raw,
+    load_config,
+    prepare_table,
+    read_inputs,
+)
+
+from .fixtures import SHOP_YAML, write_shop
+
+
+def split_frame(out: Path, split: str) -> pl.DataFrame:
+    return pl.concat([pl.read_parquet(p) for p in sorted((out / split).glob("part-*.parquet"))])
+
+
+def check_histories(out: Path, behaviour: str, expected_count) -> int:
+    """Every row's history holds only its user's events strictly before its time, and as
+    many as `expected_count(user, time)` says; returns the number of rows checked."""
+    events = pl.read_parquet(out / layout.SEQ_DIR / f"{behaviour}.parquet")
+    ev_user, ev_time = events[layout.USER].to_numpy(), events[layout.TIME].to_numpy()
+    checked = 0
+    for split in layout.SPLITS:
+        f = split_frame(out, split)
+        for u, t, a, b in zip(
+            f[layout.USER],
+            f[layout.TIME],
+            f[layout.seq_start_col(behaviour)],
+            f[layout.seq_end_col(behaviour)],
+            strict=True,
+        ):
+            assert (ev_user[a:b] == u).all() and (ev_time[a:b] < t).all()
+            assert b - a == expected_count(u, t), (u, t)
+            checked += 1
+    return checked
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory):
+    d = tmp_path_factory.mktemp("shop")
+    frame = write_shop(d)
+    (d / "shop.yaml").write_text(SHOP_YAML)
+    out = d / "prepared"
+    from infnet.cli import app
+
+    args = [
+        "prepare",
+        "table",
+        "--config",
+        str(d / "shop.yaml"),
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    ms = frame["ts"].str.to_datetime("%Y-%m-%d %H:%M:%S", time_unit="ms").dt.epoch("ms")
+    return d, out, frame.with_columns(ms.alias("ms"))
+
+
+def test_yaml_dataset_from_scratch(shop):
+    d, out, frame = shop
+    schema = Schema.load(out / layout.SCHEMA)
+    stats = json.loads((out / layout.STATS).read_text())
+    valid_ms, test_ms = 1711065600000, 1711411200000  # 2024-03-22, 2024-03-26 UTC
+    parts = {
+        "train": frame.filter(pl.col("ms") < valid_ms),
+        "valid": frame.filter((pl.col("ms") >= valid_ms) & (pl.col("ms") < test_ms)),
+        "test": frame.filter(pl.col("ms") >= test_ms),
+    }
+    assert stats["rows"] == {s: len(p) for s, p in parts.items()}
+    assert all(n > 0 for n in stats["rows"].values())
+    train = parts["train"]
+    vocab = {f.name: f.vocab_size for f in schema.fields}
+    assert vocab["sku"] == train["sku"].n_unique() + 2
+    assert vocab["page"] == 3 + 2
+    assert vocab["segment"] == 4 + 2  # from the users table, through the `user` key
+    assert (
+        vocab["brand"]
+        == train.select((pl.col("sku").str.slice(3).cast(int) % 6).n_unique()).item() + 2
+    )
+    # items hold the tags [x], [x, y] or [x, y, z]: the first two values become two fields
+    tags = [
+        pl.read_parquet(out / layout.VOCAB_DIR / f"tag_{k}.parquet")["value"].to_list()
+        for k in (1, 2)
+    ]
+    assert tags == [["x"], ["y"]] and vocab["tag_1"] == vocab["tag_2"] == 3
+    assert [f.name for f in schema.fields] == [
+        "sku",
+        "brand",
+        "tag_1",
+        "tag_2",
+        "price",
+        "uid",
+        "segment",
+        "page",
+        "dwell",
+    ]
+    assert {f.name: f.group for f in schema.fields}["segment"] == "user"
+    assert {f.name: f.group for f in schema.fields}["page"] == "context"
+    assert [(t.name, t.kind, t.weight, t.transform) for t in schema.tasks] == [
+        ("click", "binary", 1.0, "none"),
+        ("buy", "binary", 2.0, "none"),
+        ("spend", "regression", 1.0, "log1p"),
+    ]
+    assert stats["label_rate"]["train"]["click"] == pytest.approx(train["clicked"].mean(), rel=1e-6)
+    assert stats["label_rate"]["test"]["buy"] == pytest.approx(
+        parts["test"]["bought"].mean(), rel=1e-6
+    )
+    spend = np.log1p(train["amount"].cast(float).to_numpy()).mean()
+    assert stats["label_mean"]["train"]["spend"] == pytest.approx(spend, rel=1e-5)
+    # The "n/a" dwell value is counted and mapped to OOV.
+    assert stats["source"]["unparseable"] == {"dwell": 1}
+    row7 = split_frame(out, "train").filter(pl.col(layout.TIME) == frame["ms"][7])
+    assert (row7["dwell"] == 1).any()
+    assert schema.sequences.side_fields == ["sku", "brand"] and schema.sequences.max_len == 10
+
+    bought = frame.filter((pl.col("bought") == 1) & (pl.col("amount").cast(float) > 0))
+    times = {u: g["ms"].to_numpy() for (u,), g in bought.group_by("uid")}
+    n = check_histories(out, "bought", lambda u, t: int((times.get(u, np.empty(0)) < t).sum()))
+    assert n == len(frame)
+    assert bought.height > 20  # the check above saw real histories
+
+
+def test_drop_policy_split_column_and_row_order(tmp_path):
+    write_shop(tmp_path)
+    cfg = yaml.safe_load(SHOP_YAML)
+    cfg["on_unparseable"] = "drop"
+    cfg["split"] = {
+        "column": "page",
+        "values": {"train": "home", "valid": "search", "test": "cart"},
+    }
+    cfg["time"] = {"row_order": True}
+    raw = build_raw(
+        TableConfig.model_validate(cfg), read_inputs(TableConfig.model_validate(cfg), tmp_path)
+    )
+    assert raw.stats["rows_dropped_unparseable"] == 1 and len(raw.log) == 499
+    assert raw.log[raw.time_column].to_list() == [
+        i for i in range(500) if i != 7
+    ]  # the file's row numbers
+    stats = prepare_table_from(cfg, tmp_path)
+    pages = pl.read_csv(tmp_path / "log_part1.csv")["page"].to_list()
+    del pages[7]
+    assert stats["rows"] == {
+        s: pages.count(v) for s, v in (("train", "home"), ("valid", "search"), ("test", "cart"))
+    }
+
+
+def prepare_table_from(cfg: dict, d: Path, name: str = "c.yaml") -> dict:
+    (d / name).write_text(yaml.safe_dump(cfg))
+    return prepare_table(d / name, d / "out", overwrite=True, progress=False)
+
+
+def test_ratios_split_cuts_time_ordered_rows(tmp_path):
+    frame = write_shop(tmp_path)
+    cfg = yaml.safe_load(SHOP_YAML)
+    cfg["split"] = {"ratios": [0.6, 0.2, 0.2]}
+    stats = prepare_table_from(cfg, tmp_path)
+    ts = np.sort(frame["ts"].to_numpy())  # "YYYY-mm-dd HH:MM:SS" sorts as time
+    cut = ts[int(500 * 0.6)], ts[int(500 * 0.8)]
+    assert stats["rows"] == {
+        "train": int((ts < cut[0]).sum()),
+        "valid": int(((ts >= cut[0]) & (ts < cut[1])).sum()),
+        "test": int((ts >= cut[1]).sum()),
+    }
+
+
+@pytest.mark.parametrize(
+    ("values", "unit", "expected"),
+    [
+        (["978300760", "978300761"], "auto", [978300760000, 978300761000]),
+        ([978300760123, 978300761000], "auto", [978300760123, 978300761000]),
+        (["5", "6"], "ms", [5, 6]),
+        (["2001-01-01 00:00:01", "2001-01-01 00:00:02"], "auto", [978307201000, 978307202000]),
+        (
+            ["2001-01-01T00:00:01+01:00", "2001-01-01T00:00:02+01:00"],
+            "datetime",
+            [978303601000, 978303602000],
+        ),
+    ],
+)
+def test_time_conversion(values, unit, expected):
+    from infnet.data.sources.table import Time
+
+    got = _time_ms(pl.DataFrame({"t": values}), Time(column="t", unit=unit))
+    assert got.dtype == pl.Int64 and got.to_list() == expected
+
+
+def test_conditions():
+    df = pl.DataFrame(
+        {
+            "rating": ["1", "4", "5", None],
+            "click": [1, 0, 1, 1],
+            "w": [3.0, 20, 30, 12],
+            "s": ["a", "b", "c", "a"],
+        }
+    )
+
+    def rows(text: str) -> list[bool]:
+        return (
+            df.select(parse_condition(text, "k", df.columns, numeric={"rating"}))
+            .to_series()
+            .to_list()
+        )
+
+    assert rows("rating >= 4") == [False, True, True, False]  # a missing value is no event
+    assert rows("click == 1 and w > 10") == [False, False, True, True]
+    assert rows("not click == 1 or s == 'b'") == [False, True, False, False]
+    assert rows("s in ['a', 'c'] and 1 < w <= 20") == [True, False, False, True]
+    assert rows("s not in ('a',) and w != -1") == [False, True, True, False]
+    for text, reason in [
+        ("rating >=", "does not parse"),
+        ("__import__('os').system('x')", "is not allowed"),
+        ("rating + 1 > 2", "not a column or a constant"),
+        ("w > 1 if click else 0", "is not allowed"),
+    ]:
+        with pytest.raises(ConfigError, match=rf"^seq.liked.condition: condition .* {reason}"):
+            parse_condition(text, "seq.liked.condition", df.columns)
+    with pytest.raises(ConfigError, match=r"names column\(s\) \['x'\]"):
+        parse_condition("x > 1", "k", df.columns)
+
+
+def _bad(tmp_path: Path, edit) -> str:
+    """The one error message of preparing the shop YAML after `edit(config)`."""
+    write_shop(tmp_path)
+    cfg = yaml.safe_load(SHOP_YAML)
+    edit(cfg)
+    with pytest.raises((ConfigError, FileNotFoundError)) as err:
+        prepare_table_from(cfg, tmp_path)
+    return str(err.value)
+
+
+def _set(path: str, value):
+    def edit(cfg: dict) -> None:
+        node = cfg
+        *head, last = path.split(".")
+        for p in head:
+            node = node[p]
+        node[last] = value
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (_set("tasks.click.treshold", 1), r"unknown key 'tasks\.click\.binary\.treshold'"),
+        (
+            _set("inputs.log.seperator", ","),
+            r"unknown key 'inputs\.log\.seperator'; did you mean 'separator'",
+        ),
+        (_set("colums", {}), r"unknown key 'colums'; did you mean 'columns'"),
+        (
+            _set("columns.page.type", "category"),
+            r"columns\.page: Input tag 'category' .* does not match",
+        ),
+        (
+            _set("tasks.click.kind", "ranking"),
+            r"tasks\.click: Input tag 'ranking' .* does not match",
+        ),
+        (_set("columns.page.column", "pagee"), r"columns\.page: column 'pagee' not found"),
+        (_set("tasks.buy.column", "purchase"), r"tasks\.buy\.column: column 'purchase' not found"),
+        (
+            _set("sequences.behaviours.clicked.condition", "clicked = 1"),
+            r"sequences\.behaviours\.clicked\.condition: condition 'clicked = 1' does not parse",
+        ),
+        (
+            _set("sequences.behaviours.clicked.condition", "clickd == 1"),
+            r"sequences\.behaviours\.clicked\.condition: .* names column\(s\) \['clickd'\]",
+        ),
+        (
+            _set("time.column", "page"),
+            r"time\.column: column 'page' holds 'home', neither a number nor a datetime",
+        ),
+        (
+            _set("time", {"column": "ts", "unit": "s"}),
+            r"time\.column: column 'ts' holds '2024-03-01 .*', not a number of s",
+        ),
+        (
+            _set("split", {"valid_start": "2024-03-10", "test_start": "2024-03-10"}),
+            r"split: Value error, test_start must be after valid_start",
+        ),
+        (
+            _set("split", {"valid_start": "2024-04-10", "test_start": "2024-04-20"}),
+            r"split 'valid' .* is empty",
+        ),
+        (
+            _set("sequences.side_fields", ["sku", "page"]),
+            r"sequences\.side_fields: 'page' is not an item column",
+        ),
+        (
+            _set("inputs.log.path", "nothing-*.csv"),
+            r"inputs\.log: no file matches .*nothing-\*\.csv",
+        ),
+        (
+            _set("tasks.click.column", "page"),
+            r"tasks\.click\.column: column 'page' holds no numbers \(e\.g\. '(home|search|cart)'\)",
+        ),
+    ],
+)
+def test_bad_input_names_the_key(tmp_path, edit, message):
+    text = _bad(tmp_path, edit)
+    assert len(text.splitlines()) == 1, text
+    assert re.search(message, text), text
+
+
+def test_bad_binary_column_names_the_task(tmp_path):
+    text = _bad(tmp_path, _set("tasks.click.column", "dwell"))
+    assert "task 'click'" in text and "must be 0/1" in text and "threshold" in text
+
+
+def test_shipped_yamls_validate():
+    for path in sorted(
+        (Path(__file__).resolve().parents[2] / "configs" / "datasets").glob("*.yaml")
+    ):
+        assert load_config(path).tasks, path
+
+
+def test_infnet_train_on_yaml_prepared_dataset(shop, tmp_path):
+    from infnet.cli import app
+
+    _, out, _ = shop
+    args = [
+        "train",
+        "--data",
+        str(out),
+        "--model",
+        "infnet",
+        "--out",
+        str(tmp_path / "run"),
+        "--no-progress",
+    ]
+    for item in (
+        "epochs=1",
+        "batch_size=128",
+        "eval_batch_size=512",
+        "device=cpu",
+        "embedding_dim=8",
+        "num_blocks=1",
+    ):
+        args += ["--set", item]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    test = json.loads((tmp_path / "run" / "test_metrics.json").read_text())["test"]
+    rows = json.loads((out / layout.STATS).read_text())["rows"]["test"]
+    for task in ("click", "buy"):
+        assert test[task]["n"] == rows and 0.0 <= test[task]["auc"] <= 1.0
+    assert test["spend"]["n"] == rows and np.isfinite(test["spend"]["rmse"])
