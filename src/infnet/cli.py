@@ -8,7 +8,7 @@ import sys
 import typer
 
 from infnet import demo as demo_module
-from infnet.data.sources import kuairand, synthetic
+from infnet.data.sources import amazon_books, kuairand, movielens, synthetic, table, tenrec
 from infnet.training import commands as training
 
 app = typer.Typer(
@@ -22,6 +22,10 @@ app.add_typer(prepare_app, name="prepare")
 
 prepare_app.command("kuairand")(kuairand.command)
 prepare_app.command("synthetic")(synthetic.command)
+prepare_app.command("table")(table.command)
+prepare_app.command("movielens")(movielens.command)
+prepare_app.command("amazon-books")(amazon_books.command)
+prepare_app.command("tenrec")(tenrec.command)
 app.command("train")(training.train)
 app.command("evaluate")(training.evaluate)
 app.command("models")(training.models)
