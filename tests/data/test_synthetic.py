@@ -16,6 +16,7 @@ from sklearn.preprocessing import OneHotEncoder
 from typer.testing import CliRunner
 
 from infnet.data import layout
+from infnet.data.loader import PreparedDataset
 from infnet.data.schema import Schema
 from infnet.data.sources import synthetic as syn
 
@@ -267,6 +268,9 @@ def test_prepare_end_to_end(tmp_path):
     for split in layout.SPLITS:
         assert set(stats["oracle_auc"][split]) == {"is_click", "is_like", "long_view"}
         assert all(0.7 < a < 0.95 for a in stats["oracle_auc"][split].values())
+    batch = next(PreparedDataset(out).batches("test", 256))
+    assert batch.seq_ids.shape == (256, 3, 50, 3)
+    assert batch.seq_mask[:, 0].any(dim=1).float().mean() > 0.9  # late rows have click histories
     test = pl.read_parquet(out / "test")
     assert test[layout.oracle_col("play_time")].mean() == pytest.approx(
         test[layout.label_col("play_time")].mean(), abs=0.05
