@@ -144,7 +144,9 @@ class PreparedDataset:
             valid = pos >= start[..., None]
             pos = np.where(valid, pos, len(self._events) - 1)  # PAD row
             # np.take on axis 0 is several times faster than fancy indexing here
-            seq_ids = torch.from_numpy(np.take(self._events, pos, axis=0).astype(np.int64))  # [B, F, n, K]
+            seq_ids = torch.from_numpy(
+                np.take(self._events, pos, axis=0).astype(np.int64)
+            )  # [B, F, n, K]
             seq_mask = torch.from_numpy(valid)
         labels = np.take(d.labels, idx, axis=0)
         missing = np.isnan(labels)

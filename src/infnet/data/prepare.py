@@ -45,7 +45,7 @@ from rich.console import Console
 
 from infnet.data import layout
 from infnet.data.schema import OOV, CategoricalField, Schema, SequenceSpec, Split, Task
-from infnet.data.sequences import Events, event_table, history_pointers
+from infnet.data.sequences import Events, HistoryIndex, event_table
 from infnet.data.spec import FieldSpec, RawDataset
 from infnet.training.metrics import auc
 
@@ -200,14 +200,14 @@ def _encode(f: FieldSpec, values: pl.Series, weight: np.ndarray) -> Encoded:
 
 
 def _row_index(keys: pl.Series, table: pl.DataFrame, key: str, frame: str) -> np.ndarray:
-    """Row of `table` for each key (int64, -1 where the key does not join)."""
+    """Row of `table` for each key (int32, -1 where the key does not join)."""
     if table[key].is_duplicated().any():
         dup = table.filter(table[key].is_duplicated())[key][0]
         raise PrepareError(f"{frame} table: duplicate {key} values (e.g. {dup!r})")
     joined = keys.to_frame(key).join(
         table.select(key).with_row_index("__row"), on=key, how="left", maintain_order="left"
     )
-    return joined["__row"].cast(pl.Int64).fill_null(-1).to_numpy()
+    return joined["__row"].cast(pl.Int32).fill_null(-1).to_numpy()
 
 
 # --- split by time ----------------------------------------------------------------------------
@@ -413,8 +413,13 @@ def _prepare_into(raw: RawDataset, tmp: Path, console: Console) -> dict:
                 u, t = np.concatenate([ws[1][mine], u]), np.concatenate([ws[2][mine], t])
                 side = np.concatenate([ws[3][mine], side])
             ev = event_table(u, t, side)
-            start, end = np.zeros(N, np.int64), np.zeros(N, np.int64)
-            start[rows], end[rows] = history_pointers(ev, user[rows], time_ms[rows])
+            index = HistoryIndex(ev)
+            # int32 pointers in memory (int64 in the files) while the table allows it
+            dtype = np.int32 if len(ev) < 2**31 else np.int64
+            start, end = np.zeros(N, dtype), np.zeros(N, dtype)
+            for lo in range(0, len(rows), PART_ROWS):  # chunks bound the temporaries
+                r = rows[lo : lo + PART_ROWS]
+                start[r], end[r] = index.pointers(user[r], time_ms[r])
             pointers[b.name] = (start, end)
             _write_events(ev, raw.side_fields, tmp / layout.SEQ_DIR / f"{b.name}.parquet")
             length = np.minimum(end - start, raw.max_len)
@@ -438,8 +443,8 @@ def _prepare_into(raw: RawDataset, tmp: Path, console: Console) -> dict:
             cols |= {layout.label_col(t): y[i] for t, y in labels.items()}
             cols |= {layout.oracle_col(t): o[i] for t, o in oracle.items()}
             for b, (start, end) in pointers.items():
-                cols[layout.seq_start_col(b)] = start[i]
-                cols[layout.seq_end_col(b)] = end[i]
+                cols[layout.seq_start_col(b)] = start[i].astype(np.int64)
+                cols[layout.seq_end_col(b)] = end[i].astype(np.int64)
             pl.DataFrame(cols).write_parquet(tmp / s / f"part-{p:05d}.parquet")
         splits.append(
             Split(

@@ -44,23 +44,25 @@ def event_table(user: np.ndarray, time: np.ndarray, side: np.ndarray) -> Events:
     return Events(user=user[order], time=time[order], side=side[order])
 
 
-def history_pointers(
-    events: Events, row_user: np.ndarray, row_time: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """[start, end) into `events` of each row's user's events strictly before its time.
+class HistoryIndex:
+    """The sorted event keys of one event table, built once and asked for many rows."""
 
-    Returns two int64 arrays of len(row_user)."""
-    start = np.searchsorted(events.user, row_user, side="left").astype(np.int64)
-    if len(events) == 0:
-        return start, start.copy()
-    users, seg_e = np.unique(events.user, return_inverse=True)  # seg_e: dense user index
-    times, rank_e = np.unique(events.time, return_inverse=True)
-    U = np.int64(len(times) + 1)
-    key_e = seg_e.astype(np.int64) * U + rank_e  # sorted, as events are sorted by (user, time)
+    def __init__(self, events: Events):
+        self.events = events
+        self.users, seg_e = np.unique(events.user, return_inverse=True)  # seg_e: dense user index
+        self.times, rank_e = np.unique(events.time, return_inverse=True)
+        self.U = np.int64(len(self.times) + 1)
+        self.key_e = seg_e.astype(np.int64) * self.U + rank_e  # sorted: events are by (user, time)
 
-    seg_r = np.searchsorted(users, row_user)
-    present = users[np.minimum(seg_r, len(users) - 1)] == row_user
-    rank_r = np.searchsorted(times, row_time, side="left")  # distinct event times < t
-    key_r = seg_r.astype(np.int64) * U + rank_r
-    end = np.where(present, np.searchsorted(key_e, key_r, side="left"), start)
-    return start, end.astype(np.int64)
+    def pointers(self, row_user: np.ndarray, row_time: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """[start, end) into the events of each row's user's events strictly before its time
+        (two int64 arrays of len(row_user))."""
+        start = np.searchsorted(self.events.user, row_user, side="left").astype(np.int64)
+        if len(self.events) == 0:
+            return start, start.copy()
+        seg_r = np.searchsorted(self.users, row_user)
+        present = self.users[np.minimum(seg_r, len(self.users) - 1)] == row_user
+        rank_r = np.searchsorted(self.times, row_time, side="left")  # distinct event times < t
+        key_r = seg_r.astype(np.int64) * self.U + rank_r
+        end = np.where(present, np.searchsorted(self.key_e, key_r, side="left"), start)
+        return start, end.astype(np.int64)
