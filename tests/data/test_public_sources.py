@@ -142,3 +142,56 @@ def test_missing_official_file_is_named(tmp_path):
         FileNotFoundError, match=r"Amazon Books reviews file not found .*reviews_Books_5\.json\.gz"
     ):
         prepare_amazon_books(tmp_path, tmp_path / "out", progress=False)
+
+
+def test_kuairand_27k_file_names_and_parts(tmp_path):
+    """The 27K names (logs and statistics in parts) give the same result as the same rows
+    under the Pure names."""
+    from tests.conftest import kuairand_dir
+
+    from infnet.data.sources.kuairand import prepare_kuairand
+
+    src = kuairand_dir()
+    log = pl.read_csv(src / "log_standard_0425_to_0508_pure.subset.csv", n_rows=400)
+    stat = pl.read_csv(src / "video_features_statistic_pure.reconstructed.csv")
+    pure, k27 = tmp_path / "pure", tmp_path / "27k"
+    pure.mkdir(), k27.mkdir()
+    log.write_csv(pure / "log.csv")
+    for name in ("user_features", "video_features_basic"):
+        (pure / f"{name}_pure.csv").symlink_to(src / f"{name}_pure.csv")
+        (k27 / f"{name}_27k.csv").symlink_to(src / f"{name}_pure.csv")
+    stat.write_csv(pure / "video_features_statistic_pure.csv")
+    for i, (lo, n) in enumerate([(0, 200), (200, 100), (300, 100)]):
+        name = [
+            "log_standard_4_08_to_4_21_27k_part1",
+            "log_standard_4_08_to_4_21_27k_part2",
+            "log_standard_4_22_to_5_08_27k",
+        ][i]
+        log.slice(lo, n).write_csv(k27 / f"{name}.csv")
+    third = len(stat) // 3 + 1
+    for i in range(3):
+        stat.slice(i * third, third).write_csv(
+            k27 / f"video_features_statistic_27k_part{i + 1}.csv"
+        )
+
+    a = prepare_kuairand(pure, tmp_path / "out_pure", logs=["log.csv"], progress=False)
+    b = prepare_kuairand(k27, tmp_path / "out_27k", variant="27k", progress=False)
+    assert b["dataset"] == "kuairand-27k" and b["source"]["logs"] == [
+        "log_standard_4_08_to_4_21_27k_part1.csv",
+        "log_standard_4_08_to_4_21_27k_part2.csv",
+        "log_standard_4_22_to_5_08_27k.csv",
+    ]
+    assert (
+        b["rows"] == a["rows"]
+        and b["label_rate"] == a["label_rate"]
+        and b["unjoined"] == a["unjoined"]
+    )
+
+    def fields(out):
+        return [
+            (f.name, f.vocab_size, f.boundaries) for f in Schema.load(out / layout.SCHEMA).fields
+        ]
+
+    assert fields(tmp_path / "out_27k") == fields(tmp_path / "out_pure")
+    with pytest.raises(FileNotFoundError, match=r"log_standard_4_08_to_4_21_1k\.csv"):
+        prepare_kuairand(k27, tmp_path / "out_1k", variant="1k", progress=False)

@@ -328,11 +328,19 @@ def test_bad_binary_column_names_the_task(tmp_path):
     assert "task 'click'" in text and "must be 0/1" in text and "threshold" in text
 
 
-def test_shipped_yamls_validate():
-    for path in sorted(
-        (Path(__file__).resolve().parents[2] / "configs" / "datasets").glob("*.yaml")
-    ):
+def test_shipped_yamls_and_readme_example_validate():
+    root = Path(__file__).resolve().parents[2]
+    for path in sorted((root / "configs" / "datasets").glob("*.yaml")):
         assert load_config(path).tasks, path
+    readme = (root / "README.md").read_text()
+    example = re.search(
+        r"```yaml\n(.*?)```", readme[readme.index("## Your own data") :], re.S
+    ).group(1)
+    assert list(TableConfig.model_validate(yaml.safe_load(example)).tasks) == [
+        "click",
+        "big",
+        "spend",
+    ]
 
 
 def test_infnet_train_on_yaml_prepared_dataset(shop, tmp_path):

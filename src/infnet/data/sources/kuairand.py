@@ -53,6 +53,9 @@ VIDEO_STAT_FILES = (
     "video_features_statistic_pure.csv",
     "video_features_statistic_pure.reconstructed.csv",
 )
+# KuaiRand-1K / -27K: the same columns under *_1k.csv / *_27k.csv names; 27K's standard
+# logs and statistic file come in parts (*_27k_part1.csv, ...), read as one table each.
+VARIANTS = ("pure", "1k", "27k")
 HISTORY_FILE = "history_before_0425.parquet"
 HISTORY_END = 20220425  # the warm-start histories hold the days before this date
 
@@ -94,7 +97,28 @@ def _file(data_dir: Path, name: str) -> Path:
     return path
 
 
-def _log_files(data_dir: Path, logs: Sequence[str] | None, with_random: bool) -> list[Path]:
+def _parts(data_dir: Path, stem: str) -> list[Path]:
+    """<stem>.csv, or its parts <stem>_part*.csv (KuaiRand-27K)."""
+    files = sorted(data_dir.glob(f"{stem}.csv")) or sorted(data_dir.glob(f"{stem}_part*.csv"))
+    if not files:
+        raise FileNotFoundError(
+            f"KuaiRand file not found: {data_dir / stem}.csv (or {stem}_part*.csv)"
+        )
+    return files
+
+
+def _log_files(
+    data_dir: Path, logs: Sequence[str] | None, with_random: bool, variant: str = "pure"
+) -> list[Path]:
+    if variant != "pure" and not logs:
+        files = [
+            p
+            for n in STANDARD_LOGS
+            for p in _parts(data_dir, n.replace("_pure.csv", f"_{variant}"))
+        ]
+        if with_random:
+            files.append(_file(data_dir, RANDOM_LOG.replace("_pure", f"_{variant}")))
+        return files
     if logs:
         files = []
         for pattern in logs:
@@ -187,6 +211,7 @@ def build_raw(
     keep_duplicates: bool = False,
     split: str | None = None,
     min_count: int = 1,
+    variant: str = "pure",
 ) -> RawDataset:
     """The KuaiRand-Pure files in `data_dir` as a RawDataset (see the module docstring)."""
     data_dir = Path(data_dir)
@@ -197,7 +222,9 @@ def build_raw(
         raise PrepareError(
             f"unknown task or behaviour {unknown[0]!r} (tasks: {sorted(TASKS)}; behaviours: {sorted(BEHAVIOURS)})"
         )
-    files = _log_files(data_dir, logs, with_random)
+    if variant not in VARIANTS:
+        raise PrepareError(f"unknown KuaiRand variant {variant!r} (variants: {list(VARIANTS)})")
+    files = _log_files(data_dir, logs, with_random, variant)
     log = _read_logs(files)
     rows_read = len(log)
     if not keep_duplicates:
@@ -207,18 +234,28 @@ def build_raw(
         weekday=pl.col("date").cast(pl.String).str.to_date("%Y%m%d").dt.weekday(),
     )
 
-    users = pl.read_csv(_file(data_dir, USER_FILE), infer_schema_length=None)
+    users = pl.read_csv(
+        _file(data_dir, USER_FILE.replace("_pure", f"_{variant}")), infer_schema_length=None
+    )
     users = users.with_columns(
         pl.when(pl.col(c) != MISSING).then(pl.col(c)).alias(c) for c in USER_COUNTS
     )
-    basic = pl.read_csv(_file(data_dir, VIDEO_BASIC_FILE), infer_schema_length=None)
+    basic = pl.read_csv(
+        _file(data_dir, VIDEO_BASIC_FILE.replace("_pure", f"_{variant}")), infer_schema_length=None
+    )
     basic = basic.with_columns(pl.col("tag").cast(pl.String).str.split(",").list.first())
     stat_path = next((data_dir / n for n in VIDEO_STAT_FILES if (data_dir / n).is_file()), None)
-    if stat_path is None:
+    if stat_path is None and variant == "pure":
         raise FileNotFoundError(
             f"KuaiRand video statistic file not found in {data_dir}: one of {list(VIDEO_STAT_FILES)}"
         )
-    stat = pl.read_csv(stat_path, infer_schema_length=None)
+    if variant != "pure":
+        stat_files = _parts(data_dir, f"video_features_statistic_{variant}")
+        stat = pl.concat(
+            [pl.read_csv(p, infer_schema_length=None) for p in stat_files], how="vertical_relaxed"
+        )
+    else:
+        stat = pl.read_csv(stat_path, infer_schema_length=None)
     items = basic.join(stat, on="video_id", how="left", maintain_order="left")
     stat_columns = [c for c in stat.columns if c != "video_id"]
 
@@ -244,7 +281,7 @@ def build_raw(
         stats["warm_start"] = {b: int((ws["behaviour"] == b).sum()) for b in behaviours}
 
     return RawDataset(
-        name="kuairand-pure",
+        name=f"kuairand-{variant}",
         log=log,
         fields=[
             f
@@ -283,7 +320,9 @@ def _warm_start(path: Path, behaviours: Sequence[str], log_start: int) -> pl.Dat
                 "user_id",
                 pl.lit(b).alias("behaviour"),
                 lists.alias("video_id"),
-                pl.int_ranges(lists.list.len().cast(pl.Int64) - 1, -1, -1).alias("age"),  # L-1-i: 0 = newest
+                pl.int_ranges(lists.list.len().cast(pl.Int64) - 1, -1, -1).alias(
+                    "age"
+                ),  # L-1-i: 0 = newest
                 last.alias("last"),
             )
             .explode(["video_id", "age"])
@@ -369,6 +408,11 @@ def command(
         1, "--min-count", min=1, help="Train occurrences a category needs; rarer ones map to OOV."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT."),
+    variant: str = typer.Option(
+        "pure",
+        "--variant",
+        help="pure, 1k or 27k: which release's file names (*_pure.csv, *_1k.csv, *_27k[_partN].csv).",
+    ),
 ) -> None:
     """Prepare KuaiRand-Pure (official files, or the 04-25..05-08 subset) into OUT."""
     console = Console()
@@ -386,6 +430,7 @@ def command(
             keep_duplicates=keep_duplicates,
             split=split,
             min_count=min_count,
+            variant=variant,
         )
     except (PrepareError, FileNotFoundError, FileExistsError) as err:
         console.print(f"[red]error:[/red] {err}")
