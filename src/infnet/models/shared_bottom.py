@@ -1,0 +1,61 @@
+"""Shared-Bottom (Caruana, "Multitask Learning", Machine Learning 1997).
+
+Equation to code (the form used by MMoE's paper, Ma et al. 2018, Eq. 1):
+
+    y_k = h^k(f(x))
+
+- x: `FeatureEmbedding.flat_input`: the field embeddings and each behaviour's masked-mean
+  pooled history, concatenated;
+- f: `self.bottom`, one MLP shared by all tasks (FuxiCTR's default sizes 512-256-128;
+  Caruana gives no sizes);
+- h^k: `self.towers`, one MLP tower per task (FuxiCTR's 128-64) ending in one output: a
+  logit for a binary task, a value for a regression task.
+
+Inputs read only as pooled means: the behaviour histories (order and individual
+positions are lost), see `ignored_inputs`.
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+
+from infnet.data.batch import Batch
+from infnet.data.schema import Schema
+from infnet.models.base import ModelConfig, MultiTaskModel, register
+from infnet.models.embedding import FeatureEmbedding
+from infnet.models.layers import MLP, TaskTowers
+
+
+def pooled_history_inputs(schema: Schema) -> list[str]:
+    """What a model that reads `flat_input` does not see of the behaviour histories."""
+    if schema.sequences is None:
+        return []
+    return [
+        f"order and per-position detail of the {b!r} history (read only as a masked mean of "
+        f"its {', '.join(schema.sequences.side_fields)} embeddings)"
+        for b in schema.sequences.behaviours
+    ]
+
+
+@register("shared_bottom")
+class SharedBottom(MultiTaskModel):
+    class Config(ModelConfig):
+        bottom_hidden: list[int] = Field(default=[512, 256, 128], min_length=1)
+        tower_hidden: list[int] = [128, 64]
+
+    def __init__(self, schema: Schema, config: Config) -> None:
+        super().__init__(schema, config)
+        self.embedding = FeatureEmbedding(schema, config.embedding_dim)
+        self.bottom = MLP(
+            self.embedding.flat_dim(schema), config.bottom_hidden, dropout=config.dropout
+        )
+        self.towers = TaskTowers(
+            self.bottom.out_dim, schema.num_tasks, config.tower_hidden, config.dropout
+        )
+
+    def forward(self, batch: Batch) -> torch.Tensor:  # [B, N_task]
+        return self.towers(self.bottom(self.embedding.flat_input(batch)))
+
+    def ignored_inputs(self) -> list[str]:
+        return pooled_history_inputs(self.schema)
