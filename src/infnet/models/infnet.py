@@ -1,0 +1,423 @@
+"""INFNet: a task-aware Information Flow Network (Li et al., Kuaishou, arXiv 2508.11565).
+
+Tokens (width d; B the batch, shapes per sample):
+    C  [M, d]        categorical tokens, one embedding per field (FeatureEmbedding)
+    C~ [m, d]        categorical proxies  = Reshape(phi_cat(Flatten(C)))            (eq. 3)
+    S  [L, d]        sequence tokens, L = F * n: s = W_s [e_1 || ... || e_K] + e_behaviour,
+                     padded positions masked in every attention and pooling
+    S~ [F * k, d]    sequence proxies: per behaviour (and per segment of n / k positions,
+                     most recent first) Pool_t phi_seq(s_t); the paper sums       (eq. 5)
+    T  [N_task, d]   task tokens, learnable, one per real task                      (eq. 6)
+    T~ [N_s, d]      shared task tokens (task proxies), learnable                   (eq. 7)
+
+Block l (N stacked), CA(Q, K, V) = softmax(Q W_q (K W_k)^T / sqrt(d_k)) V W_v, multi-head:
+    heterogeneous flow                                                        (eq. 9-12)
+        C~' = CA(C~, S, S) + CA(C~, T, T)        code: flows "Cp" <- ["S", "T"]
+        S~' = CA(S~, C, C) + CA(S~, T, T)                    "Sp" <- ["C", "T"]
+        T~' = CA(T~, C, C) + CA(T~, S, S)                    "Tp" <- ["C", "S"]
+        T^  = CA(T,  C, C) + CA(T,  S, S)                    "T"  <- ["C", "S"]
+    homogeneous flow: PGU(X, X~) = X * sigmoid(MLP(Flatten(X~)))              (eq. 13-14)
+        C' = PGU(C, C~)   S' = PGU(S, S~)   T' = PGU(T^, T~)   code: gates "C" <- ["Cp"], ...
+    heads: y_i = MLP_i(T'_i) of the last block (logit or value; the trainer applies sigmoid)
+
+Engineering choices the paper leaves open (every one an option of `INFNet.Config`):
+- `residual`, `norm`: the updates of proxies and task tokens are X + CA(..) (the paper:
+  "residual connections are used"), with LayerNorm after ("post"), before ("pre") or none.
+- `gate`: sigmoid (paper), 2 * sigmoid or 1 + sigmoid. A sigmoid gate starts at 0.5, so
+  after two blocks the key/value tokens are a quarter of their size (DESIGN.md pitfall).
+- `pgu_proxies`: the paper's equation 14 gates with the proxies entering the block
+  (C~^(l), "pre"); DESIGN.md writes the updated ones (C~', "post").
+- `sequence_pooling`: sum (paper), mean, or sqrt (sum / sqrt(count)). Sum-pooled proxies
+  grow with history length, which within one user grows with time: on KuaiRand the
+  prototype ranked by it (like gAUC 0.30, below random, at like AUC 0.79).
+- With the heterogeneous flow off, the task tokens' gate reads all proxies (the only path
+  left from the inputs to the task tokens; otherwise the heads would be constants).
+
+Defaults (the paper's where it gives them; otherwise chosen for these reasons, not yet
+measured on KuaiRand: the quick synthetic sweep did not finish on the shared 2-core machine):
+- gate="2sigmoid": starts at 1 (identity), so stacked blocks keep the keys' scale (pitfall).
+- pgu_proxies="post": with the paper's "pre" and 2 blocks, no live path reads the C~ and S~
+  updates of any block (block 1 gates with block 1's input proxies, block 2's C, S are
+  never read), so the flows to categorical and sequence are dead code; "post" keeps them.
+- norm="post" with residual=True: the proxies' scale stays fixed across blocks whatever the
+  pooling; sequence_pooling="mean": no history-length leak (the paper's sum is an option).
+- num_blocks=2, num_heads=2, hidden sizes 64/32/64: small, fast on CPU at d=16.
+
+Ablation switches (one model, DESIGN.md section 4):
+    use_task_tokens=False   no T and T~; head i reads the mean of the final proxies
+    use_proxies=False       the quadratic reference: one full multi-head self-attention over
+                            all tokens [C; S; T] per block replaces the four flows; each
+                            type's PGU gate reads the masked mean of its own tokens
+    homogeneous_flow=False  no PGU: C and S stay the embeddings, T' = T^
+    heterogeneous_flow=False no cross attention: proxies stay as built, T^ = T
+    structured=False        C and S are one untyped feature set X = [C; S] with one proxy set
+                            X~ = [C~; S~] that queries all of X (and T), one PGU for X. Task
+                            tokens keep their role (removing them is use_task_tokens).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field, model_validator
+from torch import nn
+
+from infnet.data.batch import Batch
+from infnet.data.schema import Schema
+from infnet.models.base import ModelConfig, MultiTaskModel, register
+from infnet.models.embedding import FeatureEmbedding
+from infnet.models.layers import MLP, PGU, CrossAttention, masked_mean
+
+Tokens = dict[str, torch.Tensor]  # name -> [B, n, d]
+Masks = dict[str, torch.Tensor | None]  # name -> bool [B, n] (True = real) or None (all real)
+
+
+class _Block(nn.Module):
+    """One INFNet block over named token sets.
+
+    flows: query set -> key sets it reads by cross attention (summed);
+    gates: token set -> proxy sets whose flattened concatenation gates it (PGU).
+    With `full=True` the flows are replaced by one self-attention over all token sets.
+    """
+
+    def __init__(
+        self,
+        sizes: dict[str, int],  # proxy set -> number of tokens (PGU input width)
+        flows: dict[str, list[str]],
+        gates: dict[str, list[str]],
+        config: INFNet.Config,
+        full: bool = False,
+    ) -> None:
+        super().__init__()
+        d, c = config.embedding_dim, config
+        self.flows, self.gates, self.full = flows, gates, full
+        self.residual, self.norm, self.pgu_proxies = c.residual, c.norm, c.pgu_proxies
+        self.attn = nn.ModuleDict(
+            {"all": CrossAttention(d, c.num_heads, c.dropout)}
+            if full
+            else {
+                f"{q}_{k}": CrossAttention(d, c.num_heads, c.dropout)
+                for q, ks in flows.items()
+                for k in ks
+            }
+        )
+        if c.norm == "none":
+            normed = []
+        elif full:
+            normed = ["all"]
+        elif c.norm == "pre":  # queries and keys
+            normed = sorted({n for q, ks in flows.items() for n in [q, *ks]})
+        else:  # post: the updated query sets
+            normed = list(flows)
+        self.norms = nn.ModuleDict({n: nn.LayerNorm(d) for n in normed})
+        self.pgu = nn.ModuleDict(
+            {
+                x: PGU(sum(sizes[p] for p in ps), d, c.gate_hidden, c.gate, c.dropout)
+                for x, ps in gates.items()
+            }
+        )
+
+    def forward(
+        self, h: Tokens, mask: Masks, weights: dict[str, torch.Tensor] | None = None
+    ) -> Tokens:
+        new = self._full(h, mask, weights) if self.full else self._flows(h, mask, weights)
+        src = new if self.pgu_proxies == "post" or self.full else h
+        out = dict(new)
+        for x, ps in self.gates.items():
+            out[x] = self.pgu[x](new[x], torch.cat([src[p] for p in ps], dim=1))
+        return out
+
+    def _flows(self, h: Tokens, mask: Masks, weights: dict | None) -> Tokens:
+        pre = (lambda n, x: self.norms[n](x)) if self.norm == "pre" else (lambda n, x: x)
+        new = dict(h)
+        for q, keys in self.flows.items():
+            update = 0
+            for k in keys:
+                out, w = self.attn[f"{q}_{k}"](
+                    pre(q, h[q]), pre(k, h[k]), mask[k], weights is not None
+                )
+                if weights is not None:
+                    weights[f"{q}_{k}"] = w
+                update = update + out
+            x = h[q] + update if self.residual else update
+            new[q] = self.norms[q](x) if self.norm == "post" else x
+        return new
+
+    def _full(self, h: Tokens, mask: Masks, weights: dict | None) -> Tokens:
+        names = list(h)
+        sizes = [h[n].shape[1] for n in names]
+        x = torch.cat([h[n] for n in names], dim=1)  # [B, M + L + N_task, d]
+        m = torch.cat([_real(h[n], mask[n]) for n in names], dim=1)
+        xin = self.norms["all"](x) if self.norm == "pre" else x
+        update, w = self.attn["all"](xin, xin, m, weights is not None)
+        if weights is not None:
+            weights["all"] = w
+        x = x + update if self.residual else update
+        if self.norm == "post":
+            x = self.norms["all"](x)
+        new = dict(zip(names, x.split(sizes, dim=1), strict=True))
+        # The PGU's "proxy" of a type without proxies: the masked mean of its tokens.
+        for n in names:
+            new[f"{n}p"] = masked_mean(new[n], _real(new[n], mask[n]), dim=1).unsqueeze(1)
+        return new
+
+
+def _live(
+    flows: dict[str, list[str]],
+    gates: dict[str, list[str]],
+    needed: set[str],
+    pre: bool,
+    full: list[str] | None,
+) -> tuple[dict[str, list[str]], dict[str, list[str]], set[str]]:
+    """The flows and gates of a block whose outputs `needed` are read, and the sets it reads.
+    pre: the PGU reads the proxies entering the block; full: the token sets of a block that
+    attends over all of them (None: a proxy block)."""
+    g = {x: ps for x, ps in gates.items() if x in needed}
+    if full is not None:
+        return flows, g, set(full)
+    gate_proxies = {p for ps in g.values() for p in ps}
+    computed = needed | (set() if pre else gate_proxies)
+    f = {q: ks for q, ks in flows.items() if q in computed}
+    reads = computed | {k for ks in f.values() for k in ks} | (gate_proxies if pre else set())
+    return f, g, reads
+
+
+def _real(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    return torch.ones(x.shape[:2], dtype=torch.bool, device=x.device) if mask is None else mask
+
+
+@register("infnet")
+class INFNet(MultiTaskModel):
+    """INFNet (module docstring: equations and code map). `forward(batch) -> [B, N_task]`."""
+
+    class Config(ModelConfig):
+        """Defaults: the paper's where it gives them (m = 4, one sequence proxy per behaviour,
+        N_s = 2, residual updates); for the rest see "Defaults" in the module docstring."""
+
+        embedding_dim: int = 16
+        num_blocks: int = Field(default=2, ge=1)
+        num_heads: int = Field(default=2, ge=1)
+        dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+        num_categorical_proxies: int = Field(default=4, ge=1)  # m
+        sequence_proxies_per_behaviour: int = Field(default=1, ge=1)  # k
+        num_shared_task_tokens: int = Field(default=2, ge=1)  # N_s
+        sequence_pooling: Literal["sum", "mean", "sqrt"] = "mean"
+        proxy_hidden: list[int] = Field(default_factory=lambda: [64])  # phi_cat, phi_seq
+        gate_hidden: list[int] = Field(default_factory=lambda: [32])  # PGU MLPs
+        head_hidden: list[int] = Field(default_factory=lambda: [64])  # MLP_i
+        gate: Literal["sigmoid", "2sigmoid", "residual"] = "2sigmoid"
+        pgu_proxies: Literal["pre", "post"] = "post"
+        residual: bool = True
+        norm: Literal["none", "pre", "post"] = "post"
+        use_task_tokens: bool = True
+        use_proxies: bool = True
+        homogeneous_flow: bool = True
+        heterogeneous_flow: bool = True
+        structured: bool = True
+
+        @model_validator(mode="after")
+        def _check(self) -> INFNet.Config:
+            if self.embedding_dim % self.num_heads:
+                raise ValueError(
+                    f"embedding_dim ({self.embedding_dim}) must be divisible by num_heads ({self.num_heads})"
+                )
+            if not self.use_proxies and not self.heterogeneous_flow:
+                raise ValueError(
+                    "use_proxies=false replaces the heterogeneous flow by full attention; "
+                    "it needs heterogeneous_flow=true"
+                )
+            if self.use_task_tokens and not (self.heterogeneous_flow or self.homogeneous_flow):
+                raise ValueError(
+                    "with both heterogeneous_flow and homogeneous_flow off the task tokens never "
+                    "see the input; keep one of them on or set use_task_tokens=false"
+                )
+            return self
+
+    def __init__(self, schema: Schema, config: INFNet.Config) -> None:
+        super().__init__(schema, config)
+        c, d = config, config.embedding_dim
+        self.embedding = FeatureEmbedding(schema, d)
+        M, T = schema.num_fields, schema.num_tasks
+        seq = schema.sequences
+        if seq is not None and c.sequence_proxies_per_behaviour > seq.max_len:
+            raise ValueError(
+                f"sequence_proxies_per_behaviour ({c.sequence_proxies_per_behaviour}) exceeds the "
+                f"sequence max_len ({seq.max_len}) of the schema"
+            )
+        if seq is not None:
+            self.seq_proj = nn.Linear(len(seq.side_fields) * d, d)
+            self.behaviour = nn.Embedding(len(seq.behaviours), d)
+        sizes: dict[str, int] = {}
+        if c.use_proxies:
+            self.phi_cat = MLP(M * d, c.proxy_hidden, c.num_categorical_proxies * d, c.dropout)
+            sizes["Cp"] = c.num_categorical_proxies
+            if seq is not None:
+                self.phi_seq = MLP(d, c.proxy_hidden, d, c.dropout)
+                k = c.sequence_proxies_per_behaviour
+                # segment of each position: recency rank (n-1-p, histories are left-padded
+                # with the most recent last) cut into k equal parts, most recent first.
+                rank = torch.arange(seq.max_len).flip(0)
+                self.register_buffer(
+                    "segments",
+                    nn.functional.one_hot(rank * k // seq.max_len, k).float(),
+                    persistent=False,
+                )
+                sizes["Sp"] = len(seq.behaviours) * k
+        if c.use_task_tokens:
+            self.task_tokens = nn.Parameter(torch.randn(T, d) * 0.1)  # T
+            if c.use_proxies:
+                self.shared_task_tokens = nn.Parameter(
+                    torch.randn(c.num_shared_task_tokens, d) * 0.1
+                )
+                sizes["Tp"] = c.num_shared_task_tokens
+        if not c.structured and c.use_proxies and seq is not None:
+            sizes = {"Xp": sizes.pop("Cp") + sizes.pop("Sp"), **sizes}  # X~ = [C~; S~]
+        features = ["C", "S"] if seq is not None else ["C"]
+        if not c.structured and seq is not None:
+            features = ["X"]
+        tasks = ["T"] if c.use_task_tokens else []
+        self.token_names = features + tasks
+        flows, gates = self._topology(features, tasks, sizes)
+        if not c.use_proxies:
+            sizes = {f"{n}p": 1 for n in self.token_names}
+        # What the heads read, then backwards through the blocks what each block must
+        # compute: the paper's last block updates C~, S~ and gates C, S although nothing
+        # reads them afterwards, and without the PGU nothing reads any proxy at all.
+        proxies = [n for n in sizes if n != "Tp"]
+        self.head_inputs = tasks or (proxies if c.use_proxies else self.token_names)
+        needed, blocks = set(self.head_inputs), []
+        for _ in range(c.num_blocks):
+            full = None if c.use_proxies else self.token_names
+            f, g, needed = _live(flows, gates, needed, c.pgu_proxies == "pre", full)
+            blocks.append(_Block(sizes, f, g, c, full=not c.use_proxies))
+        self.blocks = nn.ModuleList(reversed(blocks))
+        self.inputs = needed  # the token and proxy sets the first block reads
+        if c.use_proxies and not {"Cp", "Xp"} & needed:
+            del self.phi_cat
+        if c.use_proxies and seq is not None and not {"Sp", "Xp"} & needed:
+            del self.phi_seq
+        if c.use_task_tokens and c.use_proxies and "Tp" not in needed:
+            del self.shared_task_tokens
+        self.heads = nn.ModuleList(MLP(d, c.head_hidden, 1, c.dropout) for _ in range(T))
+
+    def _topology(
+        self, features: list[str], tasks: list[str], sizes: dict[str, int]
+    ) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+        c = self.config
+        flows: dict[str, list[str]] = {}
+        gates: dict[str, list[str]] = {}
+        if c.use_proxies and c.heterogeneous_flow:
+            for f in features:
+                # typed: a proxy reads the other types (its own type is the homogeneous
+                # flow's); untyped: there is one type, so it reads all features.
+                others = [g for g in features if g != f] if c.structured else features
+                flows[f"{f}p"] = others + tasks
+            if tasks:
+                flows["Tp"] = list(features)
+                flows["T"] = list(features)
+        if c.homogeneous_flow:
+            for x in features + tasks:
+                gates[x] = [f"{x}p"]
+            if tasks and c.use_proxies and not c.heterogeneous_flow:
+                gates["T"] = [p for p in sizes]  # the only path from the inputs to T
+        return flows, gates
+
+    # --- tokens -------------------------------------------------------------------------
+    def _sequence(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        e = self.embedding.sequence(batch)  # [B, F, n, K, d]
+        B, F, n, K, d = e.shape
+        s = self.seq_proj(e.reshape(B, F, n, K * d)) + self.behaviour.weight.view(1, F, 1, d)
+        return s * batch.seq_mask.unsqueeze(-1), batch.seq_mask  # [B, F, n, d], [B, F, n]
+
+    def _sequence_proxies(self, s: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        # s [B, F, n, d], mask [B, F, n] -> S~ [B, F * k, d]
+        m = mask.to(s.dtype)
+        pooled = torch.einsum("bfnd,bfn,nk->bfkd", self.phi_seq(s), m, self.segments)
+        if self.config.sequence_pooling != "sum":
+            count = torch.einsum("bfn,nk->bfk", m, self.segments).clamp_min(1.0).unsqueeze(-1)
+            pooled = pooled / (count if self.config.sequence_pooling == "mean" else count.sqrt())
+        return pooled.flatten(1, 2)
+
+    def _tokens(self, batch: Batch) -> tuple[Tokens, Masks]:
+        c = self.config
+        C = self.embedding.categorical(batch)  # [B, M, d]
+        B = C.shape[0]
+        h: Tokens = {"C": C}
+        mask: Masks = {"C": None}
+        if hasattr(self, "phi_cat"):
+            h["Cp"] = self.phi_cat(C.flatten(1)).view(B, c.num_categorical_proxies, -1)
+            mask["Cp"] = None
+        if self.schema.sequences is not None:
+            s, m = self._sequence(batch)
+            h["S"], mask["S"] = s.flatten(1, 2), m.flatten(1)  # [B, L, d], [B, L]
+            if hasattr(self, "phi_seq"):
+                h["Sp"], mask["Sp"] = self._sequence_proxies(s, m), None
+            if not c.structured:
+                h["X"] = torch.cat([h.pop("C"), h.pop("S")], dim=1)
+                mask["X"] = torch.cat([_real(C, None), mask.pop("S")], dim=1)
+                mask.pop("C")
+                if "Xp" in self.inputs:
+                    h["Xp"], mask["Xp"] = torch.cat([h.pop("Cp"), h.pop("Sp")], dim=1), None
+                    mask.pop("Cp"), mask.pop("Sp")
+        if c.use_task_tokens:
+            h["T"], mask["T"] = self.task_tokens.expand(B, -1, -1), None
+            if hasattr(self, "shared_task_tokens"):
+                h["Tp"], mask["Tp"] = self.shared_task_tokens.expand(B, -1, -1), None
+        return h, mask
+
+    # --- forward ------------------------------------------------------------------------
+    def _run(self, batch: Batch, weights: dict | None = None) -> tuple[Tokens, Masks]:
+        h, mask = self._tokens(batch)
+        for block in self.blocks:  # weights: each key from the last block that computes it
+            h = block(h, mask, weights)
+            h = {n: x for n, x in h.items() if n in mask}  # drop full attention's gate means
+        return h, mask
+
+    def forward(self, batch: Batch) -> torch.Tensor:  # [B, N_task]
+        h, mask = self._run(batch)
+        if self.config.use_task_tokens:
+            reps = h["T"].unbind(1)  # N_task x [B, d]
+        else:  # the mean of the final proxies (of the tokens, without proxies)
+            names = self.head_inputs
+            pooled = torch.stack([masked_mean(h[n], _real(h[n], mask[n]), 1) for n in names]).mean(
+                0
+            )
+            reps = [pooled] * len(self.heads)  # [B, d] each
+        return torch.cat([head(r) for head, r in zip(self.heads, reps, strict=True)], dim=-1)
+
+    @torch.no_grad()
+    def attention_maps(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """The last block's attention (mean over heads) of the task tokens ("task", [B, N_task, .])
+        and the shared task tokens ("shared", [B, N_s, .]) over the categorical ([., M]) and
+        sequence ([., L]) tokens, keyed "task/categorical", "task/sequence", "shared/...".
+        Each map is one softmax (rows sum to 1 over real keys; padded keys get 0); under
+        use_proxies=false the single softmax runs over all tokens, sliced here. Under
+        pgu_proxies="pre" nothing reads the final block's T~ update, so "shared/*" come
+        from the block before it."""
+        c = self.config
+        if not c.use_task_tokens or not c.heterogeneous_flow:
+            raise ValueError(
+                "attention_maps needs use_task_tokens=true and heterogeneous_flow=true"
+            )
+        w: dict[str, torch.Tensor] = {}
+        self._run(batch, w)
+        M = self.schema.num_fields
+        L = batch.seq_mask[0].numel() if self.schema.sequences is not None else 0
+        N = self.schema.num_tasks
+        maps: dict[str, torch.Tensor] = {}
+        queries = {"task": "T", "shared": "Tp"} if c.use_proxies else {"task": "T"}
+        for label, q in queries.items():
+            if not c.use_proxies:
+                rows = w["all"][:, M + L : M + L + N]  # task rows of [C; S; T] x [C; S; T]
+                maps[f"{label}/categorical"] = rows[..., :M]
+                if L:
+                    maps[f"{label}/sequence"] = rows[..., M : M + L]
+            elif f"{q}_X" in w:
+                maps[f"{label}/categorical"] = w[f"{q}_X"][..., :M]
+                maps[f"{label}/sequence"] = w[f"{q}_X"][..., M:]
+            elif f"{q}_C" in w:
+                maps[f"{label}/categorical"] = w[f"{q}_C"]
+                if L:
+                    maps[f"{label}/sequence"] = w[f"{q}_S"]
+        return maps

@@ -1,0 +1,224 @@
+"""INFNet: shapes under every ablation switch, padding invariance, empty histories, gradients,
+overfitting a small batch, the cross attention against PyTorch's reference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tests.conftest import make_batch, make_schema
+from torch import nn
+
+from infnet.data.batch import Batch
+from infnet.models import build_model
+from infnet.models.infnet import INFNet
+from infnet.models.layers import CrossAttention
+
+# The ablations of the paper and of the source document, plus the proxy-count variants.
+ABLATIONS = {
+    "default": {},
+    "no_task_tokens": {"use_task_tokens": False},
+    "full_attention": {"use_proxies": False},
+    "no_homogeneous": {"homogeneous_flow": False},
+    "no_heterogeneous": {"heterogeneous_flow": False},
+    "untyped": {"structured": False},
+    "full_attention_no_tasks": {"use_proxies": False, "use_task_tokens": False},
+    "proxy_counts": {
+        "num_categorical_proxies": 8,
+        "sequence_proxies_per_behaviour": 4,
+        "num_shared_task_tokens": 3,
+    },
+    "paper_literal": {
+        "sequence_pooling": "sum",
+        "gate": "sigmoid",
+        "pgu_proxies": "pre",
+        "norm": "none",
+    },
+    "pre_norm_sqrt": {
+        "norm": "pre",
+        "sequence_pooling": "sqrt",
+        "gate": "residual",
+        "num_blocks": 3,
+    },
+}
+
+
+def _model(config: dict, schema=None, seed: int = 0) -> INFNet:
+    torch.manual_seed(seed)
+    return build_model("infnet", schema or make_schema(), config)
+
+
+def _loss(model: INFNet, batch: Batch) -> torch.Tensor:
+    y = model(batch)
+    binary = [i for i, t in enumerate(model.schema.tasks) if t.kind == "binary"]
+    reg = [i for i, t in enumerate(model.schema.tasks) if t.kind == "regression"]
+    bce = nn.functional.binary_cross_entropy_with_logits(y[:, binary], batch.labels[:, binary])
+    return bce + nn.functional.mse_loss(y[:, reg], batch.labels[:, reg])
+
+
+@pytest.mark.parametrize("name", list(ABLATIONS))
+def test_shapes_finite_and_every_parameter_gets_a_gradient(name: str) -> None:
+    schema = make_schema()
+    batch = make_batch(schema, batch_size=12, empty_rows=3)  # rows 0-2: no history at all
+    model = _model(ABLATIONS[name], schema)
+    y = model(batch)
+    assert y.shape == (12, 3)
+    assert torch.isfinite(y).all()
+    _loss(model, batch).backward()
+    # Parts that nothing downstream reads are not built (e.g. the last block's C~/S~ flows),
+    # so every parameter of every switch combination is trained.
+    missing = [
+        n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0
+    ]
+    assert missing == []
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", ["default", "full_attention", "untyped", "paper_literal"])
+def test_padded_sequence_ids_do_not_change_any_output(name: str) -> None:
+    schema = make_schema()
+    batch = make_batch(schema, batch_size=10, empty_rows=2)
+    model = _model(ABLATIONS[name], schema).eval()
+    noisy = torch.randint(1, 10, batch.seq_ids.shape) * ~batch.seq_mask.unsqueeze(-1)
+    changed = Batch(**{**batch.__dict__, "seq_ids": batch.seq_ids + noisy})
+    assert not torch.equal(changed.seq_ids, batch.seq_ids)
+    torch.testing.assert_close(model(changed), model(batch), rtol=0, atol=1e-6)
+    for key, value in model.attention_maps(batch).items():
+        torch.testing.assert_close(model.attention_maps(changed)[key], value, rtol=0, atol=1e-6)
+
+
+def test_history_does_change_the_output() -> None:
+    # Guards the invariance test above against a model that ignores sequences altogether.
+    schema = make_schema()
+    batch = make_batch(schema, batch_size=8, empty_rows=0)
+    model = _model({}, schema).eval()
+    shuffled = Batch(
+        **{**batch.__dict__, "seq_ids": batch.seq_ids.flip(0), "seq_mask": batch.seq_mask.flip(0)}
+    )
+    assert (model(shuffled) - model(batch)).abs().max() > 1e-4
+
+
+def test_empty_history_rows_are_finite_forward_and_backward() -> None:
+    schema = make_schema()
+    batch = make_batch(schema, batch_size=6, empty_rows=6)  # nobody has a history
+    assert not batch.seq_mask.any()
+    for config in (ABLATIONS["default"], ABLATIONS["full_attention"], ABLATIONS["paper_literal"]):
+        model = _model(config, schema)
+        loss = _loss(model, batch)
+        loss.backward()
+        assert torch.isfinite(loss)
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+        maps = model.attention_maps(batch)
+        assert torch.equal(maps["task/sequence"], torch.zeros_like(maps["task/sequence"]))
+
+
+@pytest.mark.parametrize("name", ["default", "full_attention"])
+def test_overfits_a_small_batch(name: str) -> None:
+    schema = make_schema()
+    batch = make_batch(schema, batch_size=16, seed=3)
+    model = _model(ABLATIONS[name], schema)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    first = _loss(model, batch).item()
+    for _ in range(100):
+        opt.zero_grad()
+        loss = _loss(model, batch)
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.2 * first, (first, loss.item())
+
+
+def test_model_without_sequences() -> None:
+    schema = make_schema(num_behaviours=0)
+    batch = make_batch(schema, batch_size=5)
+    for config in (ABLATIONS["default"], ABLATIONS["full_attention"], ABLATIONS["untyped"]):
+        model = _model(config, schema)
+        y = model(batch)
+        assert y.shape == (5, 3) and torch.isfinite(y).all()
+        _loss(model, batch).backward()
+        assert all(p.grad is not None for p in model.parameters())
+    maps = _model({}, schema).attention_maps(batch)
+    assert set(maps) == {"task/categorical", "shared/categorical"}
+
+
+def test_attention_maps_are_distributions_over_real_tokens() -> None:
+    schema = make_schema()
+    batch = make_batch(schema, batch_size=7, empty_rows=2)
+    model = _model({}, schema)
+    maps = model.attention_maps(batch)
+    M, L = schema.num_fields, batch.seq_mask[0].numel()
+    assert maps["task/categorical"].shape == (7, 3, M)
+    assert maps["shared/sequence"].shape == (7, 2, L)
+    torch.testing.assert_close(maps["task/categorical"].sum(-1), torch.ones(7, 3))
+    has = batch.seq_mask.flatten(1).any(1)
+    torch.testing.assert_close(maps["task/sequence"].sum(-1), has.float().unsqueeze(1).expand(7, 3))
+    pad = ~batch.seq_mask.flatten(1)
+    assert (maps["task/sequence"].masked_select(pad.unsqueeze(1)) == 0).all()
+    full = _model({"use_proxies": False}, schema).attention_maps(batch)
+    assert full["task/categorical"].shape == (7, 3, M) and full["task/sequence"].shape == (7, 3, L)
+
+
+def test_sequence_proxies_pooling_and_segments() -> None:
+    schema = make_schema(num_behaviours=1, max_len=4)
+    batch = make_batch(schema, batch_size=4)
+    for pooling, scale in (
+        ("sum", lambda c: 1.0),
+        ("mean", lambda c: c),
+        ("sqrt", lambda c: c**0.5),
+    ):
+        model = _model({"sequence_pooling": pooling, "sequence_proxies_per_behaviour": 2}, schema)
+        s, m = model._sequence(batch)  # [B, 1, 4, d]
+        got = model._sequence_proxies(s, m)  # [B, 2, d]: positions {3, 2} (recent), {1, 0}
+        phi = model.phi_seq(s) * m.unsqueeze(-1)
+        for k, positions in enumerate(([3, 2], [1, 0])):
+            count = m[:, 0, positions].sum(1, keepdim=True).float().clamp_min(1)
+            want = phi[:, 0, positions].sum(1) / scale(count)
+            torch.testing.assert_close(got[:, k], want)
+
+
+@pytest.mark.parametrize("num_heads", [1, 2, 4])
+@pytest.mark.parametrize("folded", [True, False])
+def test_cross_attention_equals_pytorch_reference(num_heads: int, folded: bool) -> None:
+    torch.manual_seed(0)
+    d, B, q, L = 16, 5, 3, 11
+    ca = CrossAttention(d, num_heads).eval()
+    ref = nn.MultiheadAttention(d, num_heads, batch_first=True).eval()
+    with torch.no_grad():
+        ref.in_proj_weight.copy_(torch.cat([ca.q_proj.weight, ca.k_proj.weight, ca.v_proj.weight]))
+        ref.in_proj_bias.copy_(torch.cat([ca.q_proj.bias, torch.zeros(d), ca.v_proj.bias]))
+        ref.out_proj.weight.copy_(ca.out_proj.weight)
+        ref.out_proj.bias.copy_(ca.out_proj.bias)
+    query, key = torch.randn(B, q, d), torch.randn(B, L, d)
+    mask = torch.rand(B, L) > 0.4
+    mask[0] = False  # a row with no real key at all
+    mask[1, 0] = True
+    out, weights = ca(query, key, mask, need_weights=True, folded=folded)
+    want, want_w = ref(query, key, key, key_padding_mask=~mask)
+    torch.testing.assert_close(out[1:], want[1:], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(weights[1:], want_w[1:], rtol=1e-5, atol=1e-6)
+    assert torch.equal(out[0], torch.zeros(q, d)) and torch.equal(weights[0], torch.zeros(q, L))
+    # and the same with scaled_dot_product_attention, unmasked, through the default path
+    out, _ = ca(query, key)
+    torch.testing.assert_close(out, ref(query, key, key)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_cross_attention_all_masked_rows_have_finite_gradients() -> None:
+    ca = CrossAttention(8, 2)
+    query = torch.randn(2, 3, 8, requires_grad=True)
+    key = torch.randn(2, 5, 8, requires_grad=True)
+    mask = torch.zeros(2, 5, dtype=torch.bool)
+    for folded in (True, False):
+        out, _ = ca(query, key, mask, folded=folded)
+        out.sum().backward()
+        assert torch.equal(out, torch.zeros_like(out))
+        assert torch.isfinite(query.grad).all() and torch.isfinite(key.grad).all()
+
+
+def test_bad_configs_name_the_problem() -> None:
+    schema = make_schema(max_len=4)
+    with pytest.raises(ValueError, match="num_heads"):
+        _model({"embedding_dim": 16, "num_heads": 3}, schema)
+    with pytest.raises(ValueError, match="heterogeneous_flow"):
+        _model({"use_proxies": False, "heterogeneous_flow": False}, schema)
+    with pytest.raises(ValueError, match="max_len"):
+        _model({"sequence_proxies_per_behaviour": 5}, schema)
+    with pytest.raises(ValueError, match="num_blok"):
+        _model({"num_bloks": 2}, schema)
