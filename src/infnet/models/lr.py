@@ -1,0 +1,75 @@
+"""LR: logistic (for regression tasks: linear) regression over one-hot fields, per task.
+
+The floor every other model must beat. For task t (no paper needed, but in the notation
+of Rendle 2010's first-order term):
+
+    y_t = w0_t + sum_i w_t[field_i, x_i]                                   (one-hot fields)
+               + sum_{f,k} mean_{p valid} w_t[behaviour f, side field k, s_{f,p,k}]
+
+`LinearTerm.fields` holds w_t[field_i, .] as one [vocab_i, N_task] table per field, so all
+tasks share nothing but the input. The history term is a bag of ids per behaviour type and
+side field (the clicked videos, their authors, ...), mean-pooled over the valid positions so
+it does not grow with history length; `use_history=False` drops it.
+
+Ignored inputs: the order of the behaviour sequences (a bag of ids); with
+`use_history=False`, the sequences altogether. The embedding size is not used.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from infnet.data.batch import Batch
+from infnet.data.schema import PAD, Schema
+from infnet.models.base import ModelConfig, MultiTaskModel, register
+from infnet.models.layers import masked_mean
+
+
+class LinearTerm(nn.Module):
+    """First-order term w0 + sum_i w[x_i] (+ pooled bag of history ids), one output per task."""
+
+    def __init__(self, schema: Schema, num_outputs: int, use_history: bool = True) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(num_outputs))
+        self.fields = nn.ModuleList(
+            nn.Embedding(f.vocab_size, num_outputs, padding_idx=PAD) for f in schema.fields
+        )
+        self.history = nn.ModuleList()
+        if use_history and schema.sequences is not None:
+            sizes = [schema.field(s).vocab_size for s in schema.sequences.side_fields]
+            self.history = nn.ModuleList(
+                nn.ModuleList(nn.Embedding(v, num_outputs, padding_idx=PAD) for v in sizes)
+                for _ in schema.sequences.behaviours
+            )
+        for table in self.modules():
+            if isinstance(table, nn.Embedding):
+                nn.init.zeros_(table.weight)
+
+    def forward(self, batch: Batch) -> torch.Tensor:  # [B, num_outputs]
+        y = self.bias + sum(t(batch.categorical[:, i]) for i, t in enumerate(self.fields))
+        for f, tables in enumerate(self.history):
+            ids = batch.seq_ids[:, f]  # [B, n, K]
+            for k, table in enumerate(tables):
+                y = y + masked_mean(table(ids[..., k]), batch.seq_mask[:, f], dim=1)
+        return y
+
+
+@register("lr")
+class LR(MultiTaskModel):
+    class Config(ModelConfig):
+        use_history: bool = True
+
+    def __init__(self, schema: Schema, config: Config) -> None:
+        super().__init__(schema, config)
+        self.linear = LinearTerm(schema, schema.num_tasks, config.use_history)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return self.linear(batch)
+
+    def ignored_inputs(self) -> list[str]:
+        if self.schema.sequences is None:
+            return []
+        if not self.config.use_history:
+            return ["behaviour sequences (use_history=False)"]
+        return ["order of the behaviour sequences (read as mean-pooled bags of ids)"]
