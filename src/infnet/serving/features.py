@@ -1,0 +1,140 @@
+"""A request's model inputs: the store's user and item codes, the encoded context, the history.
+
+Context fields are encoded as prepare encodes them: a categorical value through its
+vocabulary (the string form polars gives the raw column: 1 -> "1"), unseen -> OOV; a
+bucketized value as 2 + searchsorted(boundaries, v, "right"). A context field the request
+does not give is derived from its timestamp when it is one the sources derive (hour of
+day, day of week, both in the sources' local time, UTC+8 for KuaiRand and the simulator).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from infnet.data.schema import OOV, CategoricalField, Schema
+from infnet.serving.feature_store import Lookup, StoreMeta
+from infnet.training.checkpoint import schema_differences
+
+HOUR_MS, DAY_MS = 3_600_000, 86_400_000
+# field -> raw value from (time_ms, utc offset ms); as sources/kuairand.py and synthetic.py
+FROM_TIMESTAMP: dict[str, Callable[[int, int], int]] = {
+    "hour": lambda t, offset: (t + offset) // HOUR_MS % 24,
+    # ISO day of week, Monday 1 .. Sunday 7 (polars dt.weekday); 1970-01-01 was a Thursday
+    "weekday": lambda t, offset: ((t + offset) // DAY_MS + 3) % 7 + 1,
+}
+
+
+class RequestError(ValueError):
+    """A bad request: names the field, and the limit where one applies."""
+
+    def __init__(
+        self, field: str, message: str, status: int = 422, limit: int | None = None
+    ) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field, self.message, self.status, self.limit = field, message, status, limit
+
+
+class ContextEncoder:
+    def __init__(self, field: CategoricalField, vocab_dir: Path) -> None:
+        self.field = field
+        self.boundaries = np.asarray(field.boundaries) if field.boundaries is not None else None
+        self.vocab: dict[str, int] = {}
+        if self.boundaries is None:
+            v = pl.read_parquet(vocab_dir / f"{field.name}.parquet")
+            self.vocab = dict(zip(v["value"].to_list(), v["index"].to_list(), strict=True))
+
+    def encode(self, value: object) -> int:
+        if self.boundaries is not None:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+            ):
+                return OOV
+            return 2 + int(np.searchsorted(self.boundaries, value, side="right"))
+        if isinstance(value, bool):
+            key = "true" if value else "false"
+        elif isinstance(value, float) and value.is_integer() and str(value) not in self.vocab:
+            key = str(int(value))
+        else:
+            key = str(value)
+        return self.vocab.get(key, OOV)
+
+
+def compatibility(model_schema: Schema, model_vocab: str, meta: StoreMeta) -> list[str]:
+    """Why a model cannot score the store's features (empty when it can)."""
+    problems = schema_differences(meta.dataset_schema(), model_schema)
+    if model_vocab != meta.vocab_fingerprint:
+        problems.append(
+            f"vocabularies differ (model {model_vocab}, feature store {meta.vocab_fingerprint} loaded "
+            f"from {meta.source}); load the features of the model's prepared dataset"
+        )
+    return problems
+
+
+@dataclass
+class Inputs:
+    """One request's rows: K candidates sharing the user, the context and the history."""
+
+    categorical: np.ndarray  # int64 [K, M]
+    seq_ids: np.ndarray  # int64 [F, n, K_side]
+    seq_mask: np.ndarray  # bool [F, n]
+
+    def __len__(self) -> int:
+        return len(self.categorical)
+
+
+class Assembler:
+    """Places the store's and the request's codes in the model's field order."""
+
+    def __init__(self, schema: Schema, vocab_dir: Path, utc_offset_hours: float) -> None:
+        # The store keeps user and item fields in schema order (feature_store.py), and
+        # compatibility() has checked that its schema is the model's.
+        self.schema = schema
+        self.item_pos, self.user_pos, self.context_pos = (
+            np.array([i for i, f in enumerate(schema.fields) if f.group == g], dtype=np.int64)
+            for g in ("item", "user", "context")
+        )
+        context = [f for f in schema.fields if f.group == "context"]
+        self.encoders = [ContextEncoder(f, vocab_dir) for f in context]
+        self.offset_ms = int(round(utc_offset_hours * HOUR_MS))
+
+    @property
+    def context_fields(self) -> list[str]:
+        return [e.field.name for e in self.encoders]
+
+    def encode_context(self, context: dict, timestamp: int) -> np.ndarray:
+        """int64 [C] codes of the context fields; RequestError for a field it cannot fill."""
+        codes = np.empty(len(self.encoders), np.int64)
+        for i, enc in enumerate(self.encoders):
+            name = enc.field.name
+            if name in context:
+                value = context[name]
+                if not isinstance(value, int | float | str):
+                    raise RequestError(
+                        f"context.{name}",
+                        f"must be a number or a string, got {type(value).__name__}",
+                    )
+            elif name in FROM_TIMESTAMP:
+                value = FROM_TIMESTAMP[name](timestamp, self.offset_ms)
+            else:
+                raise RequestError(
+                    f"context.{name}",
+                    f"missing; the model reads context fields {self.context_fields}",
+                )
+            codes[i] = enc.encode(value)
+        return codes
+
+    def build(self, lookup: Lookup, context_codes: np.ndarray) -> Inputs:
+        K = len(lookup.item_codes)
+        categorical = np.empty((K, self.schema.num_fields), np.int64)
+        categorical[:, self.item_pos] = lookup.item_codes
+        categorical[:, self.user_pos] = lookup.user_codes
+        categorical[:, self.context_pos] = context_codes
+        return Inputs(categorical, lookup.history, lookup.history_mask)

@@ -1,0 +1,125 @@
+"""The request log: every served request, with the exact model inputs it was scored on.
+
+One SQLite table (WAL mode), appended by a background thread in batched transactions so
+the request path only enqueues. A row holds the request (id, user, timestamp, context,
+bid, candidates), who served it (model version, A/B arm, feature version), what it
+answered (task scores and ranking scores in candidate order), and the features as used:
+`categorical` int [K, M] in the model's field order, and `seq_ids` [F, n, K_side] /
+`seq_mask` [F, n] shared by the K candidates (and `seq_shape`, so F = 0 round-trips). `read_request_log` gives them back as
+numpy arrays, which is what streaming training joins with delayed labels.
+"""
+
+from __future__ import annotations
+
+import queue
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+_TABLE = """
+CREATE TABLE IF NOT EXISTS requests (
+    request_id TEXT NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    served_ms INTEGER NOT NULL,
+    user_id TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    arm TEXT NOT NULL,
+    feature_version TEXT NOT NULL,
+    context TEXT NOT NULL,
+    bid TEXT,
+    candidates TEXT NOT NULL,
+    unknown_user INTEGER NOT NULL,
+    item_known TEXT NOT NULL,
+    scores TEXT NOT NULL,
+    ranking TEXT NOT NULL,
+    features TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS requests_request_id ON requests (request_id);
+CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts_ms);
+"""
+COLUMNS = (
+    "request_id", "ts_ms", "served_ms", "user_id", "model_version", "arm", "feature_version",
+    "context", "bid", "candidates", "unknown_user", "item_known", "scores", "ranking", "features",
+)  # fmt: skip
+_JSON = {"context", "bid", "candidates", "item_known", "scores", "ranking", "features"}
+_OPT = orjson.OPT_SERIALIZE_NUMPY
+
+
+class RequestLog:
+    def __init__(self, path: str | Path, *, flush_s: float = 0.05, max_batch: int = 512) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.executescript(_TABLE)
+        conn.close()
+        self.flush_s, self.max_batch = flush_s, max_batch
+        self.errors = 0
+        self._queue: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._write, name="infnet-request-log", daemon=True)
+        self._thread.start()
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Enqueue one record (keys: COLUMNS; JSON columns as Python / numpy objects)."""
+        self._queue.put(record)
+
+    def close(self) -> None:
+        """Write what is queued and stop."""
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+
+    def _write(self) -> None:
+        conn = sqlite3.connect(self.path)
+        conn.execute("PRAGMA synchronous=NORMAL")
+        sql = (
+            f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+        )
+        stop = False
+        while not stop:
+            records = [self._queue.get()]
+            try:
+                while len(records) < self.max_batch:
+                    records.append(self._queue.get(timeout=self.flush_s))
+            except queue.Empty:
+                pass
+            if None in records:
+                stop = True
+                records = [r for r in records if r is not None]
+            rows = [
+                tuple(orjson.dumps(r[c], option=_OPT) if c in _JSON else r[c] for c in COLUMNS)
+                for r in records
+            ]
+            try:
+                with conn:
+                    conn.executemany(sql, rows)
+            except sqlite3.Error:
+                self.errors += len(rows)  # reported by /metrics; serving goes on
+        conn.close()
+
+
+def read_request_log(path: str | Path, *, since_ms: int | None = None) -> Iterator[dict[str, Any]]:
+    """Logged requests in order, JSON decoded; features as numpy arrays (int64 / bool)."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        where, args = ("WHERE served_ms >= ?", (since_ms,)) if since_ms is not None else ("", ())
+        for row in conn.execute(
+            f"SELECT {', '.join(COLUMNS)} FROM requests {where} ORDER BY rowid", args
+        ):
+            record = {
+                c: (orjson.loads(v) if c in _JSON and v is not None else v)
+                for c, v in zip(COLUMNS, row, strict=True)
+            }
+            f = record["features"]
+            record["features"] = {
+                "categorical": np.asarray(f["categorical"], dtype=np.int64),
+                "seq_ids": np.asarray(f["seq_ids"], dtype=np.int64).reshape(f["seq_shape"]),
+                "seq_mask": np.asarray(f["seq_mask"], dtype=bool).reshape(f["seq_shape"][:2]),
+            }
+            yield record
+    finally:
+        conn.close()

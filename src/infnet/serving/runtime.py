@@ -1,0 +1,155 @@
+"""A model directory (export.py) loaded for serving: ONNX Runtime, or eager PyTorch."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from infnet.data import layout
+from infnet.data.schema import OOV, Schema
+from infnet.serving.export import CONFIG_FILE, ONNX_FILE, VERSION_FILE, WEIGHTS_FILE
+
+
+class ModelLoadError(ValueError):
+    pass
+
+
+@dataclass
+class ServingModel:
+    path: Path
+    version: str
+    name: str
+    schema: Schema
+    vocab_fingerprint: str
+    eager: bool
+    _run: object = field(repr=False)  # (feed dict) -> scores
+
+    @property
+    def has_sequences(self) -> bool:
+        return self.schema.sequences is not None
+
+    def predict(
+        self, categorical: np.ndarray, seq_ids: np.ndarray, seq_mask: np.ndarray
+    ) -> np.ndarray:
+        """categorical int64 [B, M], seq_ids int64 [B, F, n, K], seq_mask bool [B, F, n]
+        -> float32 [B, N_task]: probabilities (binary tasks), values (regression tasks)."""
+        feed = {"categorical": categorical}
+        if self.has_sequences:
+            feed |= {"seq_ids": seq_ids, "seq_mask": seq_mask}
+        return self._run(feed)
+
+    def warm_up(self, rows: int = 64) -> None:
+        """Score OOV rows with full and empty histories; refuse wrong shapes or non-finite output."""
+        M, T = self.schema.num_fields, self.schema.num_tasks
+        seq = self.schema.sequences
+        F, n, K = (len(seq.behaviours), seq.max_len, len(seq.side_fields)) if seq else (0, 1, 1)
+        categorical = np.full((rows, M), OOV, np.int64)
+        seq_ids = np.full((rows, F, n, K), OOV, np.int64)
+        seq_mask = np.ones((rows, F, n), bool)
+        seq_ids[rows // 2 :], seq_mask[rows // 2 :] = 0, False
+        for b in (rows, 1):
+            try:
+                out = self.predict(categorical[:b], seq_ids[:b], seq_mask[:b])
+            except Exception as err:
+                raise ModelLoadError(
+                    f"{self.path}: warm-up failed ({type(err).__name__}: {str(err)[:300]})"
+                ) from None
+            if out.shape != (b, T):
+                raise ModelLoadError(
+                    f"{self.path}: warm-up output shape {out.shape}, expected {(b, T)}"
+                )
+            if not np.isfinite(out).all():
+                raise ModelLoadError(f"{self.path}: warm-up output is not finite")
+
+
+def _onnx_runner(path: Path, threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    names = {i.name for i in session.get_inputs()}
+
+    def run(feed: dict[str, np.ndarray]) -> np.ndarray:
+        return session.run(["scores"], {k: v for k, v in feed.items() if k in names})[0]
+
+    return run
+
+
+def _eager_runner(path: Path, schema: Schema, threads: int):
+    import torch
+
+    from infnet.config import validate
+    from infnet.models.base import build_model, model_class
+    from infnet.serving.export import ScoringModule
+    from infnet.training.checkpoint import check_compatible, load_checkpoint, load_state_strict
+
+    torch.set_num_threads(threads)
+    weights = path / WEIGHTS_FILE
+    state = load_checkpoint(weights)
+    check_compatible(weights, state["schema"], schema)
+    name = state["config"]["model"]
+    options = validate(
+        model_class(name).Config, state["config"].get("model_options", {}), where=str(weights)
+    )
+    model = build_model(name, schema, options)
+    load_state_strict(weights, model, state["model"])
+    module = ScoringModule(model.eval()).eval()
+
+    def run(feed: dict[str, np.ndarray]) -> np.ndarray:
+        with torch.inference_mode():
+            args = [
+                torch.from_numpy(feed[k])
+                for k in ("categorical", "seq_ids", "seq_mask")
+                if k in feed
+            ]
+            return module(*args).numpy()
+
+    return run
+
+
+def load_model_dir(
+    path: str | Path, *, eager: bool = False, threads: int = 1, warm_up: bool = True
+) -> ServingModel:
+    """Load MODEL_DIR; with warm_up (default) the model has scored a batch before it is returned."""
+    path = Path(path)
+    for name in (VERSION_FILE, layout.SCHEMA, CONFIG_FILE):
+        if not (path / name).is_file():
+            raise ModelLoadError(
+                f"{path}: not a model directory (no {name}); make one with `infnet export`"
+            )
+    try:
+        info = json.loads((path / VERSION_FILE).read_text())
+        schema = Schema.load(path / layout.SCHEMA)
+        if eager:
+            run = _eager_runner(path, schema, threads)
+        elif not (path / ONNX_FILE).is_file():
+            raise ModelLoadError(
+                f"{path}: no {ONNX_FILE} (exported with --no-onnx); serve it with --eager"
+            )
+        else:
+            run = _onnx_runner(path / ONNX_FILE, threads)
+    except ModelLoadError:
+        raise
+    except Exception as err:
+        raise ModelLoadError(
+            f"{path}: cannot load the model ({type(err).__name__}: {str(err)[:300]})"
+        ) from None
+    model = ServingModel(
+        path=path,
+        version=info["version"],
+        name=info["model"],
+        schema=schema,
+        vocab_fingerprint=info["vocab_fingerprint"],
+        eager=eager,
+        _run=run,
+    )
+    if warm_up:
+        model.warm_up()
+    return model

@@ -1,0 +1,498 @@
+"""The inference server: FastAPI on uvicorn, orjson on the hot path.
+
+    POST /v1/rank        {request_id, user_id, context: {tab, timestamp, ...}, candidates, bid?}
+                         -> candidates sorted by the ranking score, every task's score,
+                            the model version and A/B arm that served them
+    GET  /healthz        the process is up
+    GET  /readyz         models loaded and the feature store answers with compatible features
+    GET  /metrics        Prometheus: latency, requests / errors by status, batch sizes,
+                         model version per arm, process RSS and CPU
+    POST /admin/reload   {model, arm?, eager?} with `Authorization: Bearer TOKEN`: load,
+                         warm up and swap a model in; a model that fails is refused and
+                         the old one keeps serving
+
+A request is parsed and validated (4xx naming the field and the limit), routed to its
+arm by a hash of the user id, its features fetched from the store in one round trip (on
+a worker thread), scored by the micro-batcher with the arm's model as it was when the
+request was routed (so a hot swap never mixes versions within a request), ranked, and
+appended to the request log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from infnet.data import layout
+from infnet.serving.batching import MicroBatcher
+from infnet.serving.config import ArmConfig, ServerConfig
+from infnet.serving.feature_store import Lookup, StoreMeta, StoreUnavailable, decode, open_store
+from infnet.serving.features import Assembler, RequestError, compatibility
+from infnet.serving.metrics import Metrics
+from infnet.serving.ranking import Ranker
+from infnet.serving.request_log import RequestLog
+from infnet.serving.runtime import ModelLoadError, ServingModel, load_model_dir
+
+log = logging.getLogger("infnet.serving")
+FIELDS = ("request_id", "user_id", "context", "candidates", "bid")
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One A/B arm as served at a moment; a reload replaces the whole object."""
+
+    name: str
+    buckets: tuple[int, int]
+    model: ServingModel
+    assembler: Assembler
+    ranker: Ranker
+
+
+@dataclass
+class RankRequest:
+    request_id: str
+    user_id: str
+    timestamp: int
+    context: dict[str, Any]
+    candidates: list[int | str]
+    bid: np.ndarray | None
+
+
+class StoreMismatch(StoreUnavailable):
+    pass
+
+
+def _json(content: Any, status: int = 200) -> Response:
+    return Response(
+        orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY),
+        status_code=status,
+        media_type="application/json",
+    )
+
+
+def _is_id(x: Any) -> bool:
+    return isinstance(x, str | int) and not isinstance(x, bool)
+
+
+def parse_rank_request(body: bytes, max_candidates: int) -> RankRequest:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as err:
+        raise RequestError("body", f"malformed JSON ({err})", status=400) from None
+    if not isinstance(data, dict):
+        raise RequestError("body", f"must be a JSON object, got {type(data).__name__}")
+    for key in data:
+        if key not in FIELDS:
+            raise RequestError(key, f"unknown field; a request has {list(FIELDS)}")
+    for key in ("request_id", "user_id", "context", "candidates"):
+        if key not in data:
+            raise RequestError(key, "missing (required)")
+    request_id = data["request_id"]
+    if not isinstance(request_id, str) or not 0 < len(request_id) <= 256:
+        raise RequestError(
+            "request_id", "must be a non-empty string of at most 256 characters", limit=256
+        )
+    if not _is_id(data["user_id"]):
+        raise RequestError(
+            "user_id", f"must be an integer or a string, got {type(data['user_id']).__name__}"
+        )
+    context = data["context"]
+    if not isinstance(context, dict):
+        raise RequestError("context", f"must be an object, got {type(context).__name__}")
+    timestamp = context.get("timestamp")
+    if timestamp is None:
+        raise RequestError("context.timestamp", "missing (required: milliseconds since the epoch)")
+    if not isinstance(timestamp, int) or isinstance(timestamp, bool) or timestamp < 0:
+        raise RequestError(
+            "context.timestamp",
+            f"must be a non-negative integer (ms since the epoch), got {timestamp!r}",
+        )
+    candidates = data["candidates"]
+    if not isinstance(candidates, list):
+        raise RequestError(
+            "candidates", f"must be a list of item ids, got {type(candidates).__name__}"
+        )
+    if not candidates:
+        raise RequestError(
+            "candidates", f"empty; give 1 to {max_candidates} item ids", limit=max_candidates
+        )
+    if len(candidates) > max_candidates:
+        raise RequestError(
+            "candidates",
+            f"{len(candidates)} items; the limit is {max_candidates}",
+            limit=max_candidates,
+        )
+    for i, c in enumerate(candidates):
+        if not _is_id(c):
+            raise RequestError(
+                f"candidates[{i}]", f"must be an integer or a string id, got {type(c).__name__}"
+            )
+    bid = data.get("bid")
+    if bid is not None:
+        values = bid if isinstance(bid, list) else [bid]
+        for i, b in enumerate(values):
+            if isinstance(b, bool) or not isinstance(b, int | float) or not 0 <= b < float("inf"):
+                where = f"bid[{i}]" if isinstance(bid, list) else "bid"
+                raise RequestError(where, f"must be a non-negative number, got {b!r}")
+        if isinstance(bid, list) and len(bid) != len(candidates):
+            raise RequestError(
+                "bid",
+                f"has {len(bid)} values for {len(candidates)} candidates (give one number, or one per candidate)",
+            )
+        bid = np.asarray(values, dtype=np.float64)
+    context = {k: v for k, v in context.items() if k != "timestamp"}
+    return RankRequest(request_id, str(data["user_id"]), timestamp, context, candidates, bid)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    length = request.headers.get("content-length")
+    if length is not None:
+        if not length.isdigit():
+            raise RequestError("content-length", f"not a number: {length!r}", status=400)
+        if int(length) > limit:
+            raise RequestError(
+                "body", f"{length} bytes; the limit is {limit} bytes", status=413, limit=limit
+            )
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(
+                "body", f"over {limit} bytes; the limit is {limit} bytes", status=413, limit=limit
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class ServingState:
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.store = open_store(config.store)
+        self.meta: StoreMeta | None = None
+        self.arms = [self._arm(a, self._load(a)) for a in config.arm_list()]
+        self.bucket_arm = np.empty(config.num_buckets, np.int64)
+        for i, a in enumerate(self.arms):
+            self.bucket_arm[a.buckets[0] : a.buckets[1]] = i
+            self.metrics.model_info.labels(arm=a.name, version=a.model.version).set(1)
+        self.batcher = MicroBatcher(
+            config.max_batch_rows, config.max_wait_ms, self.metrics.observe_batch
+        )
+        self.request_log = RequestLog(config.request_log) if config.request_log else None
+        self.reload_lock = asyncio.Lock()
+        try:
+            self._meta_for(self.store.meta().version)
+        except StoreUnavailable as err:  # serve once the store is back; /readyz says why not yet
+            log.warning("feature store not ready: %s", err)
+
+    # --- models -----------------------------------------------------------------------------
+    def _load(self, arm: ArmConfig) -> ServingModel:
+        eager = self.config.eager if arm.eager is None else arm.eager
+        return load_model_dir(arm.model, eager=eager, threads=self.config.inference_threads)
+
+    def _arm(self, config: ArmConfig, model: ServingModel) -> Arm:
+        ranking = self.config.ranking
+        return Arm(
+            name=config.name,
+            buckets=config.buckets,
+            model=model,
+            assembler=Assembler(
+                model.schema, model.path / layout.VOCAB_DIR, self.config.utc_offset_hours
+            ),
+            ranker=Ranker(model.schema.task_names, ranking.formula, ranking.bid_formula),
+        )
+
+    def route(self, user_id: str) -> Arm:
+        return self.arms[self.bucket_arm[self.config.bucket(user_id)]]
+
+    # --- features (worker threads) ----------------------------------------------------------
+    def _meta_for(self, version: str) -> StoreMeta:
+        """The meta of a feature version, checked against every arm's model once per version."""
+        meta = self.meta
+        if meta is None or meta.version != version:
+            meta = self.store.meta(version)
+            for arm in self.arms:
+                problems = compatibility(arm.model.schema, arm.model.vocab_fingerprint, meta)
+                if problems:
+                    raise StoreMismatch(
+                        f"feature version {version} does not fit model {arm.model.version} (arm {arm.name}): {'; '.join(problems)}"
+                    )
+            self.meta = meta
+            self.metrics.feature_version.clear()
+            self.metrics.feature_version.labels(version=version).set(1)
+        return meta
+
+    def lookup(self, user_id: str, items: list[str]) -> Lookup:
+        version, user, records = self.store.fetch(user_id, items)
+        return decode(self._meta_for(version), version, user, records)
+
+    def ready(self) -> dict[str, Any]:
+        meta = self._meta_for(self.store.meta().version)
+        return {
+            "ready": True,
+            "feature_version": meta.version,
+            "arms": {a.name: a.model.version for a in self.arms},
+        }
+
+    # --- ranking ----------------------------------------------------------------------------
+    async def rank(self, req: RankRequest) -> tuple[Arm, dict[str, Any]]:
+        arm = self.route(
+            req.user_id
+        )  # the model is fixed here: a swap after this does not touch it
+        context_codes = arm.assembler.encode_context(req.context, req.timestamp)
+        items = [str(c) for c in req.candidates]
+        self.batcher.expect()
+        try:
+            lookup = await run_in_threadpool(self.lookup, req.user_id, items)
+        except BaseException:
+            self.batcher.forget()
+            raise
+        inputs = arm.assembler.build(lookup, context_codes)
+        scores = await self.batcher.submit(arm.model, inputs)  # [K, N_task]
+        tasks = arm.model.schema.task_names
+        by_task = {t: scores[:, j].astype(np.float64) for j, t in enumerate(tasks)}
+        ranking = arm.ranker(by_task, req.bid)
+        order = np.argsort(-ranking, kind="stable")
+        known = lookup.item_known
+        rows = scores.tolist()
+        ranked = [
+            {
+                "id": req.candidates[i],
+                "score": float(ranking[i]),
+                "scores": dict(zip(tasks, rows[i], strict=True)),
+                "known": bool(known[i]),
+            }
+            for i in order.tolist()
+        ]
+        if not lookup.user_known:
+            self.metrics.unknown.labels(kind="user").inc()
+        if not known.all():
+            self.metrics.unknown.labels(kind="item").inc(int((~known).sum()))
+        response = {
+            "request_id": req.request_id,
+            "model_version": arm.model.version,
+            "arm": arm.name,
+            "feature_version": lookup.version,
+            "unknown_user": not lookup.user_known,
+            "unknown_items": [req.candidates[i] for i in np.flatnonzero(~known).tolist()],
+            "items": ranked,
+        }
+        if self.request_log is not None:
+            self.request_log.append(
+                {
+                    "request_id": req.request_id,
+                    "ts_ms": req.timestamp,
+                    "served_ms": int(time.time() * 1000),
+                    "user_id": req.user_id,
+                    "model_version": arm.model.version,
+                    "arm": arm.name,
+                    "feature_version": lookup.version,
+                    "context": req.context,
+                    "bid": req.bid,
+                    "candidates": req.candidates,
+                    "unknown_user": int(not lookup.user_known),
+                    "item_known": known,
+                    "scores": {t: by_task[t] for t in tasks},
+                    "ranking": ranking,
+                    "features": {
+                        "categorical": inputs.categorical,
+                        "seq_ids": inputs.seq_ids,
+                        "seq_mask": inputs.seq_mask,
+                        "seq_shape": list(inputs.seq_ids.shape),
+                    },
+                }
+            )
+        return arm, response
+
+    # --- hot swap ---------------------------------------------------------------------------
+    async def reload(
+        self, model_dir: str, arm_name: str | None, eager: bool | None
+    ) -> dict[str, Any]:
+        if arm_name is None:
+            if len(self.arms) != 1:
+                raise RequestError(
+                    "arm", f"required with several arms ({[a.name for a in self.arms]})"
+                )
+            arm_name = self.arms[0].name
+        index = next((i for i, a in enumerate(self.arms) if a.name == arm_name), None)
+        if index is None:
+            raise RequestError(
+                "arm", f"unknown arm {arm_name!r} (arms: {[a.name for a in self.arms]})"
+            )
+        async with self.reload_lock:
+            old = self.arms[index]
+            config = ArmConfig(name=old.name, model=model_dir, buckets=old.buckets, eager=eager)
+
+            def load() -> Arm:
+                arm = self._arm(config, self._load(config))
+                if self.meta is not None:
+                    problems = compatibility(
+                        arm.model.schema, arm.model.vocab_fingerprint, self.meta
+                    )
+                    if problems:
+                        raise ModelLoadError(
+                            f"{model_dir}: does not fit the feature store: {'; '.join(problems)}"
+                        )
+                return arm
+
+            try:
+                new = await run_in_threadpool(load)
+            except Exception as err:
+                self.metrics.reloads.labels(result="refused").inc()
+                raise RequestError(
+                    "model", f"reload refused, {old.model.version} keeps serving: {err}"
+                ) from None
+            self.arms[index] = new  # atomic: requests routed from now on get the new model
+            self.metrics.model_info.remove(old.name, old.model.version)
+            self.metrics.model_info.labels(arm=new.name, version=new.model.version).set(1)
+            self.metrics.reloads.labels(result="swapped").inc()
+            log.info("arm %s: %s -> %s", new.name, old.model.version, new.model.version)
+            return {"arm": new.name, "version": new.model.version, "previous": old.model.version}
+
+    def close(self) -> None:
+        self.batcher.stop()
+        if self.request_log is not None:
+            self.request_log.close()
+        self.store.close()
+
+
+def _error(err: RequestError) -> Response:
+    content: dict[str, Any] = {"error": str(err), "field": err.field}
+    if err.limit is not None:
+        content["limit"] = err.limit
+    return _json(content, err.status)
+
+
+def create_app(config: ServerConfig) -> FastAPI:
+    """The app; models are loaded (and warmed up) here, before any port is bound."""
+    state = ServingState(config)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        state.batcher.start()
+        try:
+            yield
+        finally:
+            state.close()
+
+    app = FastAPI(
+        title="infnet", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
+    app.state.serving = state
+    metrics = state.metrics
+
+    @app.post("/v1/rank")
+    async def rank(request: Request) -> Response:
+        started = time.perf_counter()
+        arm_name = "none"
+        try:
+            body = await read_body(request, config.max_body_bytes)
+            req = parse_rank_request(body, config.max_candidates)
+            arm, content = await state.rank(req)
+            arm_name = arm.name
+            response = _json(content)
+        except RequestError as err:
+            response = _error(err)
+            metrics.errors.labels(
+                status=str(err.status), reason=err.field.split("[")[0].split(".")[0]
+            ).inc()
+        except StoreUnavailable as err:
+            response = _json({"error": f"feature store unavailable: {err}"}, 503)
+            metrics.errors.labels(status="503", reason="store").inc()
+        except Exception as err:
+            log.exception("rank failed")
+            response = _json({"error": f"internal error: {type(err).__name__}: {err}"}, 500)
+            metrics.errors.labels(status="500", reason="internal").inc()
+        elapsed = time.perf_counter() - started
+        response.headers["server-timing"] = f"total;dur={elapsed * 1000:.3f}"
+        metrics.requests.labels(status=str(response.status_code), arm=arm_name).inc()
+        metrics.latency.labels(arm=arm_name).observe(elapsed)
+        return response
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return _json({"status": "ok"})
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        try:
+            return _json(await run_in_threadpool(state.ready))
+        except StoreUnavailable as err:
+            return _json({"ready": False, "error": f"feature store unavailable: {err}"}, 503)
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        metrics.request_log_errors.set(state.request_log.errors if state.request_log else 0)
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
+
+    @app.post("/admin/reload")
+    async def reload(request: Request) -> Response:
+        token = config.token()
+        if not token:
+            return _json(
+                {
+                    "error": "reload is disabled: no admin token configured (admin_token or INFNET_ADMIN_TOKEN)"
+                },
+                403,
+            )
+        if not hmac.compare_digest(
+            request.headers.get("authorization", "").encode(), f"Bearer {token}".encode()
+        ):
+            return _json(
+                {"error": "missing or wrong bearer token (Authorization: Bearer TOKEN)"}, 401
+            )
+        try:
+            data = orjson.loads(await read_body(request, config.max_body_bytes))
+            if not isinstance(data, dict) or not isinstance(data.get("model"), str):
+                raise RequestError("model", "required: the model directory to load")
+            for key in data:
+                if key not in ("model", "arm", "eager"):
+                    raise RequestError(key, "unknown field; a reload has model, arm, eager")
+            if not isinstance(data.get("arm"), str | None) or not isinstance(
+                data.get("eager"), bool | None
+            ):
+                raise RequestError(
+                    "arm" if not isinstance(data.get("arm"), str | None) else "eager",
+                    "wrong type (arm: string, eager: boolean)",
+                )
+            return _json(await state.reload(data["model"], data.get("arm"), data.get("eager")))
+        except orjson.JSONDecodeError as err:
+            return _json({"error": f"malformed JSON ({err})", "field": "body"}, 400)
+        except RequestError as err:
+            return _error(err)
+
+    return app
+
+
+def run_server(config: ServerConfig, host: str = "127.0.0.1", port: int = 8000) -> None:
+    import uvicorn
+
+    app = create_app(config)
+    state: ServingState = app.state.serving
+    for a in state.arms:
+        print(
+            f"arm {a.name} buckets {list(a.buckets)}: {a.model.version} ({'eager' if a.model.eager else 'onnx'}) from {Path(a.model.path)}"
+        )
+    print(f"feature store {state.store.url}; serving on http://{host}:{port}", flush=True)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+    )

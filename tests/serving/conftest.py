@@ -1,0 +1,285 @@
+"""Serving fixtures: a small INFNet trained for one epoch, its export, a loaded feature
+store, live servers on free 127.0.0.1 ports, and a Redis server of the tests' own."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from infnet.data import layout
+from infnet.data.loader import PreparedDataset
+from infnet.serving.config import ServerConfig
+from infnet.serving.export import ScoringModule, export_run
+from infnet.serving.feature_store import open_store, snapshot_from_prepared
+
+MODEL = "infnet"
+MODEL_OPTIONS = {"embedding_dim": 8, "num_blocks": 1}
+
+
+@pytest.fixture(scope="session")
+def served_run(small_prepared: Path, tmp_path_factory) -> Path:
+    from infnet.training.trainer import RunConfig, TrainConfig, Trainer
+
+    run_dir = tmp_path_factory.mktemp("serving") / "run"
+    config = RunConfig(
+        data=str(small_prepared),
+        model=MODEL,
+        model_options=MODEL_OPTIONS,
+        train=TrainConfig(epochs=1, batch_size=1024, eval_batch_size=8192, device="cpu"),
+    )
+    Trainer(config, run_dir, progress=False).fit()
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def model_dir(served_run: Path) -> Path:
+    """The run exported through the CLI (ONNX, checked against eager at export)."""
+    from typer.testing import CliRunner
+
+    from infnet.cli import app
+
+    out = served_run.parent / "model_a"
+    result = CliRunner().invoke(app, ["export", "--run", str(served_run), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture(scope="session")
+def model_b_dir(served_run: Path) -> Path:
+    """A second model version: the same run with perturbed weights, exported without ONNX
+    (so it is served eagerly, and scores differ from model A's)."""
+    from infnet.training.checkpoint import load_checkpoint, save_checkpoint
+
+    run_b = served_run.parent / "run_b"
+    shutil.copytree(served_run, run_b)
+    state = load_checkpoint(run_b / "best.pt")
+    g = torch.Generator().manual_seed(7)
+    weights = {
+        k: v + 0.05 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v
+        for k, v in state["model"].items()
+    }
+    save_checkpoint(
+        run_b / "best.pt", {"model": weights}, config=state["config"], schema=state["schema"]
+    )
+    out = served_run.parent / "model_b"
+    export_run(run_b, out, onnx=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def test_as_of(small_prepared: Path) -> int:
+    """Features are loaded as of the start of the test split, so a user's first test row
+    sees in the store exactly the history the offline batch holds."""
+    return PreparedDataset(small_prepared).schema.split("test").time_min
+
+
+@pytest.fixture(scope="session")
+def feature_db(small_prepared: Path, test_as_of: int, tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("store") / "features.sqlite"
+    open_store(path).write(snapshot_from_prepared(small_prepared, as_of=test_as_of))
+    return str(path)
+
+
+# --- offline expectations ------------------------------------------------------------------
+def vocab_values(prepared: Path, field: str) -> dict[int, str]:
+    v = pl.read_parquet(prepared / layout.VOCAB_DIR / f"{field}.parquet")
+    return dict(zip(v["index"].to_list(), v["value"].to_list(), strict=True))
+
+
+def first_test_rows(prepared: Path, as_of: int, count: int) -> list[int]:
+    """Indices (in the test split) of users' first test rows, for users seen before as_of
+    and rows whose item is in the vocabulary."""
+    test = pl.read_parquet(prepared / "test" / "*.parquet").with_row_index("i")
+    seen = pl.read_parquet(prepared / "train" / "*.parquet")[layout.USER].unique()
+    rows = (
+        test.group_by(layout.USER, maintain_order=True)
+        .first()
+        .filter(pl.col(layout.USER).is_in(seen.implode()) & (pl.col("video_id") > 1))
+    )
+    return rows["i"].to_list()[:count]
+
+
+def eager_scores(
+    run_dir: Path, categorical: np.ndarray, seq_ids: np.ndarray, seq_mask: np.ndarray
+) -> np.ndarray:
+    from infnet.training.trainer import load_run
+
+    _, model, _ = load_run(run_dir)
+    module = ScoringModule(model).eval()
+    with torch.inference_mode():
+        return module(
+            *(torch.from_numpy(np.ascontiguousarray(a)) for a in (categorical, seq_ids, seq_mask))
+        ).numpy()
+
+
+# --- live servers --------------------------------------------------------------------------
+class LiveServer:
+    """create_app(config) served by uvicorn in a thread on a free 127.0.0.1 port."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        import uvicorn
+
+        from infnet.serving.server import create_app
+
+        self.app = create_app(config)
+        self.state = self.app.state.serving
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        self.server = uvicorn.Server(
+            uvicorn.Config(self.app, log_level="warning", access_log=False)
+        )
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [sock]}, daemon=True
+        )
+        self.thread.start()
+        deadline = time.time() + 30
+        while not self.server.started:
+            if time.time() > deadline or not self.thread.is_alive():
+                raise RuntimeError("server did not start")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+@pytest.fixture
+def live_server(tmp_path: Path) -> Iterator:
+    """A factory: live_server(model=..., store=..., ...) -> LiveServer, stopped after the test."""
+    servers: list[LiveServer] = []
+
+    def start(**settings) -> LiveServer:
+        settings.setdefault("request_log", str(tmp_path / f"requests-{len(servers)}.sqlite"))
+        server = LiveServer(ServerConfig(**settings))
+        servers.append(server)
+        return server
+
+    yield start
+    for s in servers:
+        s.stop()
+
+
+# --- Redis ---------------------------------------------------------------------------------
+class RedisServer:
+    def __init__(self, workdir: Path) -> None:
+        self.binary = shutil.which("redis-server")
+        self.workdir = workdir
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
+             "--save", "", "--appendonly", "no", "--dbfilename", "dump.rdb"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.time() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                if time.time() > deadline:
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own (it may be stopped and restarted)."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("no redis-server binary on PATH (install redis-server to run the Redis tests)")
+    server = RedisServer(tmp_path)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    """$INFNET_REDIS_URL (CI) with a fresh key prefix, else a redis-server of our own."""
+    if os.environ.get("INFNET_REDIS_URL"):
+        import redis
+
+        base, prefix = os.environ["INFNET_REDIS_URL"], f"infnet-test-{uuid.uuid4().hex[:8]}"
+        yield f"{base}{'&' if '?' in base else '?'}prefix={prefix}"
+        client = redis.Redis.from_url(base)
+        keys = list(client.scan_iter(match=f"{prefix}:*"))
+        if keys:
+            client.delete(*keys)
+        client.close()
+        return
+    if shutil.which("redis-server") is None:
+        pytest.skip("no redis-server binary on PATH and INFNET_REDIS_URL is not set")
+    server = RedisServer(tmp_path)
+    yield server.url
+    server.stop()
+
+
+def expected_request(
+    prepared: Path, run_dir: Path, row: int, extra_items: list[str]
+) -> tuple[dict, dict[str, np.ndarray]]:
+    """The /v1/rank body for test row `row` (its user, tab, timestamp and item, plus
+    `extra_items` and an unknown item), and the offline model's scores of every candidate:
+    the row's batch with the item fields replaced by each candidate's codes (OOV when
+    unknown), scored by eager PyTorch."""
+    data = PreparedDataset(prepared)
+    schema = data.schema
+    batch = data.batch_at("test", [row])
+    test = pl.read_parquet(prepared / "test" / "*.parquet")
+    video, tab = vocab_values(prepared, "video_id"), vocab_values(prepared, "tab")
+    code_of = {v: k for k, v in video.items()}
+    item_fields = [f.name for f in schema.fields if f.group == "item"]
+    item_pos = [schema.field_index(f) for f in item_fields]
+    codes = (
+        pl.read_parquet(prepared / "train" / "*.parquet")
+        .group_by("video_id")
+        .agg(pl.col(f).first() for f in item_fields[1:])
+    )
+    codes = {r[0]: r for r in codes.select(item_fields).iter_rows()}
+    own = video[int(batch.categorical[0, schema.field_index("video_id")])]
+    candidates = [int(own), *(int(i) for i in extra_items), "unknown-video"]
+    categorical = batch.categorical.numpy().repeat(len(candidates), axis=0)
+    for k, c in enumerate(candidates[1:], start=1):
+        categorical[k, item_pos] = codes[code_of[str(c)]] if str(c) in code_of else 1
+    K = len(candidates)
+    scores = eager_scores(
+        run_dir,
+        categorical,
+        batch.seq_ids.numpy().repeat(K, axis=0),
+        batch.seq_mask.numpy().repeat(K, axis=0),
+    )
+    body = {
+        "request_id": f"row-{row}",
+        "user_id": int(batch.user[0]),
+        "context": {
+            "tab": int(tab[int(batch.categorical[0, schema.field_index("tab")])]),
+            "timestamp": int(test[layout.TIME][row]),
+        },
+        "candidates": candidates,
+    }
+    return body, {str(c): scores[k] for k, c in enumerate(candidates)}

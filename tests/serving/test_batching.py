@@ -1,0 +1,112 @@
+"""The micro-batcher and the ranking formula, without a server."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from infnet.serving.batching import MicroBatcher
+from infnet.serving.features import Inputs
+from infnet.serving.ranking import Formula, Ranker
+
+
+class SlowModel:
+    """Scores a row by its first categorical code; records the rows of each call."""
+
+    def __init__(self, seconds: float = 0.02, fail: bool = False) -> None:
+        self.seconds, self.fail, self.calls = seconds, fail, []
+        self.version = "slow"
+
+    def predict(self, categorical, seq_ids, seq_mask):
+        self.calls.append(len(categorical))
+        assert seq_ids.shape[:2] == (len(categorical), 2) and seq_mask.shape == (
+            len(categorical),
+            2,
+            3,
+        )
+        time.sleep(self.seconds)
+        if self.fail:
+            raise RuntimeError("boom")
+        return np.stack([categorical[:, 0] * 1.0, seq_ids[:, 0, -1, 0] * 1.0], axis=1).astype(
+            np.float32
+        )
+
+
+def inputs(first: int, rows: int) -> Inputs:
+    categorical = np.arange(first, first + rows, dtype=np.int64)[:, None].repeat(3, axis=1)
+    seq_ids = np.full((2, 3, 1), first, np.int64)
+    return Inputs(categorical, seq_ids, np.ones((2, 3), bool))
+
+
+async def submit_all(batcher: MicroBatcher, model, requests: list[Inputs]) -> list[np.ndarray]:
+    async def one(x: Inputs) -> np.ndarray:
+        batcher.expect()
+        await asyncio.sleep(0)
+        return await batcher.submit(model, x)
+
+    return await asyncio.gather(*(one(x) for x in requests))
+
+
+def test_requests_queued_behind_a_running_call_share_the_next_one():
+    observed = []
+    batcher = MicroBatcher(
+        max_rows=64, max_wait_ms=50, observe=lambda r, n, s: observed.append((r, n))
+    )
+    batcher.start()
+    model = SlowModel()
+    requests = [inputs(100 * i, 5 + i) for i in range(10)]
+    results = asyncio.run(submit_all(batcher, model, requests))
+    batcher.stop()
+    for x, out in zip(requests, results, strict=True):  # each request gets exactly its own rows
+        np.testing.assert_array_equal(out[:, 0], x.categorical[:, 0])
+        np.testing.assert_array_equal(out[:, 1], x.seq_ids[0, -1, 0])
+    assert sum(r for r, _ in observed) == sum(len(x) for x in requests)
+    assert max(n for _, n in observed) > 1  # batched across requests
+    assert max(model.calls) <= 64  # bounded batch
+
+
+def test_a_lone_request_does_not_wait_and_a_full_batch_is_split():
+    batcher = MicroBatcher(max_rows=8, max_wait_ms=1000)
+    batcher.start()
+    model = SlowModel(seconds=0)
+    started = time.perf_counter()
+    asyncio.run(submit_all(batcher, model, [inputs(0, 3)]))
+    assert time.perf_counter() - started < 0.5  # nobody else expected: no 1 s wait
+    asyncio.run(submit_all(batcher, model, [inputs(0, 5), inputs(10, 5)]))
+    batcher.stop()
+    assert model.calls[1:] == [5, 5]  # 10 rows do not fit a batch of 8
+
+
+def test_a_failing_model_fails_its_requests_not_the_worker():
+    batcher = MicroBatcher()
+    batcher.start()
+    with pytest.raises(RuntimeError, match="inference failed: RuntimeError: boom"):
+        asyncio.run(submit_all(batcher, SlowModel(0, fail=True), [inputs(0, 2)]))
+    assert asyncio.run(submit_all(batcher, SlowModel(0), [inputs(0, 2)]))[0].shape == (2, 2)
+    batcher.stop()
+    assert not any(t.name == "infnet-inference" for t in threading.enumerate())
+
+
+def test_ranking_formula():
+    scores = {"click": np.array([0.1, 0.5, 0.2]), "like": np.array([0.3, 0.0, 0.1])}
+    np.testing.assert_allclose(
+        Formula("click + 0.5 * like ** 2 - -1", ["click", "like"])(scores), [1.145, 1.5, 1.205]
+    )
+    ranker = Ranker(["click", "like"])
+    np.testing.assert_allclose(ranker(scores, None), scores["click"])
+    np.testing.assert_allclose(ranker(scores, np.array([2.0, 0.1, 1.0])), [0.2, 0.05, 0.2])
+    assert Ranker(["is_click", "x"]).plain.text == "is_click"
+    for text, message in (
+        ("click + ctr", "unknown name 'ctr'"),
+        ("__import__('os')", "not allowed"),
+        ("click.real", "not allowed"),
+        ("click +", "not an expression"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            Formula(text, ["click", "like"])
+    with pytest.raises(ValueError, match="bid_formula"):
+        Ranker(["click"], formula="click * bid")

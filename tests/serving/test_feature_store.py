@@ -1,0 +1,133 @@
+"""Feature store: snapshots agree with the loader's point-in-time rows, on SQLite and Redis;
+versioned loads; unknown users and items; an unreachable store."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from infnet.cli import app
+from infnet.data.loader import PreparedDataset
+from infnet.data.schema import OOV
+from infnet.serving.feature_store import StoreUnavailable, open_store, snapshot_from_prepared
+
+from .conftest import first_test_rows, vocab_values
+
+
+@pytest.fixture(scope="module")
+def snapshot(small_prepared, test_as_of):
+    return snapshot_from_prepared(small_prepared, as_of=test_as_of)
+
+
+def check_against_loader(store, snapshot, prepared, as_of):
+    """Each first test row's user codes, item codes and histories, looked up in the store,
+    equal the loader's batch for that row."""
+    data = PreparedDataset(prepared)
+    schema = data.schema
+    rows = first_test_rows(prepared, as_of, 20)
+    batch = data.batch_at("test", rows)
+    user_pos = [i for i, f in enumerate(schema.fields) if f.group == "user"]
+    item_pos = [i for i, f in enumerate(schema.fields) if f.group == "item"]
+    video = vocab_values(prepared, "video_id")
+    meta = store.meta()
+    assert meta.version == snapshot.meta.version
+    nonempty = 0
+    for r in range(len(rows)):
+        item = video[int(batch.categorical[r, schema.field_index("video_id")])]
+        found = store.lookup(meta, str(int(batch.user[r])), [item])
+        assert (
+            found.version == snapshot.meta.version and found.user_known and found.item_known.all()
+        )
+        np.testing.assert_array_equal(found.user_codes, batch.categorical[r, user_pos].numpy())
+        np.testing.assert_array_equal(found.item_codes[0], batch.categorical[r, item_pos].numpy())
+        np.testing.assert_array_equal(found.history, batch.seq_ids[r].numpy())
+        np.testing.assert_array_equal(found.history_mask, batch.seq_mask[r].numpy())
+        nonempty += int(found.history_mask.any())
+    assert nonempty >= len(rows) // 2  # the comparison covers real histories
+
+
+def test_sqlite_store_matches_the_loader(snapshot, small_prepared, test_as_of, tmp_path):
+    store = open_store(f"sqlite:///{tmp_path / 'f.sqlite'}")
+    store.write(snapshot)
+    check_against_loader(store, snapshot, small_prepared, test_as_of)
+    mode = sqlite3.connect(tmp_path / "f.sqlite").execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+
+
+def test_redis_store_matches_the_loader(snapshot, small_prepared, test_as_of, redis_url):
+    store = open_store(redis_url)
+    store.write(snapshot)
+    check_against_loader(store, snapshot, small_prepared, test_as_of)
+    store.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_loads_are_versioned_and_unknown_ids_are_oov(
+    backend, snapshot, small_prepared, tmp_path, request
+):
+    url = request.getfixturevalue("redis_url") if backend == "redis" else str(tmp_path / "f.sqlite")
+    store = open_store(url)
+    store.write(snapshot)
+    first = store.meta()
+    later = snapshot_from_prepared(small_prepared)  # every row: a new version, longer histories
+    assert later.meta.version != first.version
+    store.write(later)
+    user = later.user_ids[0]
+    found = store.lookup(first, user, [later.item_ids[0], "no-such-item", later.item_ids[1]])
+    assert found.version == later.meta.version  # the lookup names the version it read
+    np.testing.assert_array_equal(found.item_known, [True, False, True])
+    assert (found.item_codes[1] == OOV).all()
+    np.testing.assert_array_equal(found.item_codes[0], later.item_records[0])
+    stranger = store.lookup(first, "no-such-user", [])
+    assert not stranger.user_known and (stranger.user_codes == OOV).all()
+    assert not stranger.history_mask.any() and (stranger.history == 0).all()
+    assert store.meta(first.version).version == first.version  # metas of old loads stay readable
+    store.close()
+
+
+def test_unreachable_stores_raise_store_unavailable(tmp_path, own_redis, snapshot):
+    with pytest.raises(StoreUnavailable, match="does not exist"):
+        open_store(tmp_path / "missing.sqlite").fetch("1", ["2"])
+    empty = open_store(own_redis.url)
+    with pytest.raises(StoreUnavailable, match="holds no features"):
+        empty.fetch("1", ["2"])
+    own_redis.stop()
+    with pytest.raises(StoreUnavailable, match="unreachable"):
+        empty.fetch("1", ["2"])
+    own_redis.start()
+    empty.write(snapshot)  # reconnects by itself
+    assert empty.fetch(snapshot.user_ids[0], [])[0] == snapshot.meta.version
+
+
+def test_load_features_command(small_prepared, tmp_path):
+    result = CliRunner().invoke(
+        app,
+        [
+            "serve",
+            "load-features",
+            "--data",
+            str(small_prepared),
+            "--store",
+            str(tmp_path / "cli.sqlite"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    store = open_store(tmp_path / "cli.sqlite")
+    meta = store.meta()
+    assert meta.users == PreparedDataset(small_prepared).stats["users"]["all"]
+    assert meta.version in result.output
+    bad = CliRunner().invoke(
+        app,
+        [
+            "serve",
+            "load-features",
+            "--data",
+            str(tmp_path / "nope"),
+            "--store",
+            str(tmp_path / "x.sqlite"),
+        ],
+    )
+    assert bad.exit_code != 0

@@ -1,0 +1,462 @@
+"""The live server on 127.0.0.1: offline parity, bad input, metrics, the request log,
+micro-batching, hot swap under load, A/B arms, and a feature store that goes away."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import httpx
+import numpy as np
+import orjson
+import pytest
+import redis
+
+from infnet.serving.feature_store import open_store, snapshot_from_prepared
+from infnet.serving.request_log import read_request_log
+from infnet.serving.runtime import load_model_dir
+
+from .conftest import expected_request, first_test_rows, vocab_values
+
+TOKEN = "test-token"
+
+
+@pytest.fixture(scope="module")
+def cases(small_prepared, served_run, test_as_of):
+    """(body, expected scores by candidate) of five users' first test rows."""
+    video = vocab_values(small_prepared, "video_id")
+    extra = [video[i] for i in (2, 3, 5)]
+    return [
+        expected_request(small_prepared, served_run, r, extra)
+        for r in first_test_rows(small_prepared, test_as_of, 5)
+    ]
+
+
+def rank(url: str, body: dict | bytes, **kwargs) -> httpx.Response:
+    content = body if isinstance(body, bytes) else orjson.dumps(body)
+    return httpx.post(
+        f"{url}/v1/rank",
+        content=content,
+        headers={"content-type": "application/json"},
+        timeout=30,
+        **kwargs,
+    )
+
+
+def check_scores(answer: dict, expected: dict[str, np.ndarray], tasks: list[str]) -> None:
+    got = {str(item["id"]): [item["scores"][t] for t in tasks] for item in answer["items"]}
+    assert got.keys() == expected.keys()
+    for key, scores in expected.items():
+        np.testing.assert_allclose(got[key], scores, atol=1e-5, rtol=0)
+
+
+def test_rank_matches_the_offline_model(live_server, model_dir, feature_db, cases):
+    server = live_server(model=str(model_dir), store=feature_db)
+    tasks = server.state.arms[0].model.schema.task_names
+    version = server.state.arms[0].model.version
+    for body, expected in cases:
+        r = rank(server.url, body)
+        assert r.status_code == 200, r.text
+        answer = r.json()
+        check_scores(answer, expected, tasks)
+        assert answer["request_id"] == body["request_id"] and answer["model_version"] == version
+        assert answer["arm"] == "default" and not answer["unknown_user"]
+        assert answer["unknown_items"] == ["unknown-video"]
+        assert [i["known"] for i in answer["items"] if i["id"] == "unknown-video"] == [False]
+        scores = [i["score"] for i in answer["items"]]
+        assert scores == sorted(scores, reverse=True)  # ranked by the click probability
+        click = next(t for t in tasks if "click" in t)
+        assert all(i["score"] == i["scores"][click] for i in answer["items"])
+    # an unknown user is scored (OOV user fields, no history) and flagged
+    stranger = rank(server.url, {**cases[0][0], "user_id": "nobody"}).json()
+    assert stranger["unknown_user"] and len(stranger["items"]) == len(cases[0][0]["candidates"])
+
+
+BAD = [
+    (b'{"request_id": "x", ', 400, "body", "malformed JSON"),
+    (b"[1, 2]", 422, "body", "JSON object"),
+    ({"user_id": 1, "context": {"timestamp": 1}, "candidates": [1]}, 422, "request_id", "missing"),
+    (
+        {"request_id": "x", "context": {"timestamp": 1}, "candidates": [1]},
+        422,
+        "user_id",
+        "missing",
+    ),
+    (
+        {"request_id": "x", "user_id": 1.5, "context": {"timestamp": 1}, "candidates": [1]},
+        422,
+        "user_id",
+        "integer or a string",
+    ),
+    (
+        {"request_id": "x", "user_id": 1, "context": {"tab": 1}, "candidates": [1]},
+        422,
+        "context.timestamp",
+        "missing",
+    ),
+    (
+        {
+            "request_id": "x",
+            "user_id": 1,
+            "context": {"tab": 1, "timestamp": "now"},
+            "candidates": [1],
+        },
+        422,
+        "context.timestamp",
+        "integer",
+    ),
+    (
+        {"request_id": "x", "user_id": 1, "context": {"timestamp": 1}, "candidates": [1]},
+        422,
+        "context.tab",
+        "missing",
+    ),
+    (
+        {
+            "request_id": "x",
+            "user_id": 1,
+            "context": {"tab": [1], "timestamp": 1},
+            "candidates": [1],
+        },
+        422,
+        "context.tab",
+        "number or a string",
+    ),
+    (
+        {"request_id": "x", "user_id": 1, "context": {"tab": 1, "timestamp": 1}, "candidates": []},
+        422,
+        "candidates",
+        "empty",
+    ),
+    (
+        {
+            "request_id": "x",
+            "user_id": 1,
+            "context": {"tab": 1, "timestamp": 1},
+            "candidates": list(range(51)),
+        },
+        422,
+        "candidates",
+        "the limit is 50",
+    ),
+    (
+        {
+            "request_id": "x",
+            "user_id": 1,
+            "context": {"tab": 1, "timestamp": 1},
+            "candidates": [1, None],
+        },
+        422,
+        "candidates[1]",
+        "integer or a string",
+    ),
+    (
+        {
+            "request_id": "x",
+            "user_id": 1,
+            "context": {"tab": 1, "timestamp": 1},
+            "candidates": "1,2",
+        },
+        422,
+        "candidates",
+        "list",
+    ),
+    (
+        {
+            "request_id": "x",
+            "user_id": 1,
+            "context": {"tab": 1, "timestamp": 1},
+            "candidates": [1],
+            "bid": -1,
+        },
+        422,
+        "bid",
+        "non-negative",
+    ),
+    (
+        {
+            "request_id": "x",
+            "user_id": 1,
+            "context": {"tab": 1, "timestamp": 1},
+            "candidates": [1, 2],
+            "bid": [1],
+        },
+        422,
+        "bid",
+        "1 values for 2 candidates",
+    ),
+    (
+        {"request_id": "x", "user_id": 1, "context": {"tab": 1, "timestamp": 1}, "candidate": [1]},
+        422,
+        "candidate",
+        "unknown field",
+    ),
+    (b'{"request_id": "' + b"x" * 5000 + b'"}', 413, "body", "the limit is 4096 bytes"),
+]
+
+
+def test_bad_input_gets_4xx_naming_the_field_and_the_server_keeps_serving(
+    live_server, model_dir, feature_db, cases
+):
+    server = live_server(
+        model=str(model_dir), store=feature_db, max_candidates=50, max_body_bytes=4096
+    )
+    for body, status, field, message in BAD:
+        r = rank(server.url, body)
+        assert r.status_code == status, (body, r.text)
+        error = r.json()
+        assert error["field"] == field and message in error["error"], (body, error)
+        if "limit" in message:
+            assert error["limit"] in (50, 4096)
+    assert rank(server.url, cases[0][0]).status_code == 200
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert 'infnet_requests_total{arm="none",status="422"} 15.0' in metrics
+    assert 'infnet_errors_total{reason="candidates",status="422"} 4.0' in metrics
+
+
+def test_bid_formula_and_metrics(live_server, model_dir, feature_db, cases):
+    tasks = load_model_dir(model_dir, warm_up=False).schema.task_names
+    server = live_server(
+        model=str(model_dir), store=feature_db, ranking={"formula": f"{tasks[0]} + {tasks[1]}"}
+    )
+    body, expected = cases[1]
+    bids = [0.5 + i for i in range(len(body["candidates"]))]
+    answer = rank(server.url, {**body, "bid": bids}).json()
+    bid_of = {str(c): b for c, b in zip(body["candidates"], bids, strict=True)}
+    for item in answer["items"]:
+        e = expected[str(item["id"])]
+        assert item["score"] == pytest.approx((e[0] + e[1]) * bid_of[str(item["id"])], abs=1e-5)
+    assert [i["score"] for i in answer["items"]] == sorted(
+        (i["score"] for i in answer["items"]), reverse=True
+    )
+    plain = rank(server.url, body).json()
+    assert all(
+        i["score"] == pytest.approx(i["scores"][tasks[0]] + i["scores"][tasks[1]])
+        for i in plain["items"]
+    )
+
+    assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok"}
+    ready = httpx.get(f"{server.url}/readyz").json()
+    version = server.state.arms[0].model.version
+    assert ready["ready"] and ready["arms"] == {"default": version}
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert 'infnet_requests_total{arm="default",status="200"} 2.0' in metrics
+    assert 'infnet_request_latency_seconds_count{arm="default"} 2.0' in metrics
+    assert "infnet_batch_rows_count" in metrics and "infnet_batch_requests_bucket" in metrics
+    assert f'infnet_model_info{{arm="default",version="{version}"}} 1.0' in metrics
+    assert f'infnet_feature_version_info{{version="{ready["feature_version"]}"}} 1.0' in metrics
+    assert "process_resident_memory_bytes" in metrics
+
+
+def test_request_log_holds_the_exact_features(live_server, model_dir, feature_db, cases, tmp_path):
+    log = tmp_path / "log.sqlite"
+    server = live_server(model=str(model_dir), store=feature_db, request_log=str(log))
+    answers = {body["request_id"]: rank(server.url, body).json() for body, _ in cases}
+    server.stop()  # flushes the log
+    model = load_model_dir(model_dir, eager=True)
+    records = list(read_request_log(log))
+    assert sorted(r["request_id"] for r in records) == sorted(answers)
+    for record in records:
+        answer = answers[record["request_id"]]
+        assert record["model_version"] == answer["model_version"] and record["arm"] == "default"
+        assert record["feature_version"] == answer["feature_version"]
+        f = record["features"]
+        K = len(record["candidates"])
+        rescored = model.predict(
+            f["categorical"],
+            np.broadcast_to(f["seq_ids"], (K, *f["seq_ids"].shape)).copy(),
+            np.broadcast_to(f["seq_mask"], (K, *f["seq_mask"].shape)).copy(),
+        )
+        served = {str(i["id"]): i["scores"] for i in answer["items"]}
+        for k, c in enumerate(record["candidates"]):
+            np.testing.assert_allclose(
+                rescored[k], [served[str(c)][t] for t in model.schema.task_names], atol=1e-5
+            )
+            t = model.schema.task_names[0]
+            assert record["scores"][t][k] == pytest.approx(served[str(c)][t])
+
+
+async def _burst(url: str, bodies: list[dict]) -> list[httpx.Response]:
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        return await asyncio.gather(
+            *(client.post("/v1/rank", content=orjson.dumps(b)) for b in bodies)
+        )
+
+
+def test_concurrent_requests_share_model_calls(live_server, model_dir, feature_db, cases):
+    server = live_server(model=str(model_dir), store=feature_db, max_wait_ms=20)
+    bodies = [{**cases[i % len(cases)][0], "request_id": f"c{i}"} for i in range(24)]
+    responses = asyncio.run(_burst(server.url, bodies))
+    assert all(r.status_code == 200 for r in responses)
+    for r in responses:  # each gets its own rows back
+        i = int(r.json()["request_id"][1:])
+        check_scores(
+            r.json(), cases[i % len(cases)][1], server.state.arms[0].model.schema.task_names
+        )
+    hist = server.state.metrics.batch_requests.collect()[0].samples
+    calls = next(s.value for s in hist if s.name.endswith("_count"))
+    served = next(s.value for s in hist if s.name.endswith("_sum"))
+    assert served == 24 and calls < 24  # some model calls scored several requests
+
+
+def test_hot_swap_under_load_loses_nothing(
+    live_server, model_dir, model_b_dir, feature_db, cases, tmp_path
+):
+    server = live_server(model=str(model_dir), store=feature_db, admin_token=TOKEN)
+    url = server.url
+    a = server.state.arms[0].model.version
+    reference = {b["request_id"]: {a: rank(url, b).json()} for b, _ in cases}
+
+    refused = [
+        httpx.post(f"{url}/admin/reload", json={"model": str(model_b_dir)}),
+        httpx.post(
+            f"{url}/admin/reload",
+            json={"model": str(model_b_dir)},
+            headers={"authorization": "Bearer wrong"},
+        ),
+    ]
+    assert [r.status_code for r in refused] == [401, 401]
+    auth = {"authorization": f"Bearer {TOKEN}"}
+    bad = httpx.post(
+        f"{url}/admin/reload", json={"model": str(tmp_path / "nope")}, headers=auth, timeout=60
+    )
+    assert (
+        bad.status_code == 422
+        and "reload refused" in bad.json()["error"]
+        and a in bad.json()["error"]
+    )
+    not_onnx = httpx.post(
+        f"{url}/admin/reload", json={"model": str(model_b_dir)}, headers=auth, timeout=60
+    )
+    assert not_onnx.status_code == 422 and "--eager" in not_onnx.json()["error"]
+    assert rank(url, cases[0][0]).json()["model_version"] == a  # the old model keeps serving
+
+    results: list[httpx.Response] = []
+    stop = threading.Event()
+
+    def client(i: int) -> None:
+        with httpx.Client(base_url=url, timeout=30) as c:
+            while not stop.is_set():
+                body = cases[i % len(cases)][0]
+                results.append(c.post("/v1/rank", content=orjson.dumps(body)))
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    while len(results) < 10:
+        threading.Event().wait(0.01)
+    swap = httpx.post(
+        f"{url}/admin/reload",
+        json={"model": str(model_b_dir), "eager": True},
+        headers=auth,
+        timeout=60,
+    )
+    after_swap = len(results)
+    while len(results) < after_swap + 10:
+        threading.Event().wait(0.01)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert swap.status_code == 200, swap.text
+    b = swap.json()["version"]
+    assert swap.json()["previous"] == a and b != a
+    for body, _ in cases:
+        reference[body["request_id"]][b] = rank(url, body).json()
+    assert all(r.status_code == 200 for r in results)
+    versions = [r.json()["model_version"] for r in results]
+    assert set(versions) == {a, b}
+    assert set(versions[after_swap + 4 :]) == {b}  # once swapped, only the new model answers
+    tasks = server.state.arms[0].model.schema.task_names
+    for body, _ in cases:  # the two versions score apart, far beyond the tolerance
+        ref = reference[body["request_id"]]
+        far = [
+            abs(i["score"] - j["score"])
+            for i in ref[a]["items"]
+            for j in ref[b]["items"]
+            if i["id"] == j["id"]
+        ]
+        assert min(far) > 1e-4
+    for (
+        r
+    ) in results:  # every answer is entirely the named version's (batching moves floats by ~1e-7)
+        answer = r.json()
+        expected = reference[answer["request_id"]][answer["model_version"]]
+        check_scores(
+            answer,
+            {str(i["id"]): [i["scores"][t] for t in tasks] for i in expected["items"]},
+            tasks,
+        )
+    metrics = httpx.get(f"{url}/metrics").text
+    assert f'version="{b}"' in metrics and f'version="{a}"' not in metrics
+    assert 'infnet_reloads_total{result="swapped"} 1.0' in metrics
+
+
+def test_reload_is_disabled_without_a_token(live_server, model_dir, feature_db, monkeypatch):
+    monkeypatch.delenv("INFNET_ADMIN_TOKEN", raising=False)
+    server = live_server(model=str(model_dir), store=feature_db)
+    r = httpx.post(
+        f"{server.url}/admin/reload",
+        json={"model": str(model_dir)},
+        headers={"authorization": "Bearer x"},
+    )
+    assert r.status_code == 403 and "no admin token" in r.json()["error"]
+
+
+def test_ab_arms_route_users_by_hash_bucket(
+    live_server, model_dir, model_b_dir, feature_db, cases, tmp_path
+):
+    log = tmp_path / "ab.sqlite"
+    arms = [
+        {"name": "control", "model": str(model_dir), "buckets": [0, 50]},
+        {"name": "treatment", "model": str(model_b_dir), "buckets": [50, 100], "eager": True},
+    ]
+    server = live_server(arms=arms, store=feature_db, request_log=str(log))
+    config = server.state.config
+    version = {a.name: a.model.version for a in server.state.arms}
+    body = cases[0][0]
+    seen = set()
+    for user in range(40):
+        answer = rank(server.url, {**body, "user_id": user, "request_id": f"u{user}"}).json()
+        arm = "control" if config.bucket(str(user)) < 50 else "treatment"
+        assert answer["arm"] == arm and answer["model_version"] == version[arm]
+        seen.add(arm)
+    assert seen == {"control", "treatment"}
+    metrics = httpx.get(f"{server.url}/metrics").text
+    for arm in ("control", "treatment"):
+        assert f'infnet_model_info{{arm="{arm}",version="{version[arm]}"}} 1.0' in metrics
+        assert f'infnet_requests_total{{arm="{arm}",status="200"}}' in metrics
+    server.stop()
+    logged = {r["request_id"]: r["arm"] for r in read_request_log(log)}
+    assert logged == {
+        f"u{u}": "control" if config.bucket(str(u)) < 50 else "treatment" for u in range(40)
+    }
+
+
+def test_redis_store_down_gives_503_and_recovers(
+    live_server, model_dir, own_redis, small_prepared, test_as_of, cases
+):
+    open_store(own_redis.url).write(snapshot_from_prepared(small_prepared, as_of=test_as_of))
+    server = live_server(model=str(model_dir), store=own_redis.url)
+    tasks = server.state.arms[0].model.schema.task_names
+    body, expected = cases[2]
+    ok = rank(server.url, body)
+    assert ok.status_code == 200
+    check_scores(ok.json(), expected, tasks)  # the Redis store serves the same features
+
+    redis.Redis.from_url(own_redis.url).save()  # so the restarted server has the data back
+    own_redis.stop()
+    down = rank(server.url, body)
+    assert down.status_code == 503 and "feature store unavailable" in down.json()["error"]
+    ready = httpx.get(f"{server.url}/readyz")
+    assert ready.status_code == 503 and "unreachable" in ready.json()["error"]
+    assert httpx.get(f"{server.url}/healthz").status_code == 200
+
+    own_redis.start()
+    assert httpx.get(f"{server.url}/readyz").status_code == 200
+    back = rank(server.url, body)
+    assert back.status_code == 200
+    check_scores(back.json(), expected, tasks)
+    assert (
+        'infnet_errors_total{reason="store",status="503"} 1.0'
+        in httpx.get(f"{server.url}/metrics").text
+    )
