@@ -63,18 +63,20 @@ class AUGRU(nn.Module):
 
     def forward(self, i: torch.Tensor, a: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """i [B, n, D], attention a [B, n], mask [B, n] -> last state [B, H]."""
-        wi = self.w(i)  # [B, n, 3H]: one matmul for all steps
         h = i.new_zeros(i.shape[0], self.hidden)
         steps = int(mask.sum(1).max()) if mask.numel() else 0
+        # One matmul for all steps; unbind (not per-step slicing) keeps the backward to one
+        # gradient buffer instead of a full-size zero tensor per step.
+        wi = self.w(i[:, :steps]).unbind(1)  # steps x [B, 3H]
+        a, mask = a[:, :steps, None].unbind(1), mask[:, :steps, None].unbind(1)
         for t in range(steps):
-            wu, wr, wh = wi[:, t].chunk(3, dim=-1)
+            wu, wr, wh = wi[t].chunk(3, dim=-1)
             uu, ur, uh = self.u(h).chunk(3, dim=-1)
             u = torch.sigmoid(wu + uu)
             r = torch.sigmoid(wr + ur)
             h_tilde = torch.tanh(wh + r * uh)
-            u = a[:, t : t + 1] * u  # u'_t = a_t * u_t
-            h_new = (1 - u) * h + u * h_tilde
-            h = torch.where(mask[:, t : t + 1], h_new, h)
+            u = a[t] * u  # u'_t = a_t * u_t
+            h = torch.where(mask[t], (1 - u) * h + u * h_tilde, h)
         return h
 
 
