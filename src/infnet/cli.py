@@ -9,6 +9,7 @@ import typer
 
 from infnet import demo as demo_module
 from infnet.data.sources import amazon_books, kuairand, movielens, synthetic, table, tenrec
+from infnet.experiments import commands as experiments
 from infnet.serving import commands as serving
 from infnet.training import commands as training
 
@@ -31,6 +32,7 @@ app.command("train")(training.train)
 app.command("evaluate")(training.evaluate)
 app.command("models")(training.models)
 app.command("demo")(demo_module.demo)
+app.command("experiment")(experiments.experiment)
 app.command("export")(serving.export)
 app.add_typer(serving.serve_app, name="serve")
 app.command("loadtest")(serving.loadtest)

@@ -1,0 +1,93 @@
+"""`infnet experiment SUITE --data PREPARED --out DIR`: the source document's experiments."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+console = Console(stderr=True)
+
+
+def experiment(
+    suite: Annotated[
+        str,
+        typer.Argument(
+            help="compare, correlation, ablation, proxies, efficiency, attention or paper (all)."
+        ),
+    ],
+    data: Annotated[Path, typer.Option(help="Prepared dataset directory.")],
+    out: Annotated[
+        Path, typer.Option(help="Report folder (results.json, report.md, index.html, PNGs).")
+    ] = Path("experiments"),
+    seeds: Annotated[
+        int | None, typer.Option(min=1, help="Seeds per configuration (default 3; 2 with --quick).")
+    ] = None,
+    models: Annotated[
+        list[str] | None,
+        typer.Option(help="Models to compare (repeat or comma-separate); default all registered."),
+    ] = None,
+    quick: Annotated[
+        bool,
+        typer.Option(
+            help="1 epoch on the last 20k train rows, 2 seeds (grids: 1), short scaling grid: a complete report in minutes."
+        ),
+    ] = False,
+    epochs: Annotated[
+        int | None, typer.Option(min=1, help="Override the epochs of every run.")
+    ] = None,
+    cache: Annotated[
+        Path | None,
+        typer.Option(help="Run cache folder (default OUT/runs); shared runs are trained once."),
+    ] = None,
+    run: Annotated[
+        Path | None,
+        typer.Option(help="attention: a trained INFNet run directory (else one is trained)."),
+    ] = None,
+    latency_batch: Annotated[
+        int, typer.Option(min=1, help="Rows per batch when measuring inference.")
+    ] = 1024,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Run an experiment suite of the source document (chapter 4) and write its report."""
+    from infnet.data.loader import PreparedDataset
+    from infnet.experiments.runner import RowLimit, Runner
+    from infnet.experiments.suites import ALL, QUICK_ROWS, QUICK_TRAIN, Context, run_suite
+    from infnet.models.base import model_class
+
+    if suite not in ALL:
+        raise typer.BadParameter(
+            f"unknown suite {suite!r}; suites: {', '.join(ALL)}", param_hint="SUITE"
+        )
+    names = [m.strip() for item in models or [] for m in item.split(",") if m.strip()] or None
+    for name in names or []:
+        try:
+            model_class(name)
+        except KeyError as err:
+            raise typer.BadParameter(err.args[0], param_hint="--models") from None
+    dataset = RowLimit(data, QUICK_ROWS) if quick else PreparedDataset(data)
+    train = dict(QUICK_TRAIN) if quick else {}
+    if epochs is not None:
+        train["epochs"] = epochs
+    ctx = Context(
+        data=dataset,
+        out=out,
+        runner=Runner(dataset, cache or out / "runs", progress=progress, console=console),
+        seeds=list(range(seeds or (2 if quick else 3))),
+        models=names,
+        quick=quick,
+        train=train,
+        infnet_run=run,
+        console=console,
+        latency_batch=latency_batch,
+        reps=3 if quick else 5,
+    )
+    started = time.time()
+    run_suite(suite, ctx)
+    console.print(
+        f"{suite}: {ctx.runner.trained} run(s) trained in {time.time() - started:.0f}s; "
+        f"report: {out / 'report.md'}, {out / 'index.html'}"
+    )

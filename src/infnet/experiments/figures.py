@@ -1,0 +1,169 @@
+"""PNG figures of the reports. matplotlib's object API with the Agg canvas: no display and
+no global pyplot state, so figures can be drawn from any thread or test."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, format="png")
+    return path
+
+
+def heatmap(
+    matrix: np.ndarray,
+    rows: Sequence[str],
+    cols: Sequence[str],
+    title: str,
+    path: Path,
+    *,
+    annotate: bool = True,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    cmap: str = "viridis",
+    xlabel: str = "",
+) -> Path:
+    """A labelled matrix; NaN cells are left blank."""
+    m = np.asarray(matrix, dtype=np.float64)
+    width = min(14.0, 2.0 + 0.45 * max(len(cols), 4))
+    fig = Figure(figsize=(width, 1.2 + 0.45 * max(len(rows), 3)))
+    ax = fig.subplots()
+    im = ax.imshow(np.ma.masked_invalid(m), cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
+    fig.colorbar(im, ax=ax)
+    ax.set_yticks(range(len(rows)), labels=list(rows))
+    if len(cols) <= 40:
+        ax.set_xticks(range(len(cols)), labels=list(cols), rotation=60, ha="right", fontsize=8)
+    if annotate and m.size <= 100:
+        for (i, j), v in np.ndenumerate(m):
+            if np.isfinite(v):
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="w", fontsize=8)
+    ax.set_title(title)
+    if xlabel:
+        ax.set_xlabel(xlabel)
+    return _save(fig, path)
+
+
+def lines(
+    x: Sequence[float],
+    series: dict[str, Sequence[float]],
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    path: Path,
+    *,
+    log_x: bool = False,
+    log_y: bool = False,
+) -> Path:
+    """One line per series over the same x; NaN points are skipped."""
+    fig = Figure(figsize=(6.0, 4.0))
+    ax = fig.subplots()
+    for name, y in series.items():
+        ax.plot(x, np.asarray(y, dtype=np.float64), marker="o", label=name)
+    if log_x:
+        ax.set_xscale("log", base=2)
+    if log_y:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
+
+
+def sweep_panels(
+    panels: list[tuple[str, list[float], list[float], list[float], list[float], list[float]]],
+    path: Path,
+) -> Path:
+    """Paper Fig. 4: per sweep (title, x, MTL-AUC mean, its std, latency ms, peak MB), the
+    MTL-AUC on top, latency and memory below."""
+    fig = Figure(figsize=(4.2 * len(panels), 6.5))
+    axes = fig.subplots(2, len(panels), squeeze=False)
+    for k, (title, x, auc, auc_std, ms, mb) in enumerate(panels):
+        top, bottom = axes[0][k], axes[1][k]
+        std = np.nan_to_num(np.asarray(auc_std, dtype=np.float64))
+        top.errorbar(x, auc, yerr=std, marker="o", capsize=3)
+        top.set_title(title)
+        top.set_ylabel("MTL-AUC")
+        top.set_xticks(x)
+        top.grid(alpha=0.3)
+        bottom.plot(x, ms, marker="o", color="tab:orange", label="latency")
+        bottom.set_ylabel("ms per batch", color="tab:orange")
+        bottom.set_xlabel(title)
+        bottom.set_xticks(x)
+        twin = bottom.twinx()
+        twin.plot(x, mb, marker="s", color="tab:green", label="peak memory")
+        twin.set_ylabel("peak MB", color="tab:green")
+        bottom.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def scatter(
+    x: Sequence[float],
+    y: Sequence[float],
+    labels: Sequence[str],
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    path: Path,
+    *,
+    highlight: str | None = None,
+    log_x: bool = True,
+) -> Path:
+    """Labelled points (paper Fig. 6); `highlight` is drawn in red."""
+    fig = Figure(figsize=(7.0, 5.0))
+    ax = fig.subplots()
+    for xi, yi, name in zip(x, y, labels, strict=True):
+        color = "tab:red" if name == highlight else "tab:blue"
+        ax.scatter([xi], [yi], color=color, s=40)
+        ax.annotate(name, (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def bars(
+    labels: Sequence[str],
+    values: Sequence[float],
+    errors: Sequence[float] | None,
+    title: str,
+    ylabel: str,
+    path: Path,
+    *,
+    groups: dict[str, Sequence[float]] | None = None,
+) -> Path:
+    """Bars with error bars; with `groups` ({name: values}), grouped bars per label."""
+    fig = Figure(figsize=(max(6.0, 0.9 * len(labels) + 2), 4.2))
+    ax = fig.subplots()
+    x = np.arange(len(labels))
+    if groups:
+        width = 0.8 / len(groups)
+        for k, (name, v) in enumerate(groups.items()):
+            ax.bar(x + (k - (len(groups) - 1) / 2) * width, v, width, label=name)
+        ax.legend()
+    else:
+        err = None if errors is None else np.nan_to_num(np.asarray(errors, dtype=np.float64))
+        ax.bar(x, values, yerr=err, capsize=3, color="tab:blue")
+        finite = [v for v in values if np.isfinite(v)]
+        if finite:
+            lo, hi = min(finite), max(finite)
+            pad = max(hi - lo, 1e-3)
+            ax.set_ylim(lo - pad, hi + pad)
+    ax.set_xticks(x, labels=list(labels), rotation=30, ha="right")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3, axis="y")
+    return _save(fig, path)

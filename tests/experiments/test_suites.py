@@ -1,0 +1,245 @@
+"""The experiment suites on the small simulated dataset: 1 epoch, 2 seeds, small grids."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from infnet.cli import app
+from infnet.data.loader import PreparedDataset
+from infnet.experiments import suites
+from infnet.experiments.attention import breadth
+from infnet.experiments.runner import Runner, load_predictions
+from infnet.experiments.stats import delong, mean_std, paired_ttest
+from infnet.training import trainer as training
+from infnet.training.metrics import relative_improvement
+
+TRAIN = {"epochs": 1, "batch_size": 2048}
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def small_grids(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(
+        suites, "ABLATIONS", {"full": {}, "-task tokens": {"use_task_tokens": False}}
+    )
+    monkeypatch.setattr(
+        suites, "SWEEPS", {"categorical proxies m": ("num_categorical_proxies", [2, 4])}
+    )
+
+
+def context(data: PreparedDataset, out: Path, cache: Path, seeds: list[int]) -> suites.Context:
+    return suites.Context(
+        data=data,
+        out=out,
+        runner=Runner(data, cache, progress=False),
+        seeds=seeds,
+        models=["fm", "infnet"],
+        quick=True,
+        train=TRAIN,
+        latency_batch=256,
+        reps=1,
+    )
+
+
+@pytest.fixture(scope="module")
+def paper(
+    small_prepared: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict, PreparedDataset]:
+    mp = pytest.MonkeyPatch()
+    small_grids(mp)
+    try:
+        out = tmp_path_factory.mktemp("paper")
+        data = PreparedDataset(small_prepared)
+        results = suites.run_suite("paper", context(data, out, out / "runs", [0, 1]))
+    finally:
+        mp.undo()
+    return out, results, data
+
+
+def strict_json(path: Path) -> dict:
+    def refuse(name: str) -> None:
+        raise AssertionError(f"{path} holds {name}; NaN must be written as null")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_every_suite_writes_a_complete_report(paper) -> None:
+    out, _, _ = paper
+    for folder in [out, *(out / name for name in suites.SUITES)]:
+        strict_json(folder / "results.json")
+        html = (folder / "index.html").read_text()
+        markdown = (folder / "report.md").read_text()
+        images = re.findall(r'<img src="([^"]+)"', html)
+        assert images, folder
+        assert images == re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
+        for src in images:
+            png = folder / src
+            assert png.read_bytes()[:8] == PNG, png
+            assert matplotlib.image.imread(png).ndim == 3
+    # the combined report holds every suite's figures
+    assert len(re.findall("<img ", (out / "index.html").read_text())) == sum(
+        len(re.findall("<img ", (out / name / "index.html").read_text())) for name in suites.SUITES
+    )
+
+
+def test_relative_improvement_and_significance_follow_from_the_runs(paper) -> None:
+    _, results, data = paper
+    compare = results["compare"]
+    runs = {(r["model"], r["seed"]): r for r in compare["runs"]}
+    assert all(r["status"] in ("trained", "cached") for r in runs.values())
+    ratios = [
+        relative_improvement(runs["infnet", s]["test"]["mtl_auc"], runs["fm", s]["test"]["mtl_auc"])
+        for s in (0, 1)
+    ]
+    rel = compare["overall"]["infnet"]["relative_improvement"]
+    assert rel["mean"] == pytest.approx(np.mean(ratios))
+    assert rel["std"] == pytest.approx(np.std(ratios, ddof=1))
+    mtl = compare["overall"]["infnet"]["mtl_auc"]
+    assert (mtl["mean"], mtl["std"]) == pytest.approx(
+        mean_std([runs["infnet", s]["test"]["mtl_auc"] for s in (0, 1)])
+    )
+
+    assert [s["task"] for s in compare["significance"]] == data.schema.task_names
+    for j, sig in enumerate(compare["significance"]):
+        assert sig["baseline"] == "fm"
+        key = sig["metric"]
+        t, p = paired_ttest(
+            *([runs[m, s]["test"][sig["task"]][key] for s in (0, 1)] for m in ("infnet", "fm"))
+        )
+        assert (sig["t"], sig["p_ttest"]) == pytest.approx((t, p))
+        a, b = (load_predictions(runs[m, 0]) for m in ("infnet", "fm"))
+        rows = a.label_mask[:, j]
+        d = delong(a.labels[rows, j], a.outputs[rows, j], b.outputs[rows, j])
+        assert sig["test_set_test"] == "DeLong"
+        assert (sig["z"], sig["p_test_set"]) == pytest.approx((d["z"], d["p"]))
+        # the saved predictions are the run's: their AUC is the recorded test AUC
+        assert d["auc_a"] == pytest.approx(runs["infnet", 0]["test"][sig["task"]]["auc"])
+
+
+def test_suite_numbers(paper) -> None:
+    _, results, data = paper
+    corr = results["correlation"]
+    labels = np.array(corr["label_correlation"], dtype=float)
+    assert np.allclose(np.diag(labels), 1.0) and np.allclose(labels, labels.T)
+    ablation = results["ablation"]["variants"]
+    assert ablation["full"]["relative_loss"]["values"] == [0.0]  # quick: grids run the first seed
+    sweep = results["proxies"]["sweeps"]["categorical proxies m"]
+    assert [e["value"] for e in sweep] == [2, 4]
+    assert all(e["latency_ms"] > 0 and e["peak_mb"] > 0 for e in sweep)
+    assert sweep[0]["parameters"] < sweep[1]["parameters"]  # phi_cat's output grows with m
+    eff = results["efficiency"]
+    assert {m["model"] for m in eff["models"]} == {"fm", "infnet"}
+    points = {(p["layer"], p["tokens"]): p for p in eff["scaling"]["points"]}
+    # full attention's work grows as n^2: 16x the tokens cost more than 16x the time of INFNet's growth
+    assert (
+        points["full attention", 1024]["ms"] / points["INFNet", 1024]["ms"]
+        > points["full attention", 64]["ms"] / points["INFNet", 64]["ms"]
+    )
+    breakdown = eff["memory_breakdown_mb"]
+    assert (
+        breakdown["INFNet"]["embedding tables"] == breakdown["full attention"]["embedding tables"]
+    )
+    att = results["attention"]
+    for entry in att["breadth"].values():
+        assert 0.0 <= entry["normalized"] <= 1.0 + 1e-9
+    assert set(att["maps"]) == {"categorical", "sequence"}
+    assert len(att["maps"]["categorical"]["rows"]) == data.schema.num_tasks + 2  # N_s = 2
+
+
+def test_a_rerun_trains_nothing(paper, monkeypatch: pytest.MonkeyPatch) -> None:
+    out, results, data = paper
+    small_grids(monkeypatch)
+    calls = []
+    fit = training.Trainer.fit
+    monkeypatch.setattr(training.Trainer, "fit", lambda self: calls.append(1) or fit(self))
+    ctx = context(data, out / "again", out / "runs", [0, 1])
+    again = suites.run_suite("ablation", ctx)
+    assert calls == [] and ctx.runner.trained == 0
+    assert (
+        again["ablation"]["variants"]["full"]["mtl_auc"]["values"]
+        == results["ablation"]["variants"]["full"]["mtl_auc"]["values"]
+    )
+    assert {r["status"] for r in again["ablation"]["runs"]} == {"cached"}
+
+
+def test_a_failing_run_is_recorded_and_the_suite_goes_on(
+    paper, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out, _, data = paper
+    monkeypatch.setattr(
+        suites,
+        "ABLATIONS",
+        {
+            "full": {},
+            "bad option": {"num_categorical_proxies": 0},
+            "bad build": {"sequence_proxies_per_behaviour": 99},
+        },
+    )
+    result = suites.run_suite("ablation", context(data, out / "failing", out / "runs", [0]))
+    runs = {r["label"]: r for r in result["ablation"]["runs"]}
+    assert runs["full"]["status"] == "cached"
+    assert (
+        runs["bad option"]["status"] == "failed"
+        and "num_categorical_proxies" in runs["bad option"]["error"]
+    )
+    assert runs["bad build"]["status"] == "failed" and "max_len" in runs["bad build"]["error"]
+    assert (Path(runs["bad build"]["run_dir"]) / "error.txt").is_file()
+    assert math.isfinite(result["ablation"]["variants"]["full"]["mtl_auc"]["mean"])
+    saved = strict_json(out / "failing" / "results.json")
+    assert saved["ablation"]["variants"]["bad option"]["mtl_auc"]["mean"] is None
+    report = (out / "failing" / "report.md").read_text()
+    assert "Failed runs" in report and "bad build" in report
+
+
+def test_unknown_suite_and_model_list_the_valid_ones(small_prepared: Path, tmp_path: Path) -> None:
+    runner = CliRunner(env={"COLUMNS": "300"})
+    result = runner.invoke(
+        app, ["experiment", "nope", "--data", str(small_prepared), "--out", str(tmp_path)]
+    )
+    assert result.exit_code != 0 and "compare, correlation, ablation" in result.output
+    result = runner.invoke(
+        app,
+        [
+            "experiment",
+            "compare",
+            "--data",
+            str(small_prepared),
+            "--out",
+            str(tmp_path),
+            "--models",
+            "fm,nope",
+        ],
+    )
+    assert result.exit_code != 0 and "known models" in result.output and "infnet" in result.output
+    with pytest.raises(ValueError, match="suites: compare"):
+        suites.run_suite(
+            "nope", context(PreparedDataset(small_prepared), tmp_path, tmp_path / "runs", [0])
+        )
+
+
+def test_breadth_of_known_distributions() -> None:
+    w = torch.tensor([[[0.25, 0.25, 0.25, 0.25], [1.0, 0.0, 0.0, 0.0], [0.5, 0.5, 0.0, 0.0]]])
+    b = breadth(w)
+    assert b["normalized"] == pytest.approx([1.0, 0.0, 1.0])  # a one-key row is left out: 0
+    assert b["entropy"] == pytest.approx([math.log(4), 0.0, math.log(2)])
+    assert b["rows"].tolist() == [1, 0, 1]
+
+
+def test_row_limit_trains_on_the_most_recent_rows(small_prepared: Path) -> None:
+    from infnet.experiments.runner import RowLimit, data_fingerprint
+
+    full, cut = PreparedDataset(small_prepared), RowLimit(small_prepared, {"train": 1000})
+    n = full.num_rows("train")
+    assert cut.num_rows("train") == 1000 and cut.num_rows("test") == full.num_rows("test")
+    users = torch.cat([b.user for b in cut.batches("train", 300, shuffle=True, seed=3)])
+    expected = full.batch_at("train", np.arange(n - 1000, n)).user
+    assert sorted(users.tolist()) == sorted(expected.tolist())
+    assert data_fingerprint(cut) != data_fingerprint(full)
