@@ -73,6 +73,17 @@ def test_rank_matches_the_offline_model(live_server, model_dir, feature_db, case
 
 
 BAD = [
+    (
+        {
+            "request_id": "x",
+            "user_id": 1,
+            "context": {"tab": 1, "tba": 2, "timestamp": 1},
+            "candidates": [1],
+        },
+        422,
+        "context.tba",
+        "unknown",
+    ),
     (b'{"request_id": "x", ', 400, "body", "malformed JSON"),
     (b"[1, 2]", 422, "body", "JSON object"),
     ({"user_id": 1, "context": {"timestamp": 1}, "candidates": [1]}, 422, "request_id", "missing"),
@@ -210,7 +221,7 @@ def test_bad_input_gets_4xx_naming_the_field_and_the_server_keeps_serving(
             assert error["limit"] in (50, 4096)
     assert rank(server.url, cases[0][0]).status_code == 200
     metrics = httpx.get(f"{server.url}/metrics").text
-    assert 'infnet_requests_total{arm="none",status="422"} 15.0' in metrics
+    assert 'infnet_requests_total{arm="none",status="422"} 16.0' in metrics
     assert 'infnet_errors_total{reason="candidates",status="422"} 4.0' in metrics
 
 
@@ -460,3 +471,16 @@ def test_redis_store_down_gives_503_and_recovers(
         'infnet_errors_total{reason="store",status="503"} 1.0'
         in httpx.get(f"{server.url}/metrics").text
     )
+
+
+def test_an_overloaded_server_sheds_load_with_503(live_server, model_dir, feature_db, cases):
+    body = cases[0][0]  # 5 candidates
+    server = live_server(model=str(model_dir), store=feature_db, max_queued_rows=4)
+    r = rank(server.url, body)
+    assert (
+        r.status_code == 503
+        and "overloaded" in r.json()["error"]
+        and r.headers["retry-after"] == "1"
+    )
+    roomy = live_server(model=str(model_dir), store=feature_db, max_queued_rows=5)
+    assert rank(roomy.url, body).status_code == 200

@@ -56,6 +56,7 @@ class MicroBatcher:
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._carry: _Item | None = None
         self._expected = 0  # admitted requests not yet submitted
+        self.queued_rows = 0  # rows submitted and not yet taken by the worker
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
@@ -74,7 +75,9 @@ class MicroBatcher:
         """Scores [K, N_task] of `inputs` by `model`. Call after expect(); counts as forget()."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self.forget()
+        with self._lock:
+            self._expected -= 1
+            self.queued_rows += len(inputs)
         self._queue.put(_Item(model, inputs, future, loop, time.perf_counter()))
         return await future
 
@@ -135,6 +138,8 @@ class MicroBatcher:
     def _run(self, items: list[_Item]) -> None:
         started = time.perf_counter()
         sizes = [len(i.inputs) for i in items]
+        with self._lock:
+            self.queued_rows -= sum(sizes)
         try:
             categorical = np.concatenate([i.inputs.categorical for i in items])
             seq_ids = np.concatenate(

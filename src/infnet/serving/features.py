@@ -111,6 +111,12 @@ class Assembler:
 
     def encode_context(self, context: dict, timestamp: int) -> np.ndarray:
         """int64 [C] codes of the context fields; RequestError for a field it cannot fill."""
+        for key in context:
+            if key not in self.context_fields:
+                raise RequestError(
+                    f"context.{key}",
+                    f"unknown; the model reads context fields {self.context_fields} and timestamp",
+                )
         codes = np.empty(len(self.encoders), np.int64)
         for i, enc in enumerate(self.encoders):
             name = enc.field.name

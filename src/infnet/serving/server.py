@@ -74,6 +74,10 @@ class StoreMismatch(StoreUnavailable):
     pass
 
 
+class Overloaded(RuntimeError):
+    pass
+
+
 def _json(content: Any, status: int = 200) -> Response:
     return Response(
         orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY),
@@ -253,6 +257,11 @@ class ServingState:
         )  # the model is fixed here: a swap after this does not touch it
         context_codes = arm.assembler.encode_context(req.context, req.timestamp)
         items = [str(c) for c in req.candidates]
+        queued, limit = self.batcher.queued_rows, self.config.max_queued_rows
+        if queued + len(items) > limit:
+            raise Overloaded(
+                f"server overloaded: {queued} candidate rows are queued (limit {limit}); retry later"
+            )
         self.batcher.expect()
         try:
             lookup = await run_in_threadpool(self.lookup, req.user_id, items)
@@ -411,6 +420,10 @@ def create_app(config: ServerConfig) -> FastAPI:
         except StoreUnavailable as err:
             response = _json({"error": f"feature store unavailable: {err}"}, 503)
             metrics.errors.labels(status="503", reason="store").inc()
+        except Overloaded as err:
+            response = _json({"error": str(err)}, 503)
+            response.headers["retry-after"] = "1"
+            metrics.errors.labels(status="503", reason="overloaded").inc()
         except Exception as err:
             log.exception("rank failed")
             response = _json({"error": f"internal error: {type(err).__name__}: {err}"}, 500)
