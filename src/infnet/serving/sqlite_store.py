@@ -29,6 +29,8 @@ _FETCH = (
 
 
 class SQLiteStore(FeatureStore):
+    inline = True
+
     def __init__(self, path: str | Path, *, timeout_s: float = 5.0) -> None:
         self.path = Path(path)
         self.url = f"sqlite:///{self.path}"
