@@ -160,6 +160,8 @@ def main() -> None:
                 "p99_ms": round(report["latency_ms"]["p99"], 3),
                 "server_p50_ms": round(report["server_ms"]["p50"], 3),
                 "server_p99_ms": round(report["server_ms"]["p99"], 3),
+                "overhead_ratio": round(report["latency_ms"]["p50"] / ort_ms, 3),
+                "overhead_ratio_server_side": round(report["server_ms"]["p50"] / ort_ms, 3),
                 "errors": report["errors"],
                 "rss_mb": round(report["server"]["rss_mb"], 1),
                 "cpu_percent": round(report["server"]["cpu_percent"], 1),

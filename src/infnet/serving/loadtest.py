@@ -4,8 +4,10 @@ Request i is sent at t0 + i / qps whether or not earlier ones have returned (ope
 and its latency is measured from that scheduled time, so a server that falls behind shows
 it in the tail instead of slowing the load down (no coordinated omission). Users, items
 and context values are drawn from a prepared dataset; bodies are encoded before the clock
-starts. The server's own time per request comes from its Server-Timing header; its RSS
-and CPU from psutil (given its pid) or from its /metrics process metrics.
+starts, and sent over lean keep-alive connections (one per request in flight) so the
+client's own cost stays out of the figures. The server's own time per request comes from
+its Server-Timing header; its RSS and CPU from psutil (given its pid) or from its /metrics
+process metrics.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import asyncio
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
@@ -88,35 +91,72 @@ def _process_metrics(url: str) -> dict[str, float]:
     return out
 
 
+class _Connections:
+    """Keep-alive HTTP/1.1 connections to the server, one per request in flight (a lean
+    client: httpx costs ~1.4 ms of client CPU per request, which would count as latency).
+    The server answers with Content-Length bodies (uvicorn), which is all this reads."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme != "http" or parts.hostname is None:
+            raise ValueError(f"--url {url!r}: the load test speaks plain http://HOST:PORT")
+        self.host, self.port = parts.hostname, parts.port or 80
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    async def post(self, path: str, body: bytes) -> tuple[int, dict[str, str]]:
+        reader, writer = (
+            self.idle.pop() if self.idle else await asyncio.open_connection(self.host, self.port)
+        )
+        try:
+            head = f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            writer.write(head.encode() + body)
+            lines = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+            headers = {
+                k.strip().lower(): v.strip()
+                for k, v in (line.split(":", 1) for line in lines[1:] if ":" in line)
+            }
+            await reader.readexactly(int(headers.get("content-length", "0")))
+        except BaseException:
+            writer.close()
+            raise
+        if headers.get("connection", "").lower() == "close":
+            writer.close()
+        else:
+            self.idle.append((reader, writer))
+        return int(lines[0].split()[1]), headers
+
+    def close(self) -> None:
+        for _, writer in self.idle:
+            writer.close()
+
+
 async def _drive(
     url: str, bodies: list[bytes], qps: float, timeout_s: float
 ) -> tuple[list, float, float]:
-    limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
     results: list[tuple[float, int | str, float | None]] = []
-    async with httpx.AsyncClient(base_url=url, timeout=timeout_s, limits=limits) as client:
-        loop = asyncio.get_running_loop()
+    connections = _Connections(url)
+    loop = asyncio.get_running_loop()
 
-        async def one(body: bytes, scheduled: float) -> None:
-            try:
-                r = await client.post(
-                    "/v1/rank", content=body, headers={"content-type": "application/json"}
-                )
-                outcome: int | str = r.status_code
-                server_ms = _server_timing(r.headers.get("server-timing"))
-            except httpx.HTTPError as err:
-                outcome, server_ms = type(err).__name__, None
-            results.append((loop.time() - scheduled, outcome, server_ms))
+    async def one(body: bytes, scheduled: float) -> None:
+        try:
+            status, headers = await asyncio.wait_for(connections.post("/v1/rank", body), timeout_s)
+            outcome: int | str = status
+            server_ms = _server_timing(headers.get("server-timing"))
+        except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError) as err:
+            outcome, server_ms = type(err).__name__, None
+        results.append((loop.time() - scheduled, outcome, server_ms))
 
-        start = loop.time() + 0.05
-        tasks = []
-        for i, body in enumerate(bodies):
-            scheduled = start + i / qps
-            delay = scheduled - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(body, scheduled)))
-        await asyncio.gather(*tasks)
-        end = loop.time()
+    start = loop.time() + 0.05
+    tasks = []
+    for i, body in enumerate(bodies):
+        scheduled = start + i / qps
+        delay = scheduled - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(body, scheduled)))
+    await asyncio.gather(*tasks)
+    end = loop.time()
+    connections.close()
     return results, start, end
 
 
