@@ -19,6 +19,7 @@ import polars as pl
 
 from infnet.data.schema import OOV, CategoricalField, Schema
 from infnet.serving.feature_store import Lookup, StoreMeta
+from infnet.serving.requests import RequestError
 from infnet.training.checkpoint import schema_differences
 
 HOUR_MS, DAY_MS = 3_600_000, 86_400_000
@@ -28,16 +29,6 @@ FROM_TIMESTAMP: dict[str, Callable[[int, int], int]] = {
     # ISO day of week, Monday 1 .. Sunday 7 (polars dt.weekday); 1970-01-01 was a Thursday
     "weekday": lambda t, offset: ((t + offset) // DAY_MS + 3) % 7 + 1,
 }
-
-
-class RequestError(ValueError):
-    """A bad request: names the field, and the limit where one applies."""
-
-    def __init__(
-        self, field: str, message: str, status: int = 422, limit: int | None = None
-    ) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field, self.message, self.status, self.limit = field, message, status, limit
 
 
 class ContextEncoder:

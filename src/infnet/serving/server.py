@@ -39,14 +39,14 @@ from infnet.data import layout
 from infnet.serving.batching import MicroBatcher
 from infnet.serving.config import ArmConfig, ServerConfig
 from infnet.serving.feature_store import Lookup, StoreMeta, StoreUnavailable, decode, open_store
-from infnet.serving.features import Assembler, RequestError, compatibility
+from infnet.serving.features import Assembler, compatibility
 from infnet.serving.metrics import Metrics
 from infnet.serving.ranking import Ranker
 from infnet.serving.request_log import RequestLog
+from infnet.serving.requests import RankRequest, RequestError, parse_rank_request, read_body
 from infnet.serving.runtime import ModelLoadError, ServingModel, load_model_dir
 
 log = logging.getLogger("infnet.serving")
-FIELDS = ("request_id", "user_id", "context", "candidates", "bid")
 
 
 @dataclass(frozen=True)
@@ -58,16 +58,6 @@ class Arm:
     model: ServingModel
     assembler: Assembler
     ranker: Ranker
-
-
-@dataclass
-class RankRequest:
-    request_id: str
-    user_id: str
-    timestamp: int
-    context: dict[str, Any]
-    candidates: list[int | str]
-    bid: np.ndarray | None
 
 
 class StoreMismatch(StoreUnavailable):
@@ -84,100 +74,6 @@ def _json(content: Any, status: int = 200) -> Response:
         status_code=status,
         media_type="application/json",
     )
-
-
-def _is_id(x: Any) -> bool:
-    return isinstance(x, str | int) and not isinstance(x, bool)
-
-
-def parse_rank_request(body: bytes, max_candidates: int) -> RankRequest:
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as err:
-        raise RequestError("body", f"malformed JSON ({err})", status=400) from None
-    if not isinstance(data, dict):
-        raise RequestError("body", f"must be a JSON object, got {type(data).__name__}")
-    for key in data:
-        if key not in FIELDS:
-            raise RequestError(key, f"unknown field; a request has {list(FIELDS)}")
-    for key in ("request_id", "user_id", "context", "candidates"):
-        if key not in data:
-            raise RequestError(key, "missing (required)")
-    request_id = data["request_id"]
-    if not isinstance(request_id, str) or not 0 < len(request_id) <= 256:
-        raise RequestError(
-            "request_id", "must be a non-empty string of at most 256 characters", limit=256
-        )
-    if not _is_id(data["user_id"]):
-        raise RequestError(
-            "user_id", f"must be an integer or a string, got {type(data['user_id']).__name__}"
-        )
-    context = data["context"]
-    if not isinstance(context, dict):
-        raise RequestError("context", f"must be an object, got {type(context).__name__}")
-    timestamp = context.get("timestamp")
-    if timestamp is None:
-        raise RequestError("context.timestamp", "missing (required: milliseconds since the epoch)")
-    if not isinstance(timestamp, int) or isinstance(timestamp, bool) or timestamp < 0:
-        raise RequestError(
-            "context.timestamp",
-            f"must be a non-negative integer (ms since the epoch), got {timestamp!r}",
-        )
-    candidates = data["candidates"]
-    if not isinstance(candidates, list):
-        raise RequestError(
-            "candidates", f"must be a list of item ids, got {type(candidates).__name__}"
-        )
-    if not candidates:
-        raise RequestError(
-            "candidates", f"empty; give 1 to {max_candidates} item ids", limit=max_candidates
-        )
-    if len(candidates) > max_candidates:
-        raise RequestError(
-            "candidates",
-            f"{len(candidates)} items; the limit is {max_candidates}",
-            limit=max_candidates,
-        )
-    for i, c in enumerate(candidates):
-        if not _is_id(c):
-            raise RequestError(
-                f"candidates[{i}]", f"must be an integer or a string id, got {type(c).__name__}"
-            )
-    bid = data.get("bid")
-    if bid is not None:
-        values = bid if isinstance(bid, list) else [bid]
-        for i, b in enumerate(values):
-            if isinstance(b, bool) or not isinstance(b, int | float) or not 0 <= b < float("inf"):
-                where = f"bid[{i}]" if isinstance(bid, list) else "bid"
-                raise RequestError(where, f"must be a non-negative number, got {b!r}")
-        if isinstance(bid, list) and len(bid) != len(candidates):
-            raise RequestError(
-                "bid",
-                f"has {len(bid)} values for {len(candidates)} candidates (give one number, or one per candidate)",
-            )
-        bid = np.asarray(values, dtype=np.float64)
-    context = {k: v for k, v in context.items() if k != "timestamp"}
-    return RankRequest(request_id, str(data["user_id"]), timestamp, context, candidates, bid)
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    length = request.headers.get("content-length")
-    if length is not None:
-        if not length.isdigit():
-            raise RequestError("content-length", f"not a number: {length!r}", status=400)
-        if int(length) > limit:
-            raise RequestError(
-                "body", f"{length} bytes; the limit is {limit} bytes", status=413, limit=limit
-            )
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RequestError(
-                "body", f"over {limit} bytes; the limit is {limit} bytes", status=413, limit=limit
-            )
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 class ServingState:
