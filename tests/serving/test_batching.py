@@ -110,3 +110,19 @@ def test_ranking_formula():
             Formula(text, ["click", "like"])
     with pytest.raises(ValueError, match="bid_formula"):
         Ranker(["click"], formula="click * bid")
+
+
+def test_hour_and_weekday_from_timestamp_match_beijing_local_time():
+    import polars as pl
+
+    from infnet.serving.features import FROM_TIMESTAMP, HOUR_MS
+
+    t = np.random.default_rng(0).integers(1_600_000_000_000, 1_700_000_000_000, 500)
+    local = (
+        pl.from_epoch(pl.Series(t), time_unit="ms")
+        .dt.replace_time_zone("UTC")
+        .dt.convert_time_zone("Asia/Shanghai")
+    )
+    offset = 8 * HOUR_MS
+    assert [FROM_TIMESTAMP["hour"](int(x), offset) for x in t] == local.dt.hour().to_list()
+    assert [FROM_TIMESTAMP["weekday"](int(x), offset) for x in t] == local.dt.weekday().to_list()
