@@ -33,6 +33,7 @@ def small_grids(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
         suites, "SWEEPS", {"categorical proxies m": ("num_categorical_proxies", [2, 4])}
     )
+    monkeypatch.setattr(suites, "QUICK_SWEEPS", {})
 
 
 def context(data: PreparedDataset, out: Path, cache: Path, seeds: list[int]) -> suites.Context:

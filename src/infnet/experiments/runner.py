@@ -46,15 +46,17 @@ class RunSpec:
 
 
 class RowLimit(PreparedDataset):
-    """A prepared dataset whose train and valid splits are cut to their last `rows[split]`
-    rows (the most recent: splits are in time order); test stays whole. `--quick` trains
-    on such a slice so that a suite of many runs takes minutes."""
+    """A prepared dataset whose splits are cut to their last `rows[split]` rows (the most
+    recent: splits are in time order). `--quick` runs on such a slice so that a suite of
+    many runs takes minutes."""
 
     def __init__(self, path: str | Path, rows: dict[str, int]) -> None:
         super().__init__(path)
-        unknown = set(rows) - {"train", "valid"}
+        unknown = set(rows) - {"train", "valid", "test"}
         if unknown:
-            raise ValueError(f"RowLimit cuts train and valid only, got {sorted(unknown)}")
+            raise ValueError(
+                f"RowLimit: unknown splits {sorted(unknown)}; splits: train, valid, test"
+            )
         self.rows = rows
 
     def num_rows(self, split: str) -> int:
