@@ -12,7 +12,9 @@ from infnet.data.batch import Batch
 from infnet.data.schema import CategoricalField, Schema, SequenceSpec, Task
 
 DATA_DIR = Path(
-    os.environ.get("INFNET_DATA_DIR", Path(__file__).resolve().parents[2] / "shared/data/kuairand-pure")
+    os.environ.get(
+        "INFNET_DATA_DIR", Path(__file__).resolve().parents[2] / "shared/data/kuairand-pure"
+    )
 )
 
 
@@ -26,7 +28,11 @@ def kuairand_dir() -> Path:
 def make_schema(
     num_behaviours: int = 3,
     max_len: int = 8,
-    tasks: tuple[tuple[str, str], ...] = (("click", "binary"), ("like", "binary"), ("watch", "regression")),
+    tasks: tuple[tuple[str, str], ...] = (
+        ("click", "binary"),
+        ("like", "binary"),
+        ("watch", "regression"),
+    ),
 ) -> Schema:
     fields = [
         CategoricalField(name="video_id", group="item", vocab_size=50),

@@ -19,7 +19,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-prepare_app = typer.Typer(help="Prepare a dataset directory from raw files or the simulator.", no_args_is_help=True)
+prepare_app = typer.Typer(
+    help="Prepare a dataset directory from raw files or the simulator.", no_args_is_help=True
+)
 app.add_typer(prepare_app, name="prepare")
 
 prepare_app.command("kuairand")(kuairand.command)

@@ -25,7 +25,11 @@ def _valid_keys(cls: type[BaseModel], loc: tuple) -> list[str]:
     current: Any = cls
     for part in loc[:-1]:
         field = current.model_fields.get(part) if isinstance(current, type) else None
-        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
+        if (
+            field is None
+            or not isinstance(field.annotation, type)
+            or not issubclass(field.annotation, BaseModel)
+        ):
             return []
         current = field.annotation
     return list(current.model_fields) if isinstance(current, type) else []
@@ -40,7 +44,9 @@ def validate(cls: type[M], data: dict[str, Any], where: str = "config") -> M:
         for e in err.errors():
             key = ".".join(str(p) for p in e["loc"])
             if e["type"] == "extra_forbidden":
-                close = difflib.get_close_matches(str(e["loc"][-1]), _valid_keys(cls, e["loc"]), n=1)
+                close = difflib.get_close_matches(
+                    str(e["loc"][-1]), _valid_keys(cls, e["loc"]), n=1
+                )
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 lines.append(f"{where}: unknown key {key!r}{hint}")
             else:

@@ -14,12 +14,16 @@ console = Console()
 
 
 def demo(
-    out: Annotated[Path, typer.Option(help="Directory for the data, runs and report.")] = Path("demo"),
+    out: Annotated[Path, typer.Option(help="Directory for the data, runs and report.")] = Path(
+        "demo"
+    ),
     rows: Annotated[int, typer.Option(help="Simulated impressions.")] = 200_000,
     users: Annotated[int, typer.Option(help="Simulated users.")] = 5_000,
     items: Annotated[int, typer.Option(help="Simulated items.")] = 2_000,
     baseline: Annotated[str, typer.Option(help="Baseline model to compare with.")] = "mmoe",
-    epochs: Annotated[int, typer.Option(help="Epoch budget per model (early stopping may end sooner).")] = 8,
+    epochs: Annotated[
+        int, typer.Option(help="Epoch budget per model (early stopping may end sooner).")
+    ] = 8,
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Simulate data, train INFNet and a baseline, print the comparison, write OUT/report.md."""
@@ -38,7 +42,11 @@ def demo(
     results = {}
     for step, model in enumerate(["infnet", baseline], start=2):
         console.print(f"[bold]{step}/3[/bold] training {model}")
-        run = RunConfig(data=str(data_dir), model=model, train=TrainConfig(epochs=epochs, batch_size=1024, seed=seed, patience=2))
+        run = RunConfig(
+            data=str(data_dir),
+            model=model,
+            train=TrainConfig(epochs=epochs, batch_size=1024, seed=seed, patience=2),
+        )
         run_dir = out / "runs" / model
         if run_dir.exists():
             import shutil

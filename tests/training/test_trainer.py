@@ -8,7 +8,15 @@ from infnet.config import ConfigError
 from infnet.data.loader import PreparedDataset
 from infnet.training.checkpoint import CheckpointError
 from infnet.training.commands import resolve_run_config
-from infnet.training.trainer import RunConfig, TaskLoss, TrainConfig, Trainer, load_run, make_schedule, predict
+from infnet.training.trainer import (
+    RunConfig,
+    TaskLoss,
+    TrainConfig,
+    Trainer,
+    load_run,
+    make_schedule,
+    predict,
+)
 
 SMALL = {"embedding_dim": 8}
 
@@ -22,7 +30,14 @@ def test_fit_writes_run_directory_and_is_deterministic(small_prepared, tmp_path)
     a = Trainer(_run(small_prepared), tmp_path / "a", progress=False).fit()
     b = Trainer(_run(small_prepared), tmp_path / "b", progress=False).fit()
     assert a["test"] == b["test"]  # seeded and deterministic on CPU
-    for name in ("config.json", "metrics.jsonl", "best.pt", "last.pt", "test_metrics.json", "log.txt"):
+    for name in (
+        "config.json",
+        "metrics.jsonl",
+        "best.pt",
+        "last.pt",
+        "test_metrics.json",
+        "log.txt",
+    ):
         assert (tmp_path / "a" / name).is_file(), name
     lines = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
     assert [x["epoch"] for x in lines] == [1, 2]
@@ -89,7 +104,9 @@ def test_resume_after_interruption_matches_uninterrupted_run(small_prepared, tmp
     assert resumed.resume()
     assert resumed.global_step == 10
     resumed.fit()
-    for (k, v1), v2 in zip(straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
+    for (k, v1), v2 in zip(
+        straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True
+    ):
         torch.testing.assert_close(v1, v2, msg=k)
 
 

@@ -1,19 +1,19 @@
 """Names of the files and columns of a prepared dataset directory (one place, no literals).
 
-    OUT/schema.json                 Schema (fields, vocab sizes, sequences, tasks, splits)
-    OUT/stats.json                  rows, users, items, label rates, NaN labels, sources' figures
-    OUT/vocab/<field>.parquet       value (str), index (int32), count (int64) per categorical field
-    OUT/{train,valid,test}/part-*.parquet
-        <field> ...                 int32 codes, one column per schema field, schema order
-        __user                      int64 raw user key (not OOV-merged, for gAUC)
-        __time                      int64 time_ms of the impression
-        __label__<task>             float32, NaN where the label is missing
-        __oracle__<task>            float32, simulator only: the label's true probability
-        __seq_start__<behaviour>    int64 [start, end): rows of sequences/<behaviour>.parquet
-        __seq_end__<behaviour>      holding this user's events strictly before __time
-    OUT/sequences/<behaviour>.parquet
-        __user, __time, <side field> ...   sorted by (__user, __time); the row number is the
-                                           index the pointers above refer to
+OUT/schema.json                 Schema (fields, vocab sizes, sequences, tasks, splits)
+OUT/stats.json                  rows, users, items, label rates, NaN labels, sources' figures
+OUT/vocab/<field>.parquet       value (str), index (int32), count (int64) per categorical field
+OUT/{train,valid,test}/part-*.parquet
+    <field> ...                 int32 codes, one column per schema field, schema order
+    __user                      int64 raw user key (not OOV-merged, for gAUC)
+    __time                      int64 time_ms of the impression
+    __label__<task>             float32, NaN where the label is missing
+    __oracle__<task>            float32, simulator only: the label's true probability
+    __seq_start__<behaviour>    int64 [start, end): rows of sequences/<behaviour>.parquet
+    __seq_end__<behaviour>      holding this user's events strictly before __time
+OUT/sequences/<behaviour>.parquet
+    __user, __time, <side field> ...   sorted by (__user, __time); the row number is the
+                                       index the pointers above refer to
 """
 
 SCHEMA = "schema.json"

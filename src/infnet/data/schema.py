@@ -77,7 +77,9 @@ class Schema(Strict):
             item_fields = {f.name for f in self.fields if f.group == "item"}
             missing = [s for s in self.sequences.side_fields if s not in item_fields]
             if missing:
-                raise ValueError(f"sequence side_fields {missing} are not item fields of the schema")
+                raise ValueError(
+                    f"sequence side_fields {missing} are not item fields of the schema"
+                )
         tasks = [t.name for t in self.tasks]
         if len(set(tasks)) != len(tasks):
             raise ValueError(f"duplicate task names in schema: {tasks}")

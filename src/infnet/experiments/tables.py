@@ -19,7 +19,9 @@ def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def metric_rows(schema: Schema, results: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+def metric_rows(
+    schema: Schema, results: dict[str, dict[str, Any]]
+) -> tuple[list[str], list[list[str]]]:
     """Header and rows: one row per run (model), columns task/metric plus MTL averages."""
     header = ["model"]
     for t in schema.tasks:
@@ -29,7 +31,10 @@ def metric_rows(schema: Schema, results: dict[str, dict[str, Any]]) -> tuple[lis
     for name, m in results.items():
         row = [name]
         for t in schema.tasks:
-            row += [_fmt(m.get(t.name, {}).get(k)) for k in (BINARY if t.kind == "binary" else REGRESSION)]
+            row += [
+                _fmt(m.get(t.name, {}).get(k))
+                for k in (BINARY if t.kind == "binary" else REGRESSION)
+            ]
         row += [_fmt(m.get("mtl_auc")), _fmt(m.get("mtl_gauc"))]
         rows.append(row)
     return header, rows

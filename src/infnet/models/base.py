@@ -36,7 +36,9 @@ class MultiTaskModel(nn.Module):
     def __init__(self, schema: Schema, config: ModelConfig) -> None:
         super().__init__()
         if not isinstance(config, self.Config):
-            raise TypeError(f"{type(self).__name__} needs a {self.Config.__name__}, got {type(config).__name__}")
+            raise TypeError(
+                f"{type(self).__name__} needs a {self.Config.__name__}, got {type(config).__name__}"
+            )
         self.schema = schema
         self.config = config
         self.auxiliary_loss: torch.Tensor | None = None
@@ -81,11 +83,15 @@ def model_class(name: str) -> type[MultiTaskModel]:
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, _REGISTRY, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise KeyError(f"unknown model {name!r}{hint}; known models: {', '.join(sorted(_REGISTRY))}")
+        raise KeyError(
+            f"unknown model {name!r}{hint}; known models: {', '.join(sorted(_REGISTRY))}"
+        )
     return _REGISTRY[name]
 
 
-def build_model(name: str, schema: Schema, config: dict | ModelConfig | None = None) -> MultiTaskModel:
+def build_model(
+    name: str, schema: Schema, config: dict | ModelConfig | None = None
+) -> MultiTaskModel:
     cls = model_class(name)
     if not isinstance(config, ModelConfig):
         config = cls.Config.model_validate(config or {})

@@ -41,7 +41,9 @@ class TaskTowers(nn.Module):
     This is how a single-task interaction model runs multi-task (DESIGN.md section 5).
     """
 
-    def __init__(self, in_dim: int, num_tasks: int, hidden: list[int], dropout: float = 0.0) -> None:
+    def __init__(
+        self, in_dim: int, num_tasks: int, hidden: list[int], dropout: float = 0.0
+    ) -> None:
         super().__init__()
         self.towers = nn.ModuleList(MLP(in_dim, hidden, 1, dropout) for _ in range(num_tasks))
 

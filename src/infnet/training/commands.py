@@ -40,7 +40,9 @@ def _expand(overrides: list[str], model_keys: list[str], train_keys: list[str]) 
     return out
 
 
-def resolve_run_config(data: Path | None, model: str | None, config: Path | None, overrides: list[str]) -> Any:
+def resolve_run_config(
+    data: Path | None, model: str | None, config: Path | None, overrides: list[str]
+) -> Any:
     from infnet.config import validate
     from infnet.models.base import model_class
     from infnet.training.trainer import RunConfig, TrainConfig
@@ -53,7 +55,9 @@ def resolve_run_config(data: Path | None, model: str | None, config: Path | None
     if "data" not in raw:
         raise ConfigError("no dataset: pass --data PREPARED or set `data:` in the config file")
     cls = model_class(raw.get("model", "infnet"))
-    raw = apply_overrides(raw, _expand(overrides, list(cls.Config.model_fields), list(TrainConfig.model_fields)))
+    raw = apply_overrides(
+        raw, _expand(overrides, list(cls.Config.model_fields), list(TrainConfig.model_fields))
+    )
     run = validate(RunConfig, raw, where=str(config) if config else "config")
     validate(cls.Config, run.model_options, where="model_options")
     return run
@@ -63,9 +67,16 @@ def train(
     data: Annotated[Path | None, typer.Option(help="Prepared dataset directory.")] = None,
     model: Annotated[str | None, typer.Option(help="Model name (see `infnet models`).")] = None,
     out: Annotated[Path, typer.Option(help="Run directory to write.")] = Path("runs/run"),
-    config: Annotated[Path | None, typer.Option(help="YAML with data, model, model_options, train.")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="key=value override, e.g. train.lr=3e-4 or num_blocks=2.")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue an interrupted run from OUT/last.pt.")] = False,
+    config: Annotated[
+        Path | None, typer.Option(help="YAML with data, model, model_options, train.")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="key=value override, e.g. train.lr=3e-4 or num_blocks=2."),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue an interrupted run from OUT/last.pt.")
+    ] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
@@ -76,13 +87,18 @@ def train(
     run = resolve_run_config(data, model, config, set_ or [])
     if out.exists() and any(out.iterdir()) and not resume:
         if not overwrite:
-            raise typer.BadParameter(f"{out} exists; pass --resume to continue it or --overwrite to replace it", param_hint="--out")
+            raise typer.BadParameter(
+                f"{out} exists; pass --resume to continue it or --overwrite to replace it",
+                param_hint="--out",
+            )
         shutil.rmtree(out)
     trainer = Trainer(run, out, progress=progress)
     if resume and trainer.resume():
         console.print(f"resumed {out} at epoch {trainer.epoch}, step {trainer.global_step}")
     result = trainer.fit()
-    console.print(rich_table(trainer.schema, {run.model: result["test"]}, title=f"test metrics ({out})"))
+    console.print(
+        rich_table(trainer.schema, {run.model: result["test"]}, title=f"test metrics ({out})")
+    )
 
 
 def evaluate(
@@ -95,13 +111,17 @@ def evaluate(
     from infnet.training.trainer import evaluate_split, load_run
 
     if split not in ("train", "valid", "test"):
-        raise typer.BadParameter(f"unknown split {split!r}; use train, valid or test", param_hint="--split")
+        raise typer.BadParameter(
+            f"unknown split {split!r}; use train, valid or test", param_hint="--split"
+        )
     config, model, data = load_run(run)
     result = evaluate_split(model, data, split)
     if as_json:
         print(json.dumps(result, indent=2))
     else:
-        console.print(rich_table(data.schema, {config.model: result}, title=f"{split} metrics ({run})"))
+        console.print(
+            rich_table(data.schema, {config.model: result}, title=f"{split} metrics ({run})")
+        )
 
 
 def models() -> None:

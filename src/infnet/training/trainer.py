@@ -59,7 +59,9 @@ class TrainConfig(Strict):
     patience: int = Field(default=5, ge=1)  # evaluations without improvement (the paper: 5)
     monitor: str = "mtl_auc"  # a key of the validation metrics, higher is better
     losses: dict[str, Literal["bce", "mse", "huber"]] = Field(default_factory=dict)  # task -> loss
-    task_weights: dict[str, float] = Field(default_factory=dict)  # task -> lambda (schema's otherwise)
+    task_weights: dict[str, float] = Field(
+        default_factory=dict
+    )  # task -> lambda (schema's otherwise)
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
@@ -94,8 +96,12 @@ class TaskLoss:
     def __init__(self, schema: Schema, config: TrainConfig) -> None:
         unknown = sorted((set(config.losses) | set(config.task_weights)) - set(schema.task_names))
         if unknown:
-            raise ValueError(f"train.losses / train.task_weights name unknown tasks {unknown}; tasks: {schema.task_names}")
-        self.kinds = [config.losses.get(t.name, "bce" if t.kind == "binary" else "mse") for t in schema.tasks]
+            raise ValueError(
+                f"train.losses / train.task_weights name unknown tasks {unknown}; tasks: {schema.task_names}"
+            )
+        self.kinds = [
+            config.losses.get(t.name, "bce" if t.kind == "binary" else "mse") for t in schema.tasks
+        ]
         for t, kind in zip(schema.tasks, self.kinds, strict=True):
             if (t.kind == "binary") != (kind == "bce"):
                 raise ValueError(f"train.losses.{t.name}: {kind} does not fit a {t.kind} task")
@@ -122,18 +128,27 @@ class TaskLoss:
 
 
 def make_optimizer(model: MultiTaskModel, config: TrainConfig) -> torch.optim.Optimizer:
-    embedding = [p for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters(recurse=False)]
+    embedding = [
+        p
+        for m in model.modules()
+        if isinstance(m, torch.nn.Embedding)
+        for p in m.parameters(recurse=False)
+    ]
     embedding_ids = {id(p) for p in embedding}
     dense = [p for p in model.parameters() if id(p) not in embedding_ids]
     groups = [
         {"params": dense, "weight_decay": config.weight_decay},
         {"params": embedding, "weight_decay": config.embedding_l2},
     ]
-    cls = {"adam": torch.optim.Adam, "adagrad": torch.optim.Adagrad, "adamw": torch.optim.AdamW}[config.optimizer]
+    cls = {"adam": torch.optim.Adam, "adagrad": torch.optim.Adagrad, "adamw": torch.optim.AdamW}[
+        config.optimizer
+    ]
     return cls([g for g in groups if g["params"]], lr=config.lr)
 
 
-def make_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+def make_schedule(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     def factor(step: int) -> float:
         if step < config.warmup_steps:
             return (step + 1) / config.warmup_steps
@@ -146,7 +161,9 @@ def make_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, total_s
 
 
 @torch.no_grad()
-def predict(model: MultiTaskModel, data: PreparedDataset, split: str, batch_size: int = 16384) -> Predictions:
+def predict(
+    model: MultiTaskModel, data: PreparedDataset, split: str, batch_size: int = 16384
+) -> Predictions:
     model.eval()
     device = next(model.parameters()).device
     binary = torch.tensor([t.kind == "binary" for t in data.schema.tasks], device=device)
@@ -157,10 +174,14 @@ def predict(model: MultiTaskModel, data: PreparedDataset, split: str, batch_size
         labels.append(batch.labels.numpy())
         masks.append(batch.label_mask.numpy())
         users.append(batch.user.numpy())
-    return Predictions(np.concatenate(outs), np.concatenate(labels), np.concatenate(masks), np.concatenate(users))
+    return Predictions(
+        np.concatenate(outs), np.concatenate(labels), np.concatenate(masks), np.concatenate(users)
+    )
 
 
-def evaluate_split(model: MultiTaskModel, data: PreparedDataset, split: str, batch_size: int = 16384) -> dict[str, Any]:
+def evaluate_split(
+    model: MultiTaskModel, data: PreparedDataset, split: str, batch_size: int = 16384
+) -> dict[str, Any]:
     p = predict(model, data, split, batch_size)
     return metrics.evaluate(data.schema.tasks, p.outputs, p.labels, p.label_mask, p.users)
 
@@ -182,13 +203,17 @@ class Trainer:
         self.device = resolve_device(config.train.device)
         torch.set_flush_denormal(True)  # denormals made late epochs 7x slower on CPU (DESIGN.md 4)
         torch.manual_seed(config.train.seed)
-        options = validate(model_class(config.model).Config, config.model_options, where="model_options")
+        options = validate(
+            model_class(config.model).Config, config.model_options, where="model_options"
+        )
         self.model = build_model(config.model, self.schema, options).to(self.device)
         self.loss = TaskLoss(self.schema, config.train)
         self.optimizer = make_optimizer(self.model, config.train)
         steps_per_epoch = math.ceil(self.data.num_rows("train") / config.train.batch_size)
         self.steps_per_epoch = steps_per_epoch
-        self.scheduler = make_schedule(self.optimizer, config.train, steps_per_epoch * config.train.epochs)
+        self.scheduler = make_schedule(
+            self.optimizer, config.train, steps_per_epoch * config.train.epochs
+        )
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self.best: dict[str, Any] | None = None
         self.last_valid: dict[str, Any] | None = None
@@ -205,7 +230,12 @@ class Trainer:
 
     def _save(self, name: str, state: dict[str, Any]) -> None:
         assert self.run_dir is not None
-        save_checkpoint(self.run_dir / name, state, config=self.config.model_dump(mode="json"), schema=self.schema)
+        save_checkpoint(
+            self.run_dir / name,
+            state,
+            config=self.config.model_dump(mode="json"),
+            schema=self.schema,
+        )
 
     def _save_last(self) -> None:
         self._save(
@@ -214,7 +244,9 @@ class Trainer:
                 "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
-                "progress": torch.tensor([self.epoch, self.step_in_epoch, self.global_step, self.bad_evals]),
+                "progress": torch.tensor(
+                    [self.epoch, self.step_in_epoch, self.global_step, self.bad_evals]
+                ),
                 "best": json.dumps(self.best),
                 "rng": torch.get_rng_state(),
             },
@@ -229,11 +261,15 @@ class Trainer:
         state = load_checkpoint(path)
         check_compatible(path, state["schema"], self.schema)
         if state["config"] != self.config.model_dump(mode="json"):
-            raise ValueError(f"{path}: the run was started with another config; use a new --out or the same config")
+            raise ValueError(
+                f"{path}: the run was started with another config; use a new --out or the same config"
+            )
         load_state_strict(path, self.model, state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.epoch, self.step_in_epoch, self.global_step, self.bad_evals = (int(x) for x in state["progress"])
+        self.epoch, self.step_in_epoch, self.global_step, self.bad_evals = (
+            int(x) for x in state["progress"]
+        )
         self.best = json.loads(state["best"])
         self.last_valid = self.best["valid"] if self.best else None
         torch.set_rng_state(state["rng"])
@@ -243,7 +279,9 @@ class Trainer:
     # --- loop ----------------------------------------------------------------------------
     def _epoch_batches(self) -> Iterator[Batch]:
         tc = self.config.train
-        batches = self.data.batches("train", tc.batch_size, shuffle=True, seed=tc.seed * 100_003 + self.epoch)
+        batches = self.data.batches(
+            "train", tc.batch_size, shuffle=True, seed=tc.seed * 100_003 + self.epoch
+        )
         return islice(batches, self.step_in_epoch, None)
 
     def _train_step(self, batch: Batch) -> float:
@@ -267,11 +305,18 @@ class Trainer:
         tc = self.config.train
         valid = evaluate_split(self.model, self.data, "valid", tc.eval_batch_size)
         if tc.monitor not in valid:
-            raise ValueError(f"train.monitor={tc.monitor!r} is not a validation metric; have {sorted(valid)}")
+            raise ValueError(
+                f"train.monitor={tc.monitor!r} is not a validation metric; have {sorted(valid)}"
+            )
         score = valid[tc.monitor]
         improved = self.best is None or (not math.isnan(score) and score > self.best["score"])
         if improved:
-            self.best = {"score": score, "epoch": self.epoch, "step": self.global_step, "valid": valid}
+            self.best = {
+                "score": score,
+                "epoch": self.epoch,
+                "step": self.global_step,
+                "valid": valid,
+            }
             self.bad_evals = 0
             if self.run_dir is not None:
                 self._save("best.pt", self._checkpoint_state())
@@ -300,14 +345,21 @@ class Trainer:
         if self.run_dir is not None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.json").write_text(self.config.model_dump_json(indent=2))
-            self._log(f"model {self.config.model}: {self.model.num_parameters():,} parameters on {self.device}")
+            self._log(
+                f"model {self.config.model}: {self.model.num_parameters():,} parameters on {self.device}"
+            )
             for note in self.model.ignored_inputs():
                 self._log(f"model {self.config.model} ignores: {note}")
         eval_every = tc.eval_every or self.steps_per_epoch
         stop = False
         started = time.time()
         with _progress(self.progress) as bar:
-            task = bar.add_task("train", total=tc.epochs * self.steps_per_epoch, completed=self.global_step, status="")
+            task = bar.add_task(
+                "train",
+                total=tc.epochs * self.steps_per_epoch,
+                completed=self.global_step,
+                status="",
+            )
             while self.epoch < tc.epochs and not stop:
                 running, count = 0.0, 0
                 for batch in self._epoch_batches():
@@ -315,15 +367,24 @@ class Trainer:
                     count += 1
                     self.step_in_epoch += 1
                     self.global_step += 1
-                    bar.update(task, advance=1, status=f"epoch {self.epoch} loss {running / count:.4f}{self._best_text()}")
-                    if self.global_step % eval_every == 0 and self.step_in_epoch < self.steps_per_epoch:
+                    bar.update(
+                        task,
+                        advance=1,
+                        status=f"epoch {self.epoch} loss {running / count:.4f}{self._best_text()}",
+                    )
+                    if (
+                        self.global_step % eval_every == 0
+                        and self.step_in_epoch < self.steps_per_epoch
+                    ):
                         stop = self._evaluate_and_track(running / max(count, 1))
                         if stop:
                             break
                 if not stop:
                     self.epoch, self.step_in_epoch = self.epoch + 1, 0
                     stop = self._evaluate_and_track(running / max(count, 1))
-        self._log(f"trained {self.global_step} steps in {time.time() - started:.1f}s; best {self.best}")
+        self._log(
+            f"trained {self.global_step} steps in {time.time() - started:.1f}s; best {self.best}"
+        )
         return self.finish()
 
     def _best_text(self) -> str:
@@ -343,7 +404,14 @@ class Trainer:
 
 
 def _progress(enabled: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(
         TextColumn("[bold]{task.description}"),
@@ -357,18 +425,24 @@ def _progress(enabled: bool):
     )
 
 
-def load_run(run_dir: str | Path, data: PreparedDataset | None = None) -> tuple[RunConfig, MultiTaskModel, PreparedDataset]:
+def load_run(
+    run_dir: str | Path, data: PreparedDataset | None = None
+) -> tuple[RunConfig, MultiTaskModel, PreparedDataset]:
     """The best model of a finished run, checked against its data."""
     run_dir = Path(run_dir)
     config_path = run_dir / "config.json"
     if not config_path.is_file():
-        raise FileNotFoundError(f"{run_dir}: not a run directory (no config.json); make one with `infnet train`")
+        raise FileNotFoundError(
+            f"{run_dir}: not a run directory (no config.json); make one with `infnet train`"
+        )
     config = RunConfig.model_validate_json(config_path.read_text())
     data = data or PreparedDataset(config.data)
     path = run_dir / "best.pt"
     state = load_checkpoint(path)
     check_compatible(path, state["schema"], data.schema)
-    options = validate(model_class(config.model).Config, config.model_options, where="model_options")
+    options = validate(
+        model_class(config.model).Config, config.model_options, where="model_options"
+    )
     model = build_model(config.model, data.schema, options)
     load_state_strict(path, model, state["model"])
     model.eval()
