@@ -35,11 +35,12 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix src tests benchmarks
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/prepare.py
+	$(BIN)/python benchmarks/prepare.py --cases kuairand,synthetic-1m
 	$(BIN)/python benchmarks/loader.py
 	$(BIN)/python benchmarks/train_speed.py
 	$(BIN)/python benchmarks/metrics.py
 	$(BIN)/python benchmarks/scaling.py
+	$(BIN)/python benchmarks/serving.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache

@@ -39,6 +39,10 @@ def experiment(
     epochs: Annotated[
         int | None, typer.Option(min=1, help="Override the epochs of every run.")
     ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="TrainConfig override for every run, e.g. batch_size=1024."),
+    ] = None,
     cache: Annotated[
         Path | None,
         typer.Option(help="Run cache folder (default OUT/runs); shared runs are trained once."),
@@ -72,6 +76,12 @@ def experiment(
     train = dict(QUICK_TRAIN) if quick else {}
     if epochs is not None:
         train["epochs"] = epochs
+    if set_:
+        from infnet.config import apply_overrides, validate
+        from infnet.training.trainer import TrainConfig
+
+        train = apply_overrides(train, set_)
+        validate(TrainConfig, train, where="--set")
     ctx = Context(
         data=dataset,
         out=out,

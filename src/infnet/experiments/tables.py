@@ -41,12 +41,24 @@ def metric_rows(
 
 
 def rich_table(schema: Schema, results: dict[str, dict[str, Any]], title: str = "") -> Table:
-    header, rows = metric_rows(schema, results)
+    """One row per model and task (narrow enough for a terminal), then the MTL averages."""
+    columns = ["AUC", "gAUC", "LogLoss", "MAE", "RMSE", "R2"]
+    keys = ["auc", "gauc", "logloss", "mae", "rmse", "r2"]
     table = Table(title=title or None)
-    for i, h in enumerate(header):
-        table.add_column(h, justify="left" if i == 0 else "right")
-    for row in rows:
-        table.add_row(*row)
+    for i, h in enumerate(["model", "task", *columns]):
+        table.add_column(h, justify="left" if i < 2 else "right")
+    for name, m in results.items():
+        for t in schema.tasks:
+            table.add_row(name, t.name, *[_fmt(m.get(t.name, {}).get(k)) for k in keys])
+        if "mtl_auc" in m:
+            table.add_row(
+                name,
+                "MTL",
+                _fmt(m.get("mtl_auc")),
+                _fmt(m.get("mtl_gauc")),
+                *[""] * 4,
+                end_section=True,
+            )
     return table
 
 

@@ -128,6 +128,9 @@ def models() -> None:
     """List the registered models."""
     from infnet.models.base import available_models, model_class
 
+    import sys
+
     for name in available_models():
-        doc = (model_class(name).__doc__ or "").strip().splitlines()
-        console.print(f"[bold]{name}[/bold]  {doc[0] if doc else ''}")
+        cls = model_class(name)
+        doc = (sys.modules[cls.__module__].__doc__ or cls.__doc__ or "").strip().splitlines()
+        console.print(f"[bold]{name:14}[/bold] {doc[0] if doc else ''}")
