@@ -126,9 +126,9 @@ def evaluate(
 
 def models() -> None:
     """List the registered models."""
-    from infnet.models.base import available_models, model_class
-
     import sys
+
+    from infnet.models.base import available_models, model_class
 
     for name in available_models():
         cls = model_class(name)
