@@ -29,11 +29,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,6 +43,7 @@ from infnet.data import layout
 from infnet.data.schema import OOV, CategoricalField, Schema, SequenceSpec, Split, Task
 from infnet.data.sequences import Events, HistoryIndex, event_table
 from infnet.data.spec import FieldSpec, RawDataset
+from infnet.fsutil import atomic_directory
 from infnet.training.metrics import auc
 
 PART_ROWS = 1_000_000  # rows per part file of a split
@@ -273,20 +270,8 @@ def prepare(raw: RawDataset, out: Path, *, overwrite: bool = False, progress: bo
         raise FileExistsError(
             f"{out} exists and is not empty; pass overwrite=True (--overwrite) to replace it"
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    with atomic_directory(out) as tmp:
         stats = _prepare_into(raw, tmp, Console(stderr=True, quiet=not progress))
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
-            os.rename(out, old)
-            os.rename(tmp, out)
-            shutil.rmtree(old) if old.is_dir() else old.unlink()
-        else:
-            os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return stats
 
 

@@ -22,11 +22,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
-import tempfile
 import time
-import uuid
 import warnings
 from pathlib import Path
 from typing import Any
@@ -37,6 +34,7 @@ from torch import nn
 
 from infnet.data import layout
 from infnet.data.batch import Batch
+from infnet.fsutil import atomic_directory
 from infnet.models.base import MultiTaskModel
 from infnet.serving.feature_store import vocab_fingerprint
 from infnet.training.checkpoint import save_checkpoint
@@ -212,9 +210,7 @@ def export_run(
     config, model, data = load_run(run_dir)
     model.eval()
     module = ScoringModule(model).eval()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    with atomic_directory(out) as tmp:
         shutil.copy(data.path / layout.SCHEMA, tmp / layout.SCHEMA)
         shutil.copytree(data.path / layout.VOCAB_DIR, tmp / layout.VOCAB_DIR)
         (tmp / CONFIG_FILE).write_text(config.model_dump_json(indent=2))
@@ -270,14 +266,4 @@ def export_run(
                     + "; export with --no-onnx and serve with --eager"
                 )
         (tmp / VERSION_FILE).write_text(json.dumps(info, indent=2))
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
-            os.rename(out, old)
-            os.rename(tmp, out)
-            shutil.rmtree(old) if old.is_dir() else old.unlink()
-        else:
-            os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return info
