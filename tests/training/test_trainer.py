@@ -155,3 +155,25 @@ def test_unknown_model_lists_the_known_ones(small_prepared):
 def test_unknown_task_in_loss_config_is_an_error(small_prepared):
     with pytest.raises(ValueError, match="unknown tasks"):
         Trainer(_run(small_prepared, task_weights={"clik": 2.0}), None, progress=False)
+
+
+def test_without_run_directory_the_best_weights_are_restored(small_prepared, monkeypatch):
+    import infnet.training.trainer as trainer_module
+
+    scores = iter([0.9, 0.8, 0.7, 0.5])  # the first evaluation is the best
+    monkeypatch.setattr(trainer_module, "evaluate_split", lambda *a, **k: {"mtl_auc": next(scores)})
+    snapshots = []
+    original = Trainer._evaluate_and_track
+
+    def track(self, train_loss):
+        stop = original(self, train_loss)
+        snapshots.append({k: v.clone() for k, v in self.model.state_dict().items()})
+        return stop
+
+    monkeypatch.setattr(Trainer, "_evaluate_and_track", track)
+    trainer = Trainer(_run(small_prepared, epochs=3), None, progress=False)
+    trainer.fit()
+    assert trainer.best["epoch"] == 1
+    for k, v in trainer.model.state_dict().items():
+        torch.testing.assert_close(v, snapshots[0][k], msg=k)
+    assert any(not torch.equal(v, snapshots[-1][k]) for k, v in trainer.model.state_dict().items())

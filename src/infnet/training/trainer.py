@@ -217,6 +217,7 @@ class Trainer:
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self.best: dict[str, Any] | None = None
         self.last_valid: dict[str, Any] | None = None
+        self._best_state: dict[str, torch.Tensor] | None = None
         self.bad_evals = 0
 
     # --- run directory -------------------------------------------------------------------
@@ -320,6 +321,10 @@ class Trainer:
             self.bad_evals = 0
             if self.run_dir is not None:
                 self._save("best.pt", self._checkpoint_state())
+            else:  # no run directory: keep the best weights in memory for finish()
+                self._best_state = {
+                    k: v.detach().clone() for k, v in self.model.state_dict().items()
+                }
         else:
             self.bad_evals += 1
         self.last_valid = valid
@@ -396,6 +401,8 @@ class Trainer:
         if self.run_dir is not None and (self.run_dir / "best.pt").exists():
             state = load_checkpoint(self.run_dir / "best.pt")
             load_state_strict(self.run_dir / "best.pt", self.model, state["model"])
+        elif self._best_state is not None:
+            self.model.load_state_dict(self._best_state)
         test = evaluate_split(self.model, self.data, "test", self.config.train.eval_batch_size)
         result = {"best": self.best, "test": test, "parameters": self.model.num_parameters()}
         if self.run_dir is not None:
