@@ -24,6 +24,7 @@ from infnet.training.trainer import RunConfig, TrainConfig, Trainer
 
 VARIANTS: dict[str, dict] = {
     "default": {},
+    "norm=post": {"norm": "post"},
     "pgu_proxies=pre (paper eq. 14)": {"pgu_proxies": "pre"},
     "gate=sigmoid (paper)": {"gate": "sigmoid"},
     "gate=residual": {"gate": "residual"},
