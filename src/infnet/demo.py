@@ -17,7 +17,7 @@ def demo(
     out: Annotated[Path, typer.Option(help="Directory for the data, runs and report.")] = Path(
         "demo"
     ),
-    rows: Annotated[int, typer.Option(help="Simulated impressions.")] = 200_000,
+    rows: Annotated[int, typer.Option(help="Simulated impressions.")] = 150_000,
     users: Annotated[int, typer.Option(help="Simulated users.")] = 5_000,
     items: Annotated[int, typer.Option(help="Simulated items.")] = 2_000,
     baseline: Annotated[str, typer.Option(help="Baseline model to compare with.")] = "mmoe",
