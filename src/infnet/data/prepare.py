@@ -243,7 +243,8 @@ def _split_ids(raw: RawDataset, log: pl.DataFrame, time_ms: np.ndarray) -> np.nd
             )
         ts = np.sort(time_ms)
         n = len(ts)
-        cut = [ts[min(int(n * c), n - 1)] for c in np.cumsum(r)[:2]]
+        # round, not truncate: 360 * 0.7 is 251.99999999999997 in floating point
+        cut = [ts[min(round(n * c), n - 1)] for c in np.cumsum(r)[:2]]
         # Rows are cut at times, so rows of equal time stay in one split.
         sid[time_ms < cut[0]] = 0
         sid[(time_ms >= cut[0]) & (time_ms < cut[1])] = 1
