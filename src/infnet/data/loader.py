@@ -172,8 +172,13 @@ class PreparedDataset:
         (pass the epoch number, e.g. seed + epoch, for a new order each epoch)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
-        N = len(self._split(split).user)
-        order = np.random.default_rng(seed).permutation(N) if shuffle else np.arange(N)
-        stop = N - N % batch_size if drop_last else N
+        rows = self.rows(split)
+        order = np.random.default_rng(seed).permutation(rows) if shuffle else rows
+        stop = len(order) - len(order) % batch_size if drop_last else len(order)
         for lo in range(0, stop, batch_size):
             yield self.batch_at(split, order[lo : lo + batch_size])
+
+    def rows(self, split: str) -> np.ndarray:
+        """Indices of the split's rows that `batches` goes over: all of them (a subclass
+        that evaluates on a slice overrides this and `num_rows`)."""
+        return np.arange(len(self._split(split).user))

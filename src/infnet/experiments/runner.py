@@ -17,7 +17,6 @@ import json
 import shutil
 import time
 import traceback
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,6 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from infnet.data.batch import Batch
 from infnet.data.loader import PreparedDataset
 from infnet.training import trainer as training
 
@@ -57,31 +55,15 @@ class RowLimit(PreparedDataset):
             raise ValueError(
                 f"RowLimit: unknown splits {sorted(unknown)}; splits: train, valid, test"
             )
-        self.rows = rows
+        self.limits = rows
 
     def num_rows(self, split: str) -> int:
-        return min(super().num_rows(split), self.rows.get(split, 1 << 62))
+        return min(super().num_rows(split), self.limits.get(split, 1 << 62))
 
-    def batches(
-        self,
-        split: str,
-        batch_size: int,
-        *,
-        shuffle: bool = False,
-        seed: int = 0,
-        drop_last: bool = False,
-    ) -> Iterator[Batch]:
+    def rows(self, split: str) -> np.ndarray:
+        """The most recent `num_rows(split)` rows (splits are stored in time order)."""
         total = super().num_rows(split)
-        if self.num_rows(split) == total:
-            yield from super().batches(
-                split, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last
-            )
-            return
-        rows = np.arange(total - self.num_rows(split), total)
-        order = np.random.default_rng(seed).permutation(rows) if shuffle else rows
-        stop = len(order) - len(order) % batch_size if drop_last else len(order)
-        for lo in range(0, stop, batch_size):
-            yield self.batch_at(split, order[lo : lo + batch_size])
+        return np.arange(total - self.num_rows(split), total)
 
 
 def data_fingerprint(data: PreparedDataset) -> str:
@@ -92,7 +74,7 @@ def data_fingerprint(data: PreparedDataset) -> str:
         path = data.path / name
         h.update(path.read_bytes() if path.is_file() else b"")
     if isinstance(data, RowLimit):
-        h.update(json.dumps(data.rows, sort_keys=True).encode())
+        h.update(json.dumps(data.limits, sort_keys=True).encode())
     return h.hexdigest()[:16]
 
 
