@@ -219,7 +219,7 @@ class Runner:
                 shutil.rmtree(run_dir)
                 trainer = training.Trainer(config, run_dir, data=self.data, progress=False)
         result = trainer.fit()
-        p = training.predict(trainer.model, self.data, "test", config.train.eval_batch_size)
+        p = trainer.test_predictions
         np.savez_compressed(
             run_dir / PREDICTIONS,
             outputs=p.outputs,

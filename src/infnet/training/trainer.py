@@ -218,6 +218,7 @@ class Trainer:
         self.best: dict[str, Any] | None = None
         self.last_valid: dict[str, Any] | None = None
         self._best_state: dict[str, torch.Tensor] | None = None
+        self.test_predictions: Predictions | None = None  # set by finish()
         self.bad_evals = 0
 
     # --- run directory -------------------------------------------------------------------
@@ -403,7 +404,12 @@ class Trainer:
             load_state_strict(self.run_dir / "best.pt", self.model, state["model"])
         elif self._best_state is not None:
             self.model.load_state_dict(self._best_state)
-        test = evaluate_split(self.model, self.data, "test", self.config.train.eval_batch_size)
+        # kept so callers that also want the raw test predictions (experiments) reuse them
+        self.test_predictions = predict(
+            self.model, self.data, "test", self.config.train.eval_batch_size
+        )
+        p = self.test_predictions
+        test = metrics.evaluate(self.schema.tasks, p.outputs, p.labels, p.label_mask, p.users)
         result = {"best": self.best, "test": test, "parameters": self.model.num_parameters()}
         if self.run_dir is not None:
             (self.run_dir / "test_metrics.json").write_text(json.dumps(result, indent=2))
