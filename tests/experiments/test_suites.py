@@ -244,3 +244,32 @@ def test_row_limit_trains_on_the_most_recent_rows(small_prepared: Path) -> None:
     expected = full.batch_at("train", np.arange(n - 1000, n)).user
     assert sorted(users.tolist()) == sorted(expected.tolist())
     assert data_fingerprint(cut) != data_fingerprint(full)
+
+
+def test_workers_train_the_same_runs_as_one_process(small_prepared: Path, tmp_path: Path) -> None:
+    """Two worker processes: same metrics as the sequential runs of the fixture, duplicates
+    trained once, a bad option recorded as failed, and the cache filled for a rerun."""
+    from infnet.experiments.runner import RowLimit, RunSpec
+
+    data = RowLimit(small_prepared, {"train": 3000})
+    specs = [
+        RunSpec("fm", "fm", {}, TRAIN, 0),
+        RunSpec("lr", "lr", {}, TRAIN, 0),
+        RunSpec("fm again", "fm", {}, TRAIN, 0),
+        RunSpec("bad", "infnet", {"num_categorical_proxies": 0}, TRAIN, 0),
+    ]
+    sequential = Runner(data, tmp_path / "one", progress=False).run_all(specs[:2])
+    parallel = Runner(data, tmp_path / "two", progress=False, workers=2, threads=1)
+    try:
+        records = parallel.run_all(specs)
+    finally:
+        parallel.close()
+    assert [r["status"] for r in records] == ["trained", "trained", "cached", "failed"]
+    assert parallel.trained == 2 and "num_categorical_proxies" in records[3]["error"]
+    for a, b in zip(sequential, records[:2], strict=True):
+        # thread counts differ (reduction order), so equal up to float noise
+        assert a["test"]["mtl_auc"] == pytest.approx(b["test"]["mtl_auc"], abs=1e-4)
+    assert records[2]["label"] == "fm again" and records[2]["test"] == records[0]["test"]
+    again = Runner(data, tmp_path / "two", progress=False, workers=2)
+    assert [r["status"] for r in again.run_all(specs[:2])] == ["cached", "cached"]
+    assert again.trained == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Annotated
@@ -54,6 +55,14 @@ def experiment(
     latency_batch: Annotated[
         int, typer.Option(min=1, help="Rows per batch when measuring inference.")
     ] = 1024,
+    workers: Annotated[
+        int,
+        typer.Option(min=1, help="Training runs in parallel, each in its own process (default 1)."),
+    ] = 1,
+    threads: Annotated[
+        int | None,
+        typer.Option(min=1, help="Torch threads of each worker (default: CPU cores / workers)."),
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Run an experiment suite of the source document (chapter 4) and write its report."""
@@ -85,7 +94,14 @@ def experiment(
     ctx = Context(
         data=dataset,
         out=out,
-        runner=Runner(dataset, cache or out / "runs", progress=progress, console=console),
+        runner=Runner(
+            dataset,
+            cache or out / "runs",
+            progress=progress,
+            console=console,
+            workers=workers,
+            threads=threads or max(1, (os.cpu_count() or 1) // workers),
+        ),
         seeds=list(range(seeds or (1 if quick else 3))),
         models=names,
         quick=quick,
@@ -96,7 +112,10 @@ def experiment(
         reps=3 if quick else 5,
     )
     started = time.time()
-    run_suite(suite, ctx)
+    try:
+        run_suite(suite, ctx)
+    finally:
+        ctx.runner.close()
     console.print(
         f"{suite}: {ctx.runner.trained} run(s) trained in {time.time() - started:.0f}s; "
         f"report: {out / 'report.md'}, {out / 'index.html'}"

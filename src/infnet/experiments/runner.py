@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import shutil
 import time
 import traceback
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,7 +107,9 @@ def run_key(config: training.RunConfig, fingerprint: str) -> str:
 
 
 class Runner:
-    """Executes RunSpecs one after another into `cache_dir`, with a progress bar."""
+    """Executes RunSpecs into `cache_dir`, with a progress bar: one after another, or in
+    `workers` processes of `threads` torch threads each. Small recommendation models use
+    CPU cores better as independent single-threaded runs than as one multi-threaded run."""
 
     def __init__(
         self,
@@ -113,13 +118,20 @@ class Runner:
         *,
         progress: bool = True,
         console: Console | None = None,
+        workers: int = 1,
+        threads: int | None = None,
     ) -> None:
+        if workers < 1:
+            raise ValueError(f"Runner: workers must be >= 1, got {workers}")
         self.data = data
         self.cache_dir = Path(cache_dir)
         self.fingerprint = data_fingerprint(data)
         self.progress = progress
         self.console = console or Console(stderr=True)
+        self.workers = workers
+        self.threads = threads
         self.trained = 0  # runs trained (not found in the cache) by this runner
+        self._pool: ProcessPoolExecutor | None = None
 
     def run_dir(self, spec: RunSpec) -> Path:
         return (
@@ -140,28 +152,141 @@ class Runner:
             console=self.console,
             disable=not self.progress,
         )
-        failed = 0
+        # Identical specs (e.g. the full model in compare and in ablation) train once.
+        first: dict[Path | None, int] = {}
+        duplicate: dict[int, int] = {}
+        for i, spec in enumerate(specs):
+            try:
+                key: Path | None = self.run_dir(spec)
+            except Exception:  # a bad option: run() records it
+                key = None
+            if key is not None and key in first:
+                duplicate[i] = first[key]
+            else:
+                first.setdefault(key, i)
+        todo = [i for i in range(len(specs)) if i not in duplicate]
         with bar:
             task = bar.add_task(title, total=len(specs), counts="", eta="", now="")
-            for i, spec in enumerate(specs):
-                left = len(specs) - i - 1
+
+            def show(running: list[int]) -> None:
+                done = len(records)
+                left = len(todo) - done - len(running)
+                failed = sum(r["status"] == "failed" for r in records.values())
                 mean = float(np.mean(durations)) if durations else None
-                eta = f"ETA {(left + 1) * mean:,.0f}s" if mean is not None else "ETA ?"
+                eta = (
+                    f"ETA {(left + len(running)) * mean / self.workers:,.0f}s"
+                    if mean is not None
+                    else "ETA ?"
+                )
+                now = ", ".join(
+                    f"{specs[i].model} {specs[i].label} seed {specs[i].seed}" for i in running
+                )
                 bar.update(
                     task,
-                    counts=f"done {i} | running 1 | left {left} | failed {failed}",
+                    completed=done,
+                    counts=f"done {done} | running {len(running)} | left {left} | failed {failed}",
                     eta=eta,
-                    now=f"{spec.model} {spec.label} seed {spec.seed}",
+                    now=now,
                 )
-                started = time.time()
-                record = self.run(spec)
+
+            def finish(i: int, record: dict[str, Any], seconds: float) -> None:
                 if record["status"] == "trained":
-                    durations.append(time.time() - started)
-                failed += record["status"] == "failed"
+                    durations.append(seconds)
                 records[i] = record
-                bar.update(task, advance=1)
-            bar.update(task, counts=f"done {len(specs)} | failed {failed}", eta="", now="")
+
+            if self.workers == 1:
+                for i in todo:
+                    show([i])
+                    started = time.time()
+                    finish(i, self.run(specs[i]), time.time() - started)
+            else:
+                self._run_parallel(specs, todo, show, finish)
+            show([])
+            failed = sum(r["status"] == "failed" for r in records.values())
+            bar.update(
+                task,
+                completed=len(specs),
+                counts=f"done {len(specs)} | failed {failed}",
+                eta="",
+                now="",
+            )
+        for i, j in duplicate.items():
+            records[i] = {
+                **records[j],
+                "label": specs[i].label,
+                "options": specs[i].options,
+                "status": "cached" if ok(records[j]) else records[j]["status"],
+            }
         return [records[i] for i in range(len(specs))]
+
+    def _run_parallel(
+        self,
+        specs: list[RunSpec],
+        todo: list[int],
+        show: Callable[[list[int]], None],
+        finish: Callable[[int, dict[str, Any], float], None],
+    ) -> None:
+        """Cached runs are read here; the others go to the worker processes."""
+        pending: dict[Future, tuple[int, float]] = {}
+        queue: list[int] = []
+        for i in todo:
+            done = self.run_dir(specs[i]) / RESULT if self._resolvable(specs[i]) else None
+            if done is not None and done.is_file():
+                finish(i, self.run(specs[i]), 0.0)
+            else:
+                queue.append(i)
+        pool = self._executor()
+        while queue or pending:
+            while queue and len(pending) < self.workers:
+                i = queue.pop(0)
+                pending[pool.submit(_worker_run, self._worker_args(), specs[i])] = (i, time.time())
+            show([i for i, _ in pending.values()])
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                i, started = pending.pop(future)
+                try:
+                    record = future.result()
+                except Exception as err:  # the worker process itself died
+                    record = {
+                        "label": specs[i].label,
+                        "model": specs[i].model,
+                        "options": specs[i].options,
+                        "seed": specs[i].seed,
+                        "status": "failed",
+                        "error": f"worker: {type(err).__name__}: {err}",
+                        "run_dir": None,
+                    }
+                    self._shutdown()
+                    pool = self._executor()
+                self.trained += record["status"] == "trained"
+                finish(i, record, time.time() - started)
+
+    def _resolvable(self, spec: RunSpec) -> bool:
+        try:
+            self.run_dir(spec)
+        except Exception:
+            return False
+        return True
+
+    def _worker_args(self) -> tuple[str, dict[str, int] | None, str, int]:
+        limits = self.data.limits if isinstance(self.data, RowLimit) else None
+        return str(self.data.path), limits, str(self.cache_dir), self.threads or 1
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                self.workers, mp_context=multiprocessing.get_context("spawn")
+            )
+        return self._pool
+
+    def _shutdown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def close(self) -> None:
+        """Stop the worker processes (a runner with workers > 1 keeps them between suites)."""
+        self._shutdown()
 
     def run(self, spec: RunSpec) -> dict[str, Any]:
         """Train (or load from the cache) one run; never raises for a failing run."""
@@ -228,6 +353,16 @@ class Runner:
             users=p.users,
         )
         return result
+
+
+def _worker_run(args: tuple[str, dict[str, int] | None, str, int], spec: RunSpec) -> dict[str, Any]:
+    """One run in a worker process (Runner with workers > 1)."""
+    import torch
+
+    path, limits, cache_dir, threads = args
+    torch.set_num_threads(threads)
+    data = RowLimit(path, limits) if limits is not None else PreparedDataset(path)
+    return Runner(data, cache_dir, progress=False).run(spec)
 
 
 def load_predictions(record: dict[str, Any]) -> training.Predictions:
