@@ -32,6 +32,10 @@ class CategoricalField(Strict):
     vocab_size: int = Field(ge=2, description="includes PAD (0) and OOV (1)")
     # Numeric columns are bucketized: value -> 2 + searchsorted(boundaries, value, 'right').
     boundaries: list[float] | None = None
+    # Columns sharing a `bag` (<bag>_1 .. <bag>_K, adjacent, one vocabulary) are the slots of
+    # one multi-valued feature: one embedding table, and ONE token to the models, the mean of
+    # its present values' embeddings (PAD slots are empty). None: an ordinary field.
+    bag: str | None = None
 
 
 class SequenceSpec(Strict):
@@ -80,6 +84,19 @@ class Schema(Strict):
                 raise ValueError(
                     f"sequence side_fields {missing} are not item fields of the schema"
                 )
+        for bag, cols in self._bags().items():
+            members = [self.fields[i] for i in cols]
+            if cols != list(range(cols[0], cols[0] + len(cols))):
+                raise ValueError(
+                    f"bag {bag!r}: its fields {[f.name for f in members]} are not adjacent"
+                )
+            if len({(f.vocab_size, f.group) for f in members}) != 1:
+                raise ValueError(
+                    f"bag {bag!r}: its fields {[f.name for f in members]} differ in vocab_size or group"
+                )
+        tokens = self.token_names
+        if len(set(tokens)) != len(tokens):
+            raise ValueError(f"duplicate categorical token names (fields and bags): {tokens}")
         tasks = [t.name for t in self.tasks]
         if len(set(tasks)) != len(tasks):
             raise ValueError(f"duplicate task names in schema: {tasks}")
@@ -95,8 +112,36 @@ class Schema(Strict):
         return [t.name for t in self.tasks]
 
     @property
-    def num_fields(self) -> int:  # M
+    def num_fields(self) -> int:  # M: columns of Batch.categorical (a bag has one per slot)
         return len(self.fields)
+
+    def _bags(self) -> dict[str, list[int]]:
+        bags: dict[str, list[int]] = {}
+        for i, f in enumerate(self.fields):
+            if f.bag is not None:
+                bags.setdefault(f.bag, []).append(i)
+        return bags
+
+    @property
+    def token_columns(self) -> list[list[int]]:
+        """Columns of Batch.categorical behind each categorical token, in field order: [i]
+        for an ordinary field, the slots of a bag for a bag."""
+        tokens: list[list[int]] = []
+        for i, f in enumerate(self.fields):
+            if f.bag is not None and i and self.fields[i - 1].bag == f.bag:
+                tokens[-1].append(i)
+            else:
+                tokens.append([i])
+        return tokens
+
+    @property
+    def token_names(self) -> list[str]:
+        """One name per categorical token: the field's, or the bag's."""
+        return [self.fields[c[0]].bag or self.fields[c[0]].name for c in self.token_columns]
+
+    @property
+    def num_categorical_tokens(self) -> int:  # M_tok <= M: what models embed and attend over
+        return len(self.token_columns)
 
     @property
     def num_behaviours(self) -> int:  # F

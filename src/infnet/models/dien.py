@@ -138,7 +138,7 @@ class DIEN(MultiTaskModel):
         self.branches = nn.ModuleList(
             InterestBranch(kd, hidden, config.aux_hidden) for _ in range(schema.num_behaviours)
         )
-        in_dim = schema.num_fields * d + schema.num_behaviours * hidden
+        in_dim = schema.num_categorical_tokens * d + schema.num_behaviours * hidden
         self.towers = nn.ModuleList(
             dice_mlp(in_dim, config.tower_hidden, 1, config.activation, config.dropout)
             for _ in schema.tasks
@@ -149,7 +149,7 @@ class DIEN(MultiTaskModel):
         parts = [c.flatten(1)]
         aux_sum, pairs = c.new_zeros(()), 0
         if self.branches:
-            target = target_query(self.embedding, c)
+            target = target_query(self.embedding, batch)
             s = self.embedding.sequence(batch).flatten(-2)  # [B, F, n, K*d]
             for f, branch in enumerate(self.branches):
                 interest, aux, p = branch(s[:, f], batch.seq_mask[:, f], target)

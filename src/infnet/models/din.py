@@ -115,9 +115,9 @@ class TargetAttention(nn.Module):
         return (weights.unsqueeze(-1) * keys * mask.unsqueeze(-1)).sum(1)
 
 
-def target_query(embedding: FeatureEmbedding, categorical: torch.Tensor) -> torch.Tensor:
-    """The candidate item's side-field embeddings, concatenated: [B, M, d] -> [B, K*d]."""
-    return categorical[:, embedding.side_field_index].flatten(1)
+def target_query(embedding: FeatureEmbedding, batch: Batch) -> torch.Tensor:
+    """The candidate item's side-field embeddings, concatenated: [B, K*d]."""
+    return embedding.target(batch).flatten(1)
 
 
 @register("din")
@@ -136,17 +136,17 @@ class DIN(MultiTaskModel):
             TargetAttention(kd, kd, config.attention_hidden, config.activation)
             for _ in range(schema.num_behaviours)
         )
-        in_dim = schema.num_fields * d + schema.num_behaviours * kd
+        in_dim = schema.num_categorical_tokens * d + schema.num_behaviours * kd
         self.towers = nn.ModuleList(
             dice_mlp(in_dim, config.tower_hidden, 1, config.activation, config.dropout)
             for _ in schema.tasks
         )
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        c = self.embedding.categorical(batch)  # [B, M, d]
+        c = self.embedding.categorical(batch)  # [B, M_tok, d]
         parts = [c.flatten(1)]
         if self.attention:
-            q = target_query(self.embedding, c)
+            q = target_query(self.embedding, batch)
             s = self.embedding.sequence(batch).flatten(-2)  # [B, F, n, K*d]
             parts += [att(q, s[:, f], batch.seq_mask[:, f]) for f, att in enumerate(self.attention)]
         x = torch.cat(parts, dim=1)

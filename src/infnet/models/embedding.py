@@ -1,8 +1,14 @@
 """Shared embedding of categorical fields and sequence tokens.
 
-One table per categorical field. A sequence position's side-info field (video id,
-author id, tag) is looked up in the table of the target item's field of the same name,
-so a clicked video and the candidate video live in one space.
+One table per categorical token: an ordinary field, or a bag (the K slot columns of a
+multi-valued feature such as genres, which share one vocabulary). A bag's token is the
+mean of its present values' embeddings,
+
+    e_bag = sum_{k: x_k != PAD} E[x_k] / #{k: x_k != PAD}           (zero when all PAD)
+
+so it does not depend on the order of the values. A sequence position's side-info field
+(video id, author id, tag) is looked up in the table of the target item's field of the same
+name, so a clicked video and the candidate video live in one space.
 """
 
 from __future__ import annotations
@@ -15,29 +21,71 @@ from infnet.data.schema import PAD, Schema
 from infnet.models.layers import masked_mean
 
 
+def token_tables(schema: Schema, dim: int) -> nn.ModuleList:
+    """One [vocab, dim] table per categorical token (schema.token_columns)."""
+    return nn.ModuleList(
+        nn.Embedding(schema.fields[cols[0]].vocab_size, dim, padding_idx=PAD)
+        for cols in schema.token_columns
+    )
+
+
+Tokens = list[tuple[list[int], bool]]  # per categorical token: its columns, is it a bag
+
+
+def tokens(schema: Schema) -> Tokens:
+    return [(cols, schema.fields[cols[0]].bag is not None) for cols in schema.token_columns]
+
+
+def lookup_tokens(tables: nn.ModuleList, toks: Tokens, categorical: torch.Tensor) -> torch.Tensor:
+    """categorical int64 [B, M] -> [B, M_tok, dim]: a field's embedding, a bag's masked mean."""
+    out = []
+    for table, (cols, bag) in zip(tables, toks, strict=True):
+        if bag:
+            ids = categorical[:, cols]  # [B, K]
+            out.append(masked_mean(table(ids), ids != PAD, dim=1))
+        else:
+            out.append(table(categorical[:, cols[0]]))
+    return torch.stack(out, dim=1)
+
+
 class FeatureEmbedding(nn.Module):
     def __init__(self, schema: Schema, dim: int) -> None:
         super().__init__()
         self.dim = dim
-        self.tables = nn.ModuleList(
-            nn.Embedding(f.vocab_size, dim, padding_idx=PAD) for f in schema.fields
-        )
+        self.tokens = tokens(schema)
+        self.tables = token_tables(schema, dim)
         for table in self.tables:
             nn.init.normal_(table.weight, std=0.01)
             with torch.no_grad():
                 table.weight[PAD].zero_()
+        # table of each column of Batch.categorical (a bag's slots share one)
+        self.column_table = [t for t, cols in enumerate(schema.token_columns) for _ in cols]
+        # columns of the target item's side fields (what the sequence positions carry)
         self.side_field_index = (
             [schema.field_index(name) for name in schema.sequences.side_fields]
             if schema.sequences is not None
             else []
         )
 
-    def categorical(self, batch: Batch) -> torch.Tensor:  # [B, M, d]
-        return torch.stack([t(batch.categorical[:, i]) for i, t in enumerate(self.tables)], dim=1)
+    def categorical(self, batch: Batch) -> torch.Tensor:  # [B, M_tok, d]
+        return lookup_tokens(self.tables, self.tokens, batch.categorical)
+
+    def columns(self, batch: Batch, index: list[int]) -> torch.Tensor:  # [B, len(index), d]
+        """The embeddings of single columns of Batch.categorical (a bag slot on its own)."""
+        return torch.stack(
+            [self.tables[self.column_table[i]](batch.categorical[:, i]) for i in index], dim=1
+        )
+
+    def target(self, batch: Batch) -> torch.Tensor:  # [B, K, d]
+        """The candidate item's side fields, as a sequence position carries them."""
+        return self.columns(batch, self.side_field_index)
 
     def sequence(self, batch: Batch) -> torch.Tensor:  # [B, F, n, K, d]
         return torch.stack(
-            [self.tables[i](batch.seq_ids[..., k]) for k, i in enumerate(self.side_field_index)],
+            [
+                self.tables[self.column_table[i]](batch.seq_ids[..., k])
+                for k, i in enumerate(self.side_field_index)
+            ],
             dim=-2,
         )
 
@@ -47,8 +95,8 @@ class FeatureEmbedding(nn.Module):
         s = self.sequence(batch).flatten(-2)  # [B, F, n, K*d]
         return masked_mean(s, batch.seq_mask, dim=2)
 
-    def flat_input(self, batch: Batch) -> torch.Tensor:  # [B, M*d + F*K*d]
-        """Field embeddings and pooled histories, concatenated: the input of MLP-style models."""
+    def flat_input(self, batch: Batch) -> torch.Tensor:  # [B, M_tok*d + F*K*d]
+        """Token embeddings and pooled histories, concatenated: the input of MLP-style models."""
         parts = [self.categorical(batch).flatten(1)]
         if batch.seq_ids.shape[1]:
             parts.append(self.pooled_sequence(batch).flatten(1))
@@ -56,7 +104,7 @@ class FeatureEmbedding(nn.Module):
 
     def flat_dim(self, schema: Schema) -> int:
         seq = schema.num_behaviours * len(schema.sequences.side_fields) if schema.sequences else 0
-        return (schema.num_fields + seq) * self.dim
+        return (schema.num_categorical_tokens + seq) * self.dim
 
     def l2(self) -> torch.Tensor:
         """Squared norm of all embedding rows (the trainer's embedding regulariser)."""

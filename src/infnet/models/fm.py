@@ -38,7 +38,7 @@ from infnet.models.embedding import FeatureEmbedding
 from infnet.models.lr import LinearTerm
 
 
-def field_tokens(embedding: FeatureEmbedding, batch: Batch) -> torch.Tensor:  # [B, M + F*K, d]
+def field_tokens(embedding: FeatureEmbedding, batch: Batch) -> torch.Tensor:  # [B, M_tok + F*K, d]
     """Field embeddings plus one mean-pooled token per (behaviour, side field)."""
     tokens = embedding.categorical(batch)
     if batch.seq_ids.shape[1]:
@@ -49,7 +49,7 @@ def field_tokens(embedding: FeatureEmbedding, batch: Batch) -> torch.Tensor:  # 
 
 def num_field_tokens(schema: Schema) -> int:
     seq = schema.num_behaviours * len(schema.sequences.side_fields) if schema.sequences else 0
-    return schema.num_fields + seq
+    return schema.num_categorical_tokens + seq
 
 
 @register("fm")

@@ -97,12 +97,15 @@ class HSTU(MultiTaskModel):
         d, D = config.embedding_dim, config.model_dim
         self.embedding = FeatureEmbedding(schema, d)
         # The candidate token is built from the fields the history shares with it; without
-        # sequences, from all item fields.
-        self.target_index = self.embedding.side_field_index or [
-            i for i, f in enumerate(schema.fields) if f.group == "item"
+        # sequences, from all item tokens (a bag is one).
+        self.item_tokens = [
+            t
+            for t, cols in enumerate(schema.token_columns)
+            if schema.fields[cols[0]].group == "item"
         ]
+        width = len(self.embedding.side_field_index or self.item_tokens)
         self.max_len = schema.sequences.max_len if schema.sequences else 0
-        self.item_proj = nn.Linear(len(self.target_index) * d, D)
+        self.item_proj = nn.Linear(width * d, D)
         self.type_embedding = nn.Embedding(schema.num_behaviours + 1, D)  # last: the target
         self.position_embedding = nn.Embedding(self.max_len + 1, D)  # by recency, 0 = target
         self.blocks = nn.ModuleList(
@@ -110,13 +113,17 @@ class HSTU(MultiTaskModel):
             for _ in range(config.num_blocks)
         )
         self.towers = TaskTowers(
-            D + schema.num_fields * d, schema.num_tasks, config.tower_hidden, config.dropout
+            D + schema.num_categorical_tokens * d,
+            schema.num_tasks,
+            config.tower_hidden,
+            config.dropout,
         )
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        c = self.embedding.categorical(batch)  # [B, M, d]
+        c = self.embedding.categorical(batch)  # [B, M_tok, d]
         B, F_ = len(batch), self.schema.num_behaviours
-        target = self.item_proj(c[:, self.target_index].flatten(1)).unsqueeze(1)  # [B, 1, D]
+        item = self.embedding.target(batch) if F_ else c[:, self.item_tokens]  # [B, ., d]
+        target = self.item_proj(item.flatten(1)).unsqueeze(1)  # [B, 1, D]
         target = target + self.type_embedding.weight[F_] + self.position_embedding.weight[0]
         if F_:
             n = batch.seq_ids.shape[2]

@@ -248,7 +248,7 @@ class INFNet(MultiTaskModel):
         super().__init__(schema, config)
         c, d = config, config.embedding_dim
         self.embedding = FeatureEmbedding(schema, d)
-        M, T = schema.num_fields, schema.num_tasks
+        M, T = schema.num_categorical_tokens, schema.num_tasks
         seq = schema.sequences
         if seq is not None and c.sequence_proxies_per_behaviour > seq.max_len:
             raise ValueError(
@@ -412,7 +412,7 @@ class INFNet(MultiTaskModel):
             )
         w: dict[str, torch.Tensor] = {}
         self._run(batch, w)
-        M = self.schema.num_fields
+        M = self.schema.num_categorical_tokens
         L = batch.seq_mask[0].numel() if self.schema.sequences is not None else 0
         N = self.schema.num_tasks
         maps: dict[str, torch.Tensor] = {}

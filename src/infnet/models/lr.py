@@ -7,7 +7,8 @@ of Rendle 2010's first-order term):
                + sum_{f,k} mean_{p valid} w_t[behaviour f, side field k, s_{f,p,k}]
 
 `LinearTerm.fields` holds w_t[field_i, .] as one [vocab_i, N_task] table per field, so all
-tasks share nothing but the input. The history term is a bag of ids per behaviour type and
+tasks share nothing but the input; a bag (a multi-valued field, schema `bag`) is one table
+and contributes the mean of its present values' weights. The history term is a bag of ids per behaviour type and
 side field (the clicked videos, their authors, ...), mean-pooled over the valid positions so
 it does not grow with history length; `use_history=False` drops it.
 
@@ -23,6 +24,7 @@ from torch import nn
 from infnet.data.batch import Batch
 from infnet.data.schema import PAD, Schema
 from infnet.models.base import ModelConfig, MultiTaskModel, register
+from infnet.models.embedding import lookup_tokens, token_tables, tokens
 from infnet.models.layers import masked_mean
 
 
@@ -32,9 +34,8 @@ class LinearTerm(nn.Module):
     def __init__(self, schema: Schema, num_outputs: int, use_history: bool = True) -> None:
         super().__init__()
         self.bias = nn.Parameter(torch.zeros(num_outputs))
-        self.fields = nn.ModuleList(
-            nn.Embedding(f.vocab_size, num_outputs, padding_idx=PAD) for f in schema.fields
-        )
+        self.tokens = tokens(schema)
+        self.fields = token_tables(schema, num_outputs)
         self.history = nn.ModuleList()
         if use_history and schema.sequences is not None:
             sizes = [schema.field(s).vocab_size for s in schema.sequences.side_fields]
@@ -47,7 +48,7 @@ class LinearTerm(nn.Module):
                 nn.init.zeros_(table.weight)
 
     def forward(self, batch: Batch) -> torch.Tensor:  # [B, num_outputs]
-        y = self.bias + sum(t(batch.categorical[:, i]) for i, t in enumerate(self.fields))
+        y = self.bias + lookup_tokens(self.fields, self.tokens, batch.categorical).sum(1)
         for f, tables in enumerate(self.history):
             ids = batch.seq_ids[:, f]  # [B, n, K]
             for k, table in enumerate(tables):

@@ -57,7 +57,7 @@ class Production(MultiTaskModel):
             TargetAttention(kd, kd, config.attention_hidden, config.attention_activation)
             for _ in range(schema.num_behaviours)
         )
-        in_dim = schema.num_fields * d + schema.num_behaviours * kd
+        in_dim = schema.num_categorical_tokens * d + schema.num_behaviours * kd
         self.cross = CrossNetworkV2(
             in_dim, config.cross_layers, config.cross_low_rank, config.cross_experts
         )
@@ -67,10 +67,10 @@ class Production(MultiTaskModel):
         )
 
     def forward(self, batch: Batch) -> torch.Tensor:  # [B, N_task]
-        c = self.embedding.categorical(batch)  # [B, M, d]
+        c = self.embedding.categorical(batch)  # [B, M_tok, d]
         parts = [c.flatten(1)]
         if self.attention:
-            v_A = target_query(self.embedding, c)  # [B, K*d]
+            v_A = target_query(self.embedding, batch)  # [B, K*d]
             e = self.embedding.sequence(batch).flatten(-2)  # [B, F, n, K*d]
             parts += [
                 att(v_A, e[:, f], batch.seq_mask[:, f]) for f, att in enumerate(self.attention)
