@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import re
@@ -11,6 +12,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 import torch
+from rich.console import Console
 from typer.testing import CliRunner
 
 from infnet.cli import app
@@ -270,6 +272,8 @@ def test_workers_train_the_same_runs_as_one_process(small_prepared: Path, tmp_pa
         # thread counts differ (reduction order), so equal up to float noise
         assert a["test"]["mtl_auc"] == pytest.approx(b["test"]["mtl_auc"], abs=1e-4)
     assert records[2]["label"] == "fm again" and records[2]["test"] == records[0]["test"]
-    again = Runner(data, tmp_path / "two", progress=False, workers=2)
-    assert [r["status"] for r in again.run_all(specs[:2])] == ["cached", "cached"]
+    log = io.StringIO()  # not a terminal: one line a run instead of a live bar
+    again = Runner(data, tmp_path / "two", console=Console(file=log), workers=2)
+    assert [r["status"] for r in again.run_all(specs[:2], "zoo")] == ["cached", "cached"]
     assert again.trained == 0
+    assert "zoo: 1/2 fm 'fm' seed 0: cached" in log.getvalue()

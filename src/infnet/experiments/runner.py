@@ -193,6 +193,13 @@ class Runner:
                 if record["status"] == "trained":
                     durations.append(seconds)
                 records[i] = record
+                if self.progress and not self.console.is_terminal:  # a log file: one line a run
+                    spec = specs[i]
+                    self.console.print(
+                        f"{title}: {len(records)}/{len(todo)} {spec.model} {spec.label!r} "
+                        f"seed {spec.seed}: {record['status']} in {seconds:.0f}s"
+                        + (f" ({record.get('error')})" if record["status"] == "failed" else "")
+                    )
 
             if self.workers == 1:
                 for i in todo:
