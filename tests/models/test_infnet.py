@@ -97,6 +97,26 @@ def test_history_does_change_the_output() -> None:
     assert (model(shuffled) - model(batch)).abs().max() > 1e-4
 
 
+@pytest.mark.parametrize("name", list(ABLATIONS))
+def test_shared_histories_give_the_outputs_of_repeated_ones(name: str) -> None:
+    # Serving: 4 users' histories given once, read by 11 candidate rows through seq_index,
+    # against the same rows with each history repeated (the training form).
+    schema = make_schema()
+    batch = make_batch(schema, batch_size=11, empty_rows=2)  # users 0, 1 have no history
+    model = _model(ABLATIONS[name], schema).eval()
+    index = torch.tensor([0, 0, 1, 2, 2, 2, 3, 3, 3, 3, 1])
+    repeated = Batch(
+        **{**batch.__dict__, "seq_ids": batch.seq_ids[index], "seq_mask": batch.seq_mask[index]}
+    )
+    compact = Batch(
+        **{**batch.__dict__, "seq_ids": batch.seq_ids[:4], "seq_mask": batch.seq_mask[:4]}
+    )
+    expected = model(repeated)
+    torch.testing.assert_close(model(compact, index), expected, rtol=0, atol=1e-6)
+    assert (model(compact, index.flip(0)) - expected).abs().max() > 1e-4  # the index is read
+    torch.testing.assert_close(model(batch, torch.arange(11)), model(batch), rtol=0, atol=0)
+
+
 def test_empty_history_rows_are_finite_forward_and_backward() -> None:
     schema = make_schema()
     batch = make_batch(schema, batch_size=6, empty_rows=6)  # nobody has a history

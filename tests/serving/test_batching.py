@@ -21,19 +21,16 @@ class SlowModel:
         self.seconds, self.fail, self.calls = seconds, fail, []
         self.version = "slow"
 
-    def predict(self, categorical, seq_ids, seq_mask):
+    def predict(self, categorical, seq_ids, seq_mask, seq_index):
+        # one history per request: seq_ids [U, F, n, K], seq_index [B] -> its row's history
         self.calls.append(len(categorical))
-        assert seq_ids.shape[:2] == (len(categorical), 2) and seq_mask.shape == (
-            len(categorical),
-            2,
-            3,
-        )
+        assert seq_ids.shape[1:] == (2, 3, 1) and seq_mask.shape == (len(seq_ids), 2, 3)
+        assert seq_index.shape == (len(categorical),) and seq_index.max() < len(seq_ids)
         time.sleep(self.seconds)
         if self.fail:
             raise RuntimeError("boom")
-        return np.stack([categorical[:, 0] * 1.0, seq_ids[:, 0, -1, 0] * 1.0], axis=1).astype(
-            np.float32
-        )
+        history = seq_ids[seq_index, 0, -1, 0]
+        return np.stack([categorical[:, 0] * 1.0, history * 1.0], axis=1).astype(np.float32)
 
 
 def inputs(first: int, rows: int) -> Inputs:

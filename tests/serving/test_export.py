@@ -6,10 +6,21 @@ import json
 
 import numpy as np
 import pytest
+import torch
+from tests.conftest import make_batch, make_schema
 
 from infnet.data.loader import PreparedDataset
-from infnet.serving.export import export_run
-from infnet.serving.runtime import ModelLoadError, load_model_dir
+from infnet.models import build_model
+from infnet.serving.export import (
+    INPUTS,
+    ScoringModule,
+    export_onnx,
+    export_run,
+    input_names,
+    onnx_parity,
+    shared_histories,
+)
+from infnet.serving.runtime import ModelLoadError, _onnx_runner, load_model_dir
 
 
 def test_model_dir_holds_what_serving_needs(model_dir, small_prepared):
@@ -29,6 +40,16 @@ def test_model_dir_holds_what_serving_needs(model_dir, small_prepared):
 
 
 def test_onnx_runtime_matches_eager_on_real_batches(model_dir, small_prepared):
+    import onnxruntime as ort
+
+    graph = ort.InferenceSession(str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    # INFNet's graph reads each history once: seq_ids [U, F, n, K] and seq_index [B]
+    assert [i.name for i in graph.get_inputs()] == [
+        "categorical",
+        "seq_ids",
+        "seq_mask",
+        "seq_index",
+    ]
     onnx = load_model_dir(model_dir)
     eager = load_model_dir(model_dir, eager=True)
     assert onnx.version == eager.version and not onnx.eager and eager.eager
@@ -42,6 +63,13 @@ def test_onnx_runtime_matches_eager_on_real_batches(model_dir, small_prepared):
             np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
             binary = [i for i, t in enumerate(tasks) if t.kind == "binary"]
             assert ((a[:, binary] > 0) & (a[:, binary] < 1)).all()  # probabilities, not logits
+            # 7 histories read by all rows (a request's candidates share theirs): the
+            # compact graph against eager PyTorch on each row's history repeated
+            index = np.arange(len(batch)) % 7
+            shared = onnx.predict(inputs[0], inputs[1][:7], inputs[2][:7], index)
+            np.testing.assert_allclose(
+                shared, eager.predict(inputs[0], inputs[1][index], inputs[2][index]), atol=1e-5
+            )
 
 
 def test_eager_only_export_is_served_with_eager(model_b_dir):
@@ -67,3 +95,30 @@ def test_a_broken_model_dir_is_refused_with_its_name(model_dir, tmp_path):
     (broken / "model.onnx").write_bytes(b"not a graph")
     with pytest.raises(ModelLoadError, match="broken"):
         load_model_dir(broken)
+
+
+def test_a_model_without_shared_histories_reads_them_per_row(tmp_path):
+    # DIN has no shared_histories: its graph takes per-row histories, and the runtime gathers
+    # a request's shared history for each row before feeding it (same scores as repeating it).
+    schema = make_schema()
+    batch = make_batch(schema, batch_size=12, empty_rows=2)
+    torch.manual_seed(0)
+    module = ScoringModule(build_model("din", schema).eval()).eval()
+    assert not module.shared_histories and input_names(module) == list(INPUTS[:3])
+    compact, index = shared_histories(batch, 3)
+    export_onnx(module, batch, tmp_path / "din.onnx", "torchscript")
+    assert onnx_parity(module, tmp_path / "din.onnx", [(compact, index)]) <= 1e-5
+    feed = {
+        "categorical": compact.categorical.numpy(),
+        "seq_ids": compact.seq_ids.numpy(),
+        "seq_mask": compact.seq_mask.numpy(),
+        "seq_index": index.numpy(),
+    }
+    got = _onnx_runner(tmp_path / "din.onnx", threads=1)(feed)
+    with torch.inference_mode():
+        repeated = module(batch.categorical, batch.seq_ids[index], batch.seq_mask[index]).numpy()
+        gathered = module(batch.categorical, compact.seq_ids, compact.seq_mask, index).numpy()
+        own = module(batch.categorical, batch.seq_ids, batch.seq_mask).numpy()
+    np.testing.assert_allclose(got, repeated, atol=1e-5, rtol=0)
+    np.testing.assert_array_equal(gathered, repeated)
+    assert np.abs(repeated - own).max() > 1e-4  # the shared histories are not the rows' own

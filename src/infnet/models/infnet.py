@@ -20,6 +20,13 @@ Block l (N stacked), CA(Q, K, V) = softmax(Q W_q (K W_k)^T / sqrt(d_k)) V W_v, m
         C' = PGU(C, C~)   S' = PGU(S, S~)   T' = PGU(T^, T~)   code: gates "C" <- ["Cp"], ...
     heads: y_i = MLP_i(T'_i) of the last block (logit or value; the trainer applies sigmoid)
 
+Shared histories (serving): the candidates of one request share the user's behaviour
+sequences, so `forward(batch, seq_index)` takes U distinct histories (`batch.seq_ids`
+[U, F, n, K]) and row b reads history seq_index[b]. S and S~ of the first block depend on
+the history alone and are computed once per history, then gathered per row; everything
+that reads a candidate (the blocks' flows and gates) runs per row as before, so the
+outputs equal those of the repeated histories.
+
 Engineering choices the paper leaves open (every one an option of `INFNet.Config`):
 - `residual`, `norm`: the updates of proxies and task tokens are X + CA(..) (the paper:
   "residual connections are used"), with LayerNorm after ("post"), before ("pre") or none.
@@ -201,6 +208,8 @@ def _real(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
 class INFNet(MultiTaskModel):
     """INFNet (module docstring: equations and code map). `forward(batch) -> [B, N_task]`."""
 
+    shared_histories = True  # forward(batch, seq_index) reads U <= B histories (docstring)
+
     class Config(ModelConfig):
         """Defaults: the paper's where it gives them (m = 4, one sequence proxy per behaviour,
         N_s = 2, residual updates); for the rest see "Defaults" in the module docstring."""
@@ -349,7 +358,7 @@ class INFNet(MultiTaskModel):
             pooled = pooled / (count if self.config.sequence_pooling == "mean" else count.sqrt())
         return pooled.flatten(1, 2)
 
-    def _tokens(self, batch: Batch) -> tuple[Tokens, Masks]:
+    def _tokens(self, batch: Batch, seq_index: torch.Tensor | None) -> tuple[Tokens, Masks]:
         c = self.config
         C = self.embedding.categorical(batch)  # [B, M, d]
         B = C.shape[0]
@@ -359,10 +368,14 @@ class INFNet(MultiTaskModel):
             h["Cp"] = self.phi_cat(C.flatten(1)).view(B, c.num_categorical_proxies, -1)
             mask["Cp"] = None
         if self.schema.sequences is not None:
-            s, m = self._sequence(batch)
+            s, m = self._sequence(batch)  # [U, F, n, d], [U, F, n]: once per history
+            sp = self._sequence_proxies(s, m) if hasattr(self, "phi_seq") else None
+            if seq_index is not None:  # row b reads history seq_index[b]
+                s, m = s.index_select(0, seq_index), m.index_select(0, seq_index)
+                sp = None if sp is None else sp.index_select(0, seq_index)
             h["S"], mask["S"] = s.flatten(1, 2), m.flatten(1)  # [B, L, d], [B, L]
-            if hasattr(self, "phi_seq"):
-                h["Sp"], mask["Sp"] = self._sequence_proxies(s, m), None
+            if sp is not None:
+                h["Sp"], mask["Sp"] = sp, None
             if not c.structured:
                 h["X"] = torch.cat([h.pop("C"), h.pop("S")], dim=1)
                 mask["X"] = torch.cat([_real(C, None), mask.pop("S")], dim=1)
@@ -377,15 +390,21 @@ class INFNet(MultiTaskModel):
         return h, mask
 
     # --- forward ------------------------------------------------------------------------
-    def _run(self, batch: Batch, weights: dict | None = None) -> tuple[Tokens, Masks]:
-        h, mask = self._tokens(batch)
+    def _run(
+        self, batch: Batch, weights: dict | None = None, seq_index: torch.Tensor | None = None
+    ) -> tuple[Tokens, Masks]:
+        h, mask = self._tokens(batch, seq_index)
         for block in self.blocks:  # weights: each key from the last block that computes it
             h = block(h, mask, weights)
             h = {n: x for n, x in h.items() if n in mask}  # drop full attention's gate means
         return h, mask
 
-    def forward(self, batch: Batch) -> torch.Tensor:  # [B, N_task]
-        h, mask = self._run(batch)
+    def forward(
+        self, batch: Batch, seq_index: torch.Tensor | None = None
+    ) -> torch.Tensor:  # [B, N_task]
+        """seq_index: int64 [B], the history (row of batch.seq_ids, seq_mask) each row reads;
+        None: row b reads history b."""
+        h, mask = self._run(batch, seq_index=seq_index)
         if self.config.use_task_tokens:
             reps = h["T"].unbind(1)  # N_task x [B, d]
         else:  # the mean of the final proxies (of the tokens, without proxies)

@@ -141,20 +141,12 @@ class MicroBatcher:
         with self._lock:
             self.queued_rows -= sum(sizes)
         try:
+            # one history per request, read by its K rows (not repeated K times)
             categorical = np.concatenate([i.inputs.categorical for i in items])
-            seq_ids = np.concatenate(
-                [
-                    np.broadcast_to(i.inputs.seq_ids, (k, *i.inputs.seq_ids.shape))
-                    for i, k in zip(items, sizes, strict=True)
-                ]
-            )
-            seq_mask = np.concatenate(
-                [
-                    np.broadcast_to(i.inputs.seq_mask, (k, *i.inputs.seq_mask.shape))
-                    for i, k in zip(items, sizes, strict=True)
-                ]
-            )
-            scores = items[0].model.predict(categorical, seq_ids, seq_mask)
+            seq_ids = np.stack([i.inputs.seq_ids for i in items])  # [U, F, n, K_side]
+            seq_mask = np.stack([i.inputs.seq_mask for i in items])  # [U, F, n]
+            seq_index = np.repeat(np.arange(len(items)), sizes)  # [B]
+            scores = items[0].model.predict(categorical, seq_ids, seq_mask, seq_index)
             results: list[np.ndarray | BaseException] = np.split(scores, np.cumsum(sizes)[:-1])
         except Exception as err:  # one failure fails its batch, never the worker
             results = [RuntimeError(f"inference failed: {type(err).__name__}: {err}")] * len(items)

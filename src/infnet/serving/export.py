@@ -2,7 +2,10 @@
 
     MODEL_DIR/model.onnx     forward over (categorical, seq_ids, seq_mask) -> scores [B, N_task]:
                              probabilities for binary tasks, values for regression tasks;
-                             the batch axis is dynamic
+                             the batch axis is dynamic. A model with `shared_histories`
+                             (INFNet) takes the histories once per user: seq_ids [U, F, n, K],
+                             seq_mask [U, F, n] and seq_index int64 [B] (row -> history), so
+                             a request's K candidates do not repeat (nor recompute) the history
     MODEL_DIR/weights.pt     the checkpoint (state dict, run config, schema), for --eager
     MODEL_DIR/schema.json    the prepared dataset's schema
     MODEL_DIR/vocab/         its vocabularies (the server encodes context values with them)
@@ -12,8 +15,9 @@
 
 The ONNX graph is checked against eager PyTorch on real rows of the test split, at two
 batch sizes (so a batch size baked into the graph is caught) and with the histories
-emptied (so a traced branch on the history is caught); a graph that differs by more
-than `atol` is refused (the next exporter is tried), and so is one that does not export
+emptied (so a traced branch on the history is caught), and with rows sharing histories
+(the compact form against each row's history repeated, in eager PyTorch); a graph that
+differs by more than `atol` is refused (the next exporter is tried), and so is one that does not export
 at all: such a model is exported with `onnx=False` and served with `--eager`.
 """
 
@@ -43,7 +47,7 @@ ONNX_FILE = "model.onnx"
 WEIGHTS_FILE = "weights.pt"
 CONFIG_FILE = "config.json"
 VERSION_FILE = "version.json"
-INPUTS = ("categorical", "seq_ids", "seq_mask")
+INPUTS = ("categorical", "seq_ids", "seq_mask", "seq_index")
 # auto: the TorchScript tracer first (seconds), the dynamo exporter when its graph fails
 # the parity check or does not export (it traces what the tracer cannot, but takes minutes
 # on a busy CPU)
@@ -60,7 +64,11 @@ class ExportError(ValueError):
 
 class ScoringModule(nn.Module):
     """The model's forward over the Batch tensors a request provides, with the task
-    activations applied: sigmoid for binary tasks, identity for regression tasks."""
+    activations applied: sigmoid for binary tasks, identity for regression tasks.
+
+    seq_index int64 [B] maps each row to its history (a row of seq_ids, seq_mask); a model
+    with `shared_histories` reads the U histories once, any other reads them gathered per row.
+    """
 
     def __init__(self, model: MultiTaskModel) -> None:
         super().__init__()
@@ -72,14 +80,22 @@ class ScoringModule(nn.Module):
         self.seq_shape = (
             (len(seq.behaviours), seq.max_len, len(seq.side_fields)) if seq else (0, 1, 1)
         )
+        self.shared_histories = bool(getattr(model, "shared_histories", False))
 
     def forward(
         self,
         categorical: torch.Tensor,  # int64 [B, M]
-        seq_ids: torch.Tensor | None = None,  # int64 [B, F, n, K]
-        seq_mask: torch.Tensor | None = None,  # bool [B, F, n]
+        seq_ids: torch.Tensor | None = None,  # int64 [B, F, n, K] ([U, ...] with seq_index)
+        seq_mask: torch.Tensor | None = None,  # bool [B, F, n] ([U, ...] with seq_index)
+        seq_index: torch.Tensor | None = None,  # int64 [B]: the history each row reads
     ) -> torch.Tensor:  # float32 [B, N_task]
         B, T = categorical.shape[0], self.binary.shape[0]
+        if seq_index is not None and not self.shared_histories:
+            seq_ids, seq_mask = (
+                seq_ids.index_select(0, seq_index),
+                seq_mask.index_select(0, seq_index),
+            )
+            seq_index = None
         if seq_ids is None:
             seq_ids = categorical.new_zeros((B, *self.seq_shape))
             seq_mask = torch.zeros(
@@ -93,16 +109,40 @@ class ScoringModule(nn.Module):
             label_mask=torch.ones((B, T), dtype=torch.bool, device=categorical.device),
             user=categorical.new_zeros(B),
         )
-        out = self.model(batch)
+        out = self.model(batch) if seq_index is None else self.model(batch, seq_index)
         return torch.where(self.binary, torch.sigmoid(out), out)
 
 
-def model_inputs(batch: Batch, has_sequences: bool) -> dict[str, np.ndarray]:
-    """The ONNX feed of a Batch."""
-    feed = {"categorical": batch.categorical.numpy()}
-    if has_sequences:
-        feed |= {"seq_ids": batch.seq_ids.numpy(), "seq_mask": batch.seq_mask.numpy()}
-    return feed
+def input_names(module: ScoringModule) -> list[str]:
+    """The graph's inputs: categorical, then the histories (per row, or once per user)."""
+    if module.model.schema.sequences is None:
+        return list(INPUTS[:1])
+    return list(INPUTS if module.shared_histories else INPUTS[:3])
+
+
+def shared_histories(batch: Batch, users: int) -> tuple[Batch, torch.Tensor]:
+    """The batch's rows reading U = `users` histories round robin (row b reads history
+    b % U of the batch's first U): (the batch with seq_ids [U, F, n, K] and seq_mask
+    [U, F, n], seq_index [B])."""
+    compact = Batch(
+        **{**batch.__dict__, "seq_ids": batch.seq_ids[:users], "seq_mask": batch.seq_mask[:users]}
+    )
+    return compact, torch.arange(len(batch)) % users
+
+
+def _args(batch: Batch, names: list[str], seq_index: torch.Tensor | None) -> tuple:
+    """The graph inputs of a batch whose rows read seq_index's histories (None: their own)."""
+    if seq_index is None:
+        seq_index = torch.arange(len(batch))
+    full = {
+        "categorical": batch.categorical,
+        "seq_ids": batch.seq_ids,
+        "seq_mask": batch.seq_mask,
+        "seq_index": seq_index,
+    }
+    if "seq_index" not in names:  # per-row histories
+        full |= {"seq_ids": batch.seq_ids[seq_index], "seq_mask": batch.seq_mask[seq_index]}
+    return tuple(full[n] for n in names)
 
 
 def weights_hash(model: nn.Module) -> str:
@@ -116,13 +156,10 @@ def weights_hash(model: nn.Module) -> str:
 def export_onnx(module: ScoringModule, example: Batch, path: Path, exporter: str) -> None:
     """torch.onnx.export with a dynamic batch axis: the dynamo exporter (torch.export) or the
     TorchScript tracer (much faster to run, and checked just the same by onnx_parity)."""
-    has_seq = module.model.schema.sequences is not None
-    names = list(INPUTS if has_seq else INPUTS[:1])
-    args = (
-        (example.categorical, example.seq_ids, example.seq_mask)
-        if has_seq
-        else (example.categorical,)
-    )
+    names = input_names(module)
+    # histories shared by 4 rows each, so the graph keeps B and U apart
+    index = torch.arange(len(example)) // 4 if "seq_index" in names else None
+    args = _args(example, names, index)
     quiet = logging.getLogger("torch.onnx")
     level = quiet.level
     quiet.setLevel(logging.ERROR)
@@ -131,9 +168,21 @@ def export_onnx(module: ScoringModule, example: Batch, path: Path, exporter: str
             warnings.simplefilter("ignore")
             if exporter == "dynamo":
                 batch = torch.export.Dim("batch", min=1, max=1 << 20)
-                dynamic = {"dynamic_shapes": {n: {0: batch} for n in names}}
+                users = (
+                    torch.export.Dim("users", min=1, max=1 << 20) if index is not None else batch
+                )
+                axes = {
+                    "categorical": batch,
+                    "seq_ids": users,
+                    "seq_mask": users,
+                    "seq_index": batch,
+                }
+                dynamic = {"dynamic_shapes": {n: {0: axes[n]} for n in names}}
             else:
-                dynamic = {"dynamic_axes": {n: {0: "batch"} for n in [*names, "scores"]}}
+                axes = {n: "batch" for n in [*names, "scores"]}
+                if index is not None:
+                    axes |= {"seq_ids": "users", "seq_mask": "users"}
+                dynamic = {"dynamic_axes": {n: {0: a} for n, a in axes.items()}}
             torch.onnx.export(
                 module,
                 args,
@@ -152,18 +201,25 @@ def export_onnx(module: ScoringModule, example: Batch, path: Path, exporter: str
         quiet.setLevel(level)
 
 
-def onnx_parity(module: ScoringModule, path: Path, batches: list[Batch]) -> float:
-    """Largest |ONNX Runtime - eager| over the given batches."""
+def onnx_parity(
+    module: ScoringModule,
+    path: Path,
+    batches: list[Batch | tuple[Batch, torch.Tensor]],
+) -> float:
+    """Largest |ONNX Runtime - eager| over the given batches; a (batch, seq_index) pair is
+    fed to ONNX Runtime in that form and to eager PyTorch with each row's history repeated."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    has_seq = module.model.schema.sequences is not None
+    names = input_names(module)
     worst = 0.0
     for b in batches:
+        b, index = b if isinstance(b, tuple) else (b, None)
         with torch.inference_mode():
-            eager = module(b.categorical, b.seq_ids, b.seq_mask).numpy()
+            eager = module(*_args(b, names[:3], index)).numpy()
+        feed = {n: a.numpy() for n, a in zip(names, _args(b, names, index), strict=True)}
         try:
-            got = session.run(["scores"], model_inputs(b, has_seq))[0]
+            got = session.run(["scores"], feed)[0]
         except Exception as err:
             raise ExportError(
                 f"{path}: ONNX Runtime fails on a batch of {len(b)} rows ({str(err)[:300]}); the graph "
@@ -238,6 +294,7 @@ def export_run(
                 data.batch_at(split, np.arange(rows)),
                 data.batch_at(split, [rows - 1]),
                 _without_history(example),
+                shared_histories(data.batch_at(split, np.arange(rows)), max(1, rows // 50)),
             ]
             failures = []
             for name in EXPORTERS[exporter]:
@@ -251,7 +308,8 @@ def export_run(
                     info["parity"] = {
                         "exporter": name,
                         "split": split,
-                        "rows": sum(map(len, checks)),
+                        "rows": sum(len(c[0] if isinstance(c, tuple) else c) for c in checks),
+                        "inputs": input_names(module),
                         "max_abs_diff": worst,
                         "atol": atol,
                     }

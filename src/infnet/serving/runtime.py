@@ -32,27 +32,36 @@ class ServingModel:
         return self.schema.sequences is not None
 
     def predict(
-        self, categorical: np.ndarray, seq_ids: np.ndarray, seq_mask: np.ndarray
+        self,
+        categorical: np.ndarray,
+        seq_ids: np.ndarray,
+        seq_mask: np.ndarray,
+        seq_index: np.ndarray | None = None,
     ) -> np.ndarray:
-        """categorical int64 [B, M], seq_ids int64 [B, F, n, K], seq_mask bool [B, F, n]
+        """categorical int64 [B, M], seq_ids int64 [U, F, n, K], seq_mask bool [U, F, n],
+        seq_index int64 [B] (the history each row reads; None: U = B, row b reads history b)
         -> float32 [B, N_task]: probabilities (binary tasks), values (regression tasks)."""
         feed = {"categorical": categorical}
         if self.has_sequences:
-            feed |= {"seq_ids": seq_ids, "seq_mask": seq_mask}
+            if seq_index is None:
+                seq_index = np.arange(len(categorical))
+            feed |= {"seq_ids": seq_ids, "seq_mask": seq_mask, "seq_index": seq_index}
         return self._run(feed)
 
     def warm_up(self, rows: int = 64) -> None:
-        """Score OOV rows with full and empty histories; refuse wrong shapes or non-finite output."""
+        """Score OOV rows with a full and an empty history (each shared by half the rows);
+        refuse wrong shapes or non-finite output."""
         M, T = self.schema.num_fields, self.schema.num_tasks
         seq = self.schema.sequences
         F, n, K = (len(seq.behaviours), seq.max_len, len(seq.side_fields)) if seq else (0, 1, 1)
         categorical = np.full((rows, M), OOV, np.int64)
-        seq_ids = np.full((rows, F, n, K), OOV, np.int64)
-        seq_mask = np.ones((rows, F, n), bool)
-        seq_ids[rows // 2 :], seq_mask[rows // 2 :] = 0, False
+        seq_ids = np.full((2, F, n, K), OOV, np.int64)
+        seq_mask = np.ones((2, F, n), bool)
+        seq_ids[1], seq_mask[1] = 0, False
         for b in (rows, 1):
+            index = (np.arange(b) >= b // 2).astype(np.int64)
             try:
-                out = self.predict(categorical[:b], seq_ids[:b], seq_mask[:b])
+                out = self.predict(categorical[:b], seq_ids, seq_mask, index)
             except Exception as err:
                 raise ModelLoadError(
                     f"{self.path}: warm-up failed ({type(err).__name__}: {str(err)[:300]})"
@@ -77,6 +86,9 @@ def _onnx_runner(path: Path, threads: int):
     names = {i.name for i in session.get_inputs()}
 
     def run(feed: dict[str, np.ndarray]) -> np.ndarray:
+        if "seq_index" in feed and "seq_index" not in names:  # a graph of per-row histories
+            index = feed.pop("seq_index")
+            feed |= {"seq_ids": feed["seq_ids"][index], "seq_mask": feed["seq_mask"][index]}
         return session.run(["scores"], {k: v for k, v in feed.items() if k in names})[0]
 
     return run
@@ -106,7 +118,7 @@ def _eager_runner(path: Path, schema: Schema, threads: int):
         with torch.inference_mode():
             args = [
                 torch.from_numpy(feed[k])
-                for k in ("categorical", "seq_ids", "seq_mask")
+                for k in ("categorical", "seq_ids", "seq_mask", "seq_index")
                 if k in feed
             ]
             return module(*args).numpy()
