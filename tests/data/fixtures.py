@@ -153,6 +153,15 @@ def write_shop(d: Path, rows: int = 500, seed: int = 0) -> pl.DataFrame:
     frame = frame.with_columns(
         pl.when(pl.int_range(pl.len()) == 7).then(pl.lit("n/a")).otherwise("dwell").alias("dwell")
     )
+    # A pre-built history per row: the user's clicked skus strictly before the row's
+    # second, most recent last (rows are in time order).
+    clicked: dict[int, list[tuple[str, str]]] = {}
+    recent = []
+    for u, sku, t, c in zip(frame["uid"], frame["sku"], frame["ts"], click, strict=True):
+        recent.append("|".join(s for s, ts in clicked.get(u, []) if ts < t))
+        if c:
+            clicked.setdefault(u, []).append((sku, t))
+    frame = frame.with_columns(recent=pl.Series(recent))
     frame.write_csv(d / "log_part1.csv")  # two files of one glob
     frame.slice(0, 0).write_csv(d / "log_part2.csv")
     pl.DataFrame(
@@ -198,6 +207,7 @@ sequences:
   behaviours:
     clicked: {condition: "clicked == 1"}
     bought: {condition: "bought == 1 and amount > 0"}
+    recent: {column: recent, separator: "|", max_len: 5}
 tasks:
   click: {kind: binary, column: clicked}
   buy: {kind: binary, column: bought, weight: 2.0}

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from infnet.data import layout
-from infnet.data.schema import Schema
+from infnet.data.schema import PAD, Schema
 from infnet.data.sources.amazon_books import prepare_amazon_books
 from infnet.data.sources.movielens import prepare_movielens
 from infnet.data.sources.tenrec import prepare_tenrec
@@ -47,6 +47,32 @@ def test_movielens(tmp_path):
     assert vocab["user_id"] == train["user_id"].n_unique() + 2
     assert vocab["gender"] == 2 + 2 and vocab["age"] == 7 + 2
     assert [f.name for f in schema.fields][:4] == ["movie_id", "genre_1", "genre_2", "genre_3"]
+    # genres are one pooled bag: one vocabulary over the slots, one token for the models
+    genres = {
+        int(m): set(g.split("|"))
+        for m, _, g in (
+            line.split("::")
+            for line in (tmp_path / "ml-1m" / "movies.dat").read_text("latin-1").split("\n")
+            if line
+        )
+    }
+    seen = set().union(*(genres[m] for m in train["movie_id"]))
+    assert [f.bag for f in schema.fields[1:4]] == ["genre"] * 3
+    assert vocab["genre_1"] == vocab["genre_2"] == vocab["genre_3"] == len(seen) + 2
+    assert schema.token_names[:2] == ["movie_id", "genre"]
+    assert schema.num_categorical_tokens == schema.num_fields - 2
+    value = dict(
+        pl.read_parquet(out / layout.VOCAB_DIR / "genre_2.parquet").select("index", "value").rows()
+    )
+    rows = split_frame(out, "train").join(
+        pl.read_parquet(out / layout.VOCAB_DIR / "movie_id.parquet").select(
+            pl.col("index").alias("movie_id"), pl.col("value").cast(int).alias("movie")
+        ),
+        on="movie_id",
+    )
+    for m, *slots in rows.select("movie", "genre_1", "genre_2", "genre_3").rows():
+        assert {value[c] for c in slots if c != PAD} == genres[m]  # every genre seen in train
+        assert slots.count(PAD) == 3 - len(genres[m])
     assert {f.name: f.group for f in schema.fields}["occupation"] == "user"
     assert [(t.name, t.kind) for t in schema.tasks] == [
         ("like", "binary"),

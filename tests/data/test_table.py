@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from infnet.config import ConfigError
 from infnet.data import layout
-from infnet.data.schema import Schema
+from infnet.data.schema import OOV, Schema
 from infnet.data.sources.condition import parse_condition
 from infnet.data.sources.table import (
     TableConfig,
@@ -98,12 +98,17 @@ def test_yaml_dataset_from_scratch(shop):
         vocab["brand"]
         == train.select((pl.col("sku").str.slice(3).cast(int) % 6).n_unique()).item() + 2
     )
-    # items hold the tags [x], [x, y] or [x, y, z]: the first two values become two fields
-    tags = [
-        pl.read_parquet(out / layout.VOCAB_DIR / f"tag_{k}.parquet")["value"].to_list()
-        for k in (1, 2)
-    ]
-    assert tags == [["x"], ["y"]] and vocab["tag_1"] == vocab["tag_2"] == 3
+    # items hold the tags [x], [x, y] or [x, y, z]: the first two values are the slots of
+    # one pooled bag, one vocabulary over both slots (x on every train row, y on 2/3)
+    tag_vocab = pl.read_parquet(out / layout.VOCAB_DIR / "tag_1.parquet")
+    assert tag_vocab.equals(pl.read_parquet(out / layout.VOCAB_DIR / "tag_2.parquet"))
+    sku = train["sku"].str.slice(3).cast(int)
+    assert tag_vocab.rows() == [("x", 2, len(train)), ("y", 3, int((sku % 3 > 0).sum()))]
+    assert vocab["tag_1"] == vocab["tag_2"] == 4
+    assert [f.bag for f in schema.fields if f.name.startswith("tag")] == ["tag", "tag"]
+    assert schema.token_names.count("tag") == 1 and schema.num_categorical_tokens == 8
+    tags = split_frame(out, "train").select("tag_1", "tag_2")
+    assert set(tags.rows()) == {(2, 0), (2, 3)}  # [x] has a PAD second slot
     assert [f.name for f in schema.fields] == [
         "sku",
         "brand",
@@ -138,7 +143,27 @@ def test_yaml_dataset_from_scratch(shop):
     times = {u: g["ms"].to_numpy() for (u,), g in bought.group_by("uid")}
     n = check_histories(out, "bought", lambda u, t: int((times.get(u, np.empty(0)) < t).sum()))
     assert n == len(frame)
-    assert bought.height > 20  # the check above saw real histories
+
+    # The pre-built column: each row's own block, its last 5 ids, encoded like the candidate.
+    clicks = frame.filter(pl.col("clicked") == 1)
+    clicked = {u: g["ms"].to_numpy() for (u,), g in clicks.group_by("uid")}
+
+    def last5(u: int, t: int) -> int:
+        return min(5, int((clicked.get(u, np.empty(0)) < t).sum()))
+
+    assert check_histories(out, "recent", last5) == len(frame)
+    events = pl.read_parquet(out / layout.SEQ_DIR / "recent.parquet")
+    vocab_sku = pl.read_parquet(out / layout.VOCAB_DIR / "sku.parquet")
+    code = dict(vocab_sku.select("value", "index").rows())
+    recent = {(u, t): h or "" for u, t, h in frame.select("uid", "ms", "recent").rows()}
+    test = split_frame(out, "test")
+    cols = [layout.USER, layout.TIME, layout.seq_start_col("recent"), layout.seq_end_col("recent")]
+    for u, t, a, b in test.select(cols).rows():
+        ids = [i for i in recent[u, t].split("|") if i][-5:]
+        assert events["sku"][a:b].to_list() == [code.get(i, OOV) for i in ids]
+    assert (events["sku"] == OOV).any()  # skus first seen after train
+    assert stats["sequences"]["recent"]["truncated_rows"] > 0
+    assert 0 < stats["sequences"]["recent"]["empty"]["train"] < 1
 
 
 def test_drop_policy_split_column_and_row_order(tmp_path):
@@ -373,3 +398,148 @@ def test_infnet_train_on_yaml_prepared_dataset(shop, tmp_path):
     for task in ("click", "buy"):
         assert test[task]["n"] == rows and 0.0 <= test[task]["auc"] <= 1.0
     assert test["spend"]["n"] == rows and np.isfinite(test["spend"]["rmse"])
+
+
+PREBUILT_YAML = """
+name: prebuilt
+inputs: {log: {path: log.csv}, items: {path: items.csv}}
+user_key: uid
+item_key: item
+time: {column: ts, unit: s}
+columns:
+  item: {type: categorical}
+  author: {type: categorical}
+  uid: {type: categorical}
+sequences:
+  side_fields: [item, author]
+  max_len: 4
+  behaviours:
+    clicked: {condition: "click == 1"}
+    recent: {column: hist, max_len: 3}
+tasks: {click: {kind: binary, column: click}}
+split: {ratios: [0.6, 0.2, 0.2]}
+"""
+# uid, item, ts, click, hist (most recent last): "" and a missing cell are empty histories,
+# spaces and empty entries are skipped, "x7" is not an id (ids are integers), 14 is never a
+# candidate in train (item OOV, its author known), 99 is not in the items table.
+PREBUILT_LOG = """uid,item,ts,click,hist
+1,10,1,1,""
+1,11,2,0,10
+2,12,3,1,
+2,10,4,1,12 | 14
+1,12,5,1,10|11||x7
+3,11,6,0,99|10
+1,10,7,1,10|11|12|10|11
+2,11,8,1,12|14|10
+3,12,9,0,11
+1,11,10,1,12|10|11|10
+"""
+# train rows 0-5: items 10, 11, 12 twice each -> 2, 3, 4; authors a1 (items 10, 11) 4 rows,
+# a2 (item 12) 2 rows -> 2, 3; OOV = 1
+PREBUILT_BLOCKS = [
+    [],
+    [(2, 2)],
+    [],
+    [(4, 3), (1, 3)],
+    [(2, 2), (3, 2), (1, 1)],
+    [(1, 1), (2, 2)],
+    [(4, 3), (2, 2), (3, 2)],
+    [(4, 3), (1, 3), (2, 2)],
+    [(3, 2)],
+    [(2, 2), (3, 2), (2, 2)],
+]
+
+
+def write_prebuilt(d: Path) -> dict:
+    (d / "log.csv").write_text(PREBUILT_LOG)
+    (d / "items.csv").write_text("item,author\n10,a1\n11,a1\n12,a2\n14,a2\n")
+    return yaml.safe_load(PREBUILT_YAML)
+
+
+def test_prebuilt_history_column(tmp_path):
+    from infnet.data.loader import PreparedDataset
+
+    stats = prepare_table_from(write_prebuilt(tmp_path), tmp_path)
+    out = tmp_path / "out"
+    assert stats["source"]["unparseable"] == {"hist": 1}
+    assert stats["sequences"]["recent"]["truncated_rows"] == 2
+    assert stats["sequences"]["recent"]["events"] == sum(map(len, PREBUILT_BLOCKS))
+    events = pl.read_parquet(out / layout.SEQ_DIR / "recent.parquet")
+    side = list(zip(events["item"], events["author"], strict=True))
+    rows = pl.concat([split_frame(out, s) for s in layout.SPLITS]).sort(layout.TIME)
+    start, end = rows[layout.seq_start_col("recent")], rows[layout.seq_end_col("recent")]
+    assert [side[a:b] for a, b in zip(start, end, strict=True)] == PREBUILT_BLOCKS
+    # each block is its row's user's, stamped just before the row: sorted by (user, time)
+    for u, t, a, b in zip(rows[layout.USER], rows[layout.TIME], start, end, strict=True):
+        assert (events[layout.USER][a:b] == u).all() and (events[layout.TIME][a:b] == t - 1).all()
+    assert events.sort([layout.USER, layout.TIME], maintain_order=True).equals(events)
+    # the in-log behaviour of the same YAML is unchanged: user 1's clicks before row 4
+    assert split_frame(out, "train")[layout.seq_end_col("clicked")].to_list()[4] > 0
+    # the loader serves the blocks left-padded, most recent last (row 4: 10, 11, x7)
+    batch = PreparedDataset(out).batch_at("train", [4, 0])
+    recent = batch.seq_ids[:, 1]  # [B, n=4, K]
+    assert recent[0].tolist() == [[0, 0], [2, 2], [3, 2], [1, 1]]
+    assert batch.seq_mask[:, 1].tolist() == [[False, True, True, True], [False] * 4]
+    assert recent[1].eq(0).all()
+
+
+def test_prebuilt_list_column_newest_first_and_drop(tmp_path):
+    cfg = write_prebuilt(tmp_path)
+    log = pl.read_csv(tmp_path / "log.csv", schema_overrides={"hist": pl.String})
+    ids = (
+        log["hist"].str.split("|").list.eval(pl.element().str.strip_chars().cast(int, strict=False))
+    )
+    log.with_columns(ids.list.reverse().list.drop_nulls()).write_parquet(tmp_path / "log.parquet")
+    cfg["inputs"]["log"] = {"path": "log.parquet"}
+    cfg["sequences"]["behaviours"]["recent"]["most_recent"] = "first"
+    stats = prepare_table_from(cfg, tmp_path)
+    assert stats["source"]["unparseable"] == {}
+    events = pl.read_parquet(tmp_path / "out" / layout.SEQ_DIR / "recent.parquet")
+    train = split_frame(tmp_path / "out", "train")
+    a, b = train[layout.seq_start_col("recent")][4], train[layout.seq_end_col("recent")][4]
+    assert events["item"][a:b].to_list() == [2, 3]  # [11, 10] newest first; no x7 in ints
+    # on_unparseable: drop drops the row holding "x7"
+    cfg = write_prebuilt(tmp_path)
+    cfg["sequences"]["behaviours"]["recent"]["on_unparseable"] = "drop"
+    raw = build_raw(
+        TableConfig.model_validate(cfg), read_inputs(TableConfig.model_validate(cfg), tmp_path)
+    )
+    assert len(raw.log) == 9 and raw.stats["rows_dropped_unparseable"] == 1
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            _set("sequences.behaviours.recent.condition", "click == 1"),
+            r"sequences\.behaviours\.recent: Value error, give either `condition`",
+        ),
+        (
+            _set("sequences.behaviours.clicked.max_len", 3),
+            r"sequences\.behaviours\.clicked: .*\['max_len'\] apply to a pre-built `column` only",
+        ),
+        (
+            _set("sequences.behaviours.recent.column", "hits"),
+            r"sequences\.behaviours\.recent\.column: column 'hits' not found",
+        ),
+        (
+            _set("sequences.behaviours.recent.column", "author"),
+            r"sequences\.behaviours\.recent\.column: column 'author' must be a log column",
+        ),
+        (
+            lambda cfg: (
+                _set("columns.seen", {"type": "categorical", "column": "click", "group": "item"})(
+                    cfg
+                ),
+                _set("sequences.side_fields", ["item", "seen"])(cfg),
+            ),
+            r"side field 'seen' is read from log column 'click'; behaviour 'recent' .* can only",
+        ),
+    ],
+)
+def test_prebuilt_bad_input_names_the_key(tmp_path, edit, message):
+    cfg = write_prebuilt(tmp_path)
+    edit(cfg)
+    with pytest.raises(ConfigError) as err:
+        prepare_table_from(cfg, tmp_path)
+    assert re.search(message, str(err.value)), str(err.value)

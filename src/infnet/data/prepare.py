@@ -18,7 +18,13 @@ Rules:
 - Users / items fields are fitted per entity, weighted by the entity's train rows, and
   gathered through each row's users / items row, so no wide joined copy of the log is
   ever built. A log id that does not join is counted (rows and distinct ids) in stats.
+- A bag (fields sharing FieldSpec.bag, the slots of a multi-valued column) is fitted as one
+  vocabulary over all its slots; a missing value is PAD, a row without any value has OOV
+  in its first slot.
 - Labels are float32, NaN where missing (counted per split and task in stats.json).
+- Behaviours from a condition get point-in-time event tables (sequences.py); a pre-built
+  history column gives every row its own block of events (`row_blocks`), its last max_len
+  ids, side codes looked up through the item key like warm-start events.
 
 A prepare writes into a temporary directory beside OUT and renames it at the end, so a
 failed or interrupted prepare never leaves a half-written OUT; an existing non-empty OUT
@@ -30,6 +36,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,9 +47,9 @@ import polars as pl
 from rich.console import Console
 
 from infnet.data import layout
-from infnet.data.schema import OOV, CategoricalField, Schema, SequenceSpec, Split, Task
-from infnet.data.sequences import Events, HistoryIndex, event_table
-from infnet.data.spec import FieldSpec, RawDataset
+from infnet.data.schema import OOV, PAD, CategoricalField, Schema, SequenceSpec, Split, Task
+from infnet.data.sequences import Events, HistoryIndex, event_table, row_blocks
+from infnet.data.spec import BehaviourSpec, FieldSpec, RawDataset
 from infnet.fsutil import atomic_directory
 from infnet.training.metrics import auc
 
@@ -88,7 +95,8 @@ def _check(raw: RawDataset, log_cols: set[str]) -> dict[str, Frame]:
     for t in raw.tasks:
         need({t.column}, log_cols, "log", f"task {t.name!r}")
     for b in raw.behaviours:
-        need(set(b.condition.meta.root_names()), log_cols, "log", f"behaviour {b.name!r}")
+        cols = {b.column} if b.column is not None else set(b.condition.meta.root_names())
+        need(cols, log_cols, "log", f"behaviour {b.name!r}")
     tasks = {t.name for t in raw.tasks}
     for task, col in raw.oracle.items():
         if task not in tasks:
@@ -104,6 +112,12 @@ def _check(raw: RawDataset, log_cols: set[str]) -> dict[str, Frame]:
             )
     if raw.behaviours and not raw.side_fields:
         raise PrepareError("behaviours are given but no side_fields")
+    spec = {f.name: f for f in raw.fields}
+    # Events known only by their item id (warm start, pre-built histories) get their side
+    # codes through the item key: the item key's own field, or items-table fields.
+    by_id = [
+        f"behaviour {b.name!r} (pre-built column {b.column!r})" for b in raw.behaviours if b.column
+    ]
     if raw.warm_start is not None:
         need(
             {raw.user_key, "behaviour", raw.item_key, raw.time_column},
@@ -111,13 +125,30 @@ def _check(raw: RawDataset, log_cols: set[str]) -> dict[str, Frame]:
             "warm_start",
             "warm start",
         )
-        spec = {f.name: f for f in raw.fields}
+        by_id.append("warm-start events")
+    for what in by_id:
         for s in raw.side_fields:
             if frames[s] == "log" and spec[s].source != raw.item_key:
                 raise PrepareError(
-                    f"side field {s!r} is read from log column {spec[s].source!r}; warm-start events "
+                    f"side field {s!r} is read from log column {spec[s].source!r}; {what} "
                     "can only carry item-table fields and the item key"
                 )
+    for i, f in enumerate(raw.fields):
+        if f.bag is None:
+            continue
+        first = next(g for g in raw.fields if g.bag == f.bag)
+        if f.kind != "categorical" or (frames[f.name], f.group) != (
+            frames[first.name],
+            first.group,
+        ):
+            raise PrepareError(
+                f"bag {f.bag!r}: field {f.name!r} must be categorical, in the same table and group "
+                f"as {first.name!r}"
+            )
+        if f is not first and raw.fields[i - 1].bag != f.bag:
+            raise PrepareError(
+                f"bag {f.bag!r}: field {f.name!r} is not next to the bag's other fields"
+            )
     return frames
 
 
@@ -146,6 +177,39 @@ def _categorical(f: FieldSpec, values: pl.Series, weight: np.ndarray) -> Encoded
     vocab = counts.select(pl.col("value").cast(pl.String), "index", pl.col("count").cast(pl.Int64))
     field = CategoricalField(name=f.name, group=f.group, vocab_size=len(vocab) + 2)
     return Encoded(codes.to_numpy(), vocab, field, counts["value"])
+
+
+def _encode_bag(
+    bag: list[FieldSpec], values: list[pl.Series], weight: np.ndarray
+) -> list[tuple[FieldSpec, Encoded, int]]:
+    """The K slots of a bag: one vocabulary fitted over all slots' values; a missing value is
+    PAD, and an entity without any value gets OOV in its first slot ("unknown" is one token).
+    Returns (field, encoding over entities, code of a row whose entity does not join)."""
+    first = bag[0]
+    joint = _categorical(
+        FieldSpec(first.bag, first.group, min_count=first.min_count),
+        pl.concat(values),
+        np.concatenate([weight] * len(bag)),
+    )
+    K, L = len(bag), len(values[0])
+    absent = np.concatenate([v.is_null().to_numpy() for v in values]).reshape(K, L)
+    slots = np.where(absent, PAD, joint.codes.reshape(K, L)).astype(np.int32)  # [K, L]
+    slots[0, absent.all(axis=0)] = OOV
+    return [
+        (
+            f,
+            Encoded(
+                slots[k],
+                joint.vocab,
+                CategoricalField(
+                    name=f.name, group=f.group, vocab_size=joint.field.vocab_size, bag=f.bag
+                ),
+                joint.values,
+            ),
+            OOV if k == 0 else PAD,
+        )
+        for k, f in enumerate(bag)
+    ]
 
 
 def _boundaries(f: FieldSpec, v: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -307,7 +371,12 @@ def _prepare_into(raw: RawDataset, tmp: Path, console: Console) -> dict:
         *[pl.col(c) for c in log_fields + extra],
         *label_exprs,
         *[pl.col(c).cast(pl.Float32).alias(layout.oracle_col(t)) for t, c in raw.oracle.items()],
-        *[b.condition.fill_null(False).alias(f"__behaviour__{b.name}") for b in raw.behaviours],
+        *[
+            b.condition.fill_null(False).alias(f"__behaviour__{b.name}")
+            if b.column is None
+            else pl.col(b.column).alias(f"__behaviour__{b.name}")
+            for b in raw.behaviours
+        ],
     ).collect(engine="streaming")
     N = len(log)
     if N == 0:
@@ -349,17 +418,32 @@ def _prepare_into(raw: RawDataset, tmp: Path, console: Console) -> dict:
     step(f"fitting {len(raw.fields)} fields on {int(train.sum()):,} train rows")
     codes: dict[str, np.ndarray] = {}  # int32 [N] per field
     encoded: dict[str, Encoded] = {}
-    for f in raw.fields:
+
+    def source(f: FieldSpec) -> tuple[pl.Series, np.ndarray, np.ndarray | None]:
+        """(values per entity, train rows per entity, entity of each log row or None)."""
         if frames[f.name] == "log":
-            e = _encode(f, log[f.source], train.astype(np.int64))
-            codes[f.name] = e.codes
-        else:
-            r = rows_of[frames[f.name]]
-            table = raw.users if frames[f.name] == "users" else raw.items
-            ok = r >= 0
-            weight = np.bincount(r[train & ok], minlength=len(table))
-            e = _encode(f, table[f.source], weight)
-            codes[f.name] = np.where(ok, e.codes[np.maximum(r, 0)], OOV).astype(np.int32)
+            return log[f.source], train.astype(np.int64), None
+        r = rows_of[frames[f.name]]
+        table = raw.users if frames[f.name] == "users" else raw.items
+        return table[f.source], np.bincount(r[train & (r >= 0)], minlength=len(table)), r
+
+    def per_row(entity_codes: np.ndarray, r: np.ndarray | None, missing: int) -> np.ndarray:
+        if r is None:
+            return entity_codes
+        return np.where(r >= 0, entity_codes[np.maximum(r, 0)], missing).astype(np.int32)
+
+    for f in raw.fields:
+        if f.bag is not None:
+            if f.name not in encoded:
+                bag = [g for g in raw.fields if g.bag == f.bag]
+                _, weight, r = source(f)  # the bag's fields share their table (checked)
+                for g, e, missing in _encode_bag(bag, [source(g)[0] for g in bag], weight):
+                    encoded[g.name] = e
+                    codes[g.name] = per_row(e.codes, r, missing)
+            continue
+        values, weight, r = source(f)
+        e = _encode(f, values, weight)
+        codes[f.name] = per_row(e.codes, r, OOV)
         encoded[f.name] = e
     log = log.drop(log_fields)  # raw field columns are encoded; free them
 
@@ -386,8 +470,28 @@ def _prepare_into(raw: RawDataset, tmp: Path, console: Console) -> dict:
         step(f"building {len(raw.behaviours)} behaviour sequences")
         (tmp / layout.SEQ_DIR).mkdir()
         rows = np.concatenate(list(split_rows.values()))
-        ws = _warm_start(raw, encoded, frames, specs) if raw.warm_start is not None else None
+        ws = _warm_start(raw, encoded, frames) if raw.warm_start is not None else None
         for b in raw.behaviours:
+            if b.column is not None:
+                ev, start, end, figures = _prebuilt(
+                    b,
+                    log[f"__behaviour__{b.name}"],
+                    rows,
+                    user,
+                    time_ms,
+                    raw.max_len,
+                    lambda keys: _item_side_codes(raw, encoded, frames, keys),
+                )
+                pointers[b.name] = (start, end)
+                _write_events(ev, raw.side_fields, tmp / layout.SEQ_DIR / f"{b.name}.parquet")
+                length = end - start
+                seq_stats[b.name] = {
+                    "events": len(ev),
+                    **figures,
+                    "mean_len": {s: float(length[r].mean()) for s, r in split_rows.items()},
+                    "empty": {s: float((length[r] == 0).mean()) for s, r in split_rows.items()},
+                }
+                continue
             is_event = log[f"__behaviour__{b.name}"].to_numpy()
             idx = np.flatnonzero(is_event)
             side = np.stack([codes[s][idx] for s in raw.side_fields], axis=1)
@@ -474,21 +578,35 @@ def _prepare_into(raw: RawDataset, tmp: Path, console: Console) -> dict:
 
 
 def _warm_start(
-    raw: RawDataset,
-    encoded: dict[str, Encoded],
-    frames: dict[str, Frame],
-    specs: dict[str, FieldSpec],
+    raw: RawDataset, encoded: dict[str, Encoded], frames: dict[str, Frame]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(behaviour names, user, time, side codes [W, K]) of the warm-start events."""
     ws = raw.warm_start
-    known = {b.name for b in raw.behaviours}
+    known = {b.name for b in raw.behaviours if b.column is None}
     unknown = set(ws["behaviour"].unique().to_list()) - known
     if unknown:
         raise PrepareError(
-            f"warm_start: unknown behaviours {sorted(unknown)} (behaviours: {sorted(known)})"
+            f"warm_start: unknown behaviours {sorted(unknown)} (behaviours built from the log: "
+            f"{sorted(known)})"
         )
-    keys = ws[raw.item_key]
-    r = _row_index(keys, raw.items, raw.item_key, "items") if raw.items is not None else None
+    return (
+        ws["behaviour"].to_numpy(),
+        ws[raw.user_key].cast(pl.Int64).to_numpy(),
+        ws[raw.time_column].cast(pl.Int64).to_numpy(),
+        _item_side_codes(raw, encoded, frames, ws[raw.item_key]),
+    )
+
+
+def _item_side_codes(
+    raw: RawDataset, encoded: dict[str, Encoded], frames: dict[str, Frame], keys: pl.Series
+) -> np.ndarray:
+    """int32 [len(keys), K]: the side codes of events known by their item id. Items-table
+    fields through the id's items row, the item key's field through its vocabulary; an id
+    that is unseen in train, does not join or does not convert is OOV."""
+    r = None
+    if raw.items is not None:
+        ids = keys.cast(raw.items[raw.item_key].dtype, strict=False).rename(raw.item_key)
+        r = _row_index(ids, raw.items, raw.item_key, "items")
     side = []
     for s in raw.side_fields:
         e = encoded[s]
@@ -496,16 +614,38 @@ def _warm_start(
             side.append(np.where(r >= 0, e.codes[np.maximum(r, 0)], OOV))
         else:  # the item key itself, through its vocabulary
             side.append(
-                keys.cast(e.values.dtype)
+                keys.cast(e.values.dtype, strict=False)
                 .replace_strict(e.values, e.vocab["index"], default=OOV, return_dtype=pl.Int32)
                 .to_numpy()
             )
-    return (
-        ws["behaviour"].to_numpy(),
-        ws[raw.user_key].cast(pl.Int64).to_numpy(),
-        ws[raw.time_column].cast(pl.Int64).to_numpy(),
-        np.stack(side, axis=1).astype(np.int32),
-    )
+    return np.stack(side, axis=1).astype(np.int32).reshape(len(keys), len(side))
+
+
+def _prebuilt(
+    b: BehaviourSpec,
+    hist: pl.Series,
+    rows: np.ndarray,
+    user: np.ndarray,
+    time_ms: np.ndarray,
+    max_len: int,
+    side_of: Callable[[pl.Series], np.ndarray],
+) -> tuple[Events, np.ndarray, np.ndarray, dict]:
+    """A pre-built history column -> (events, start [N], end [N], figures for stats.json):
+    each row in `rows` gets its last min(b.max_len, max_len) ids as its own block."""
+    if not isinstance(hist.dtype, pl.List):
+        raise PrepareError(
+            f"behaviour {b.name!r}: column {b.column!r} is {hist.dtype}, not a list of item ids"
+        )
+    n = min(b.max_len or max_len, max_len)
+    order = rows[np.lexsort((time_ms[rows], user[rows]))]  # blocks in (user, time) order
+    lists = hist.gather(order).list.drop_nulls()  # a missing cell stays null: no events
+    full = lists.list.len().fill_null(0).to_numpy()
+    length = np.minimum(full, n).astype(np.int64)
+    ids = lists.list.tail(n).filter(pl.Series(length > 0)).explode()  # oldest first, per row
+    events, s, e = row_blocks(user[order], time_ms[order], length, side_of(ids))
+    start, end = np.zeros(len(hist), np.int64), np.zeros(len(hist), np.int64)
+    start[order], end[order] = s, e
+    return events, start, end, {"column": b.column, "truncated_rows": int((full > n).sum())}
 
 
 def _write_events(ev: Events, side_fields: list[str], path: Path) -> None:

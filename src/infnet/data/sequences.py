@@ -16,6 +16,13 @@ where seg is the dense index of the user among E_b's users and rank the dense ra
 time among E_b's distinct times (U of them); a row asks for seg(u) * U + rank_left(t),
 where rank_left(t) is the number of distinct event times below t. seg < E and U <= E, so
 the key is below E^2 and fits int64 for any E < 3e9.
+
+Pre-built histories (a log column holding each row's own history, `row_blocks`) keep this
+layout: every row owns a contiguous block of events, its own history oldest first, and its
+[start, end) cover exactly that block. The events' own times are not known; each block is
+stamped one millisecond before its row (blocks in (user, time) order), so the table stays
+sorted by (user, time) and "events strictly before the row's time" still holds. That the
+history really precedes the row is the data's promise, not something prepare can check.
 """
 
 from __future__ import annotations
@@ -66,3 +73,19 @@ class HistoryIndex:
         key_r = seg_r.astype(np.int64) * self.U + rank_r
         end = np.where(present, np.searchsorted(self.key_e, key_r, side="left"), start)
         return start, end.astype(np.int64)
+
+
+def row_blocks(
+    row_user: np.ndarray, row_time: np.ndarray, length: np.ndarray, side: np.ndarray
+) -> tuple[Events, np.ndarray, np.ndarray]:
+    """Event table of pre-built histories. Rows come sorted by (user, time); row i owns
+    length[i] events, whose side codes are the next length[i] rows of `side` [sum, K].
+    Returns the table and each row's [start, end) (int64)."""
+    end = np.cumsum(length, dtype=np.int64)
+    start = end - length
+    events = Events(
+        user=np.repeat(row_user, length),
+        time=np.repeat(row_time - 1, length),
+        side=side,
+    )
+    return events, start, end

@@ -24,6 +24,10 @@ class FieldSpec:
     kind: Literal["categorical", "quantile", "log"] = "categorical"
     min_count: int = 1  # categorical: values seen fewer times in train map to OOV
     buckets: int = 16  # quantile / log: number of buckets
+    # Fields with the same `bag` (adjacent, categorical, one frame) are the slots of one
+    # multi-valued feature: one vocabulary fitted over all slots, a missing value is PAD
+    # (OOV in the first slot when the row has no value at all); schema field `bag`.
+    bag: str | None = None
 
     @property
     def source(self) -> str:
@@ -32,10 +36,21 @@ class FieldSpec:
 
 @dataclass(frozen=True)
 class BehaviourSpec:
-    """A behaviour type: the log rows (of the same user) that count as this behaviour."""
+    """A behaviour type: either the log rows (of the same user) that count as this
+    behaviour (`condition`), or a pre-built history carried by each log row (`column`)."""
 
     name: str
-    condition: pl.Expr  # boolean expression over log columns, e.g. pl.col("is_click") == 1
+    condition: pl.Expr | None = None  # boolean over log columns, e.g. pl.col("is_click") == 1
+    # Pre-built: a log column of item-id lists, oldest first, each row's history before
+    # it (point-in-time is the data's promise). Each row's last max_len ids (default: the
+    # dataset's max_len) become its own block of events; side fields are looked up
+    # through the item key, so they must be the item key's field or items-table fields.
+    column: str | None = None
+    max_len: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.condition is None) == (self.column is None):
+            raise ValueError(f"behaviour {self.name!r}: give either a condition or a column")
 
 
 @dataclass(frozen=True)

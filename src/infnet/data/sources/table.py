@@ -8,7 +8,8 @@
                price:   {type: numeric, buckets: log},
                genres:  {type: multi_categorical, separator: "|", max_values: 3}}
     sequences: {side_fields: [item_id], max_len: 50,
-                behaviours: {bought: {condition: "buy == 1"}}}
+                behaviours: {bought: {condition: "buy == 1"},             # from the log
+                             viewed: {column: hist_items, separator: "|"}}} # pre-built
     tasks:    {buy: {kind: binary, column: buy}, spend: {kind: regression, column: amount, transform: log1p}}
     split:    {ratios: [0.7, 0.15, 0.15]}          # or {valid_start:, test_start:} or {column:}
 
@@ -91,20 +92,45 @@ class Numeric(_Column):
 
 class MultiCategorical(_Column):
     """Several values in one cell (a list, or a string with a separator), e.g. genres
-    `Action|Comedy`. Becomes max_values fields <name>_1 .. <name>_K (the first K values
-    in order, OOV where a row has fewer): the Batch has one code per field."""
+    `Action|Comedy`: a pooled bag. The first max_values distinct values fill the slot
+    fields <name>_1 .. <name>_K (PAD where a row has fewer, OOV in the first slot where it
+    has none); the slots share one vocabulary and the models see one token, the mean of
+    the present values' embeddings (schema field `bag`). `pooled: false` is for an ordered
+    list such as a category path: K independent fields, each its own vocabulary and token
+    (the first K values in order, OOV where a row has fewer)."""
 
     type: Literal["multi_categorical"]
     separator: str = "|"
     max_values: int = Field(default=3, ge=1)
     min_count: int = Field(default=1, ge=1)
+    pooled: bool = True
 
 
 Column = Annotated[Categorical | Numeric | MultiCategorical, Field(discriminator="type")]
 
 
 class Behaviour(Strict):
-    condition: str = "true"  # which log rows are events of this behaviour; "true": every row
+    """Either built from the log (`condition`: which rows are events of this behaviour;
+    "true", the default, is every row), or pre-built (`column`: a log column holding each
+    row's own history of item ids, a list or a string with `separator`)."""
+
+    condition: str | None = None
+    column: str | None = None
+    separator: str = "|"
+    most_recent: Literal["last", "first"] = "last"  # where the column puts the latest id
+    max_len: int | None = Field(default=None, ge=1)  # keep the latest; default sequences.max_len
+    on_unparseable: Policy | None = None  # an id that is not an integer, where ids are
+
+    @model_validator(mode="after")
+    def _kind(self) -> Behaviour:
+        if self.condition is not None and self.column is not None:
+            raise ValueError("give either `condition` (built from the log) or `column` (pre-built)")
+        column_only = {"separator", "most_recent", "max_len", "on_unparseable"}
+        if self.column is None and self.model_fields_set & column_only:
+            raise ValueError(
+                f"{sorted(self.model_fields_set & column_only)} apply to a pre-built `column` only"
+            )
+        return self
 
 
 class Sequences(Strict):
@@ -246,14 +272,36 @@ def _number(values: pl.Series) -> tuple[pl.Series, pl.Series]:
     return x, x.is_null() & values.is_not_null() & (values.cast(pl.String).str.strip_chars() != "")
 
 
-def _first_values(values: pl.Series, separator: str, k: int) -> list[pl.Series]:
+def _first_values(values: pl.Series, separator: str, k: int, distinct: bool) -> list[pl.Series]:
     lists = (
         values if isinstance(values.dtype, pl.List) else values.cast(pl.String).str.split(separator)
     )
     lists = lists.list.eval(pl.element().cast(pl.String).str.strip_chars()).list.eval(
         pl.element().filter(pl.element() != "")
     )
+    if distinct:  # a bag is a set
+        lists = lists.list.unique(maintain_order=True)
     return [lists.list.get(i, null_on_oob=True) for i in range(k)]
+
+
+def _history(values: pl.Series, b: Behaviour, integer_ids: bool) -> tuple[pl.Series, pl.Series]:
+    """A pre-built history column as lists of item-id strings, oldest first, and per row the
+    number of entries that are not integers where the item ids are (0 otherwise). A missing
+    or empty cell is an empty history; empty entries ("12||7") are skipped."""
+    lists = (
+        values
+        if isinstance(values.dtype, pl.List)
+        else values.cast(pl.String).str.split(b.separator)
+    )
+    lists = lists.list.eval(pl.element().cast(pl.String).str.strip_chars()).list.eval(
+        pl.element().filter(pl.element() != "")
+    )
+    if b.most_recent == "first":
+        lists = lists.list.reverse()
+    if not integer_ids:
+        return lists, pl.Series([0] * len(lists))
+    bad = lists.list.eval(pl.element().cast(pl.Int64, strict=False).is_null()).list.sum()
+    return lists, bad.fill_null(0)
 
 
 def _is_numeric_text(values: pl.Series) -> bool:
@@ -362,11 +410,17 @@ def build_raw(cfg: TableConfig, frames: dict[str, pl.DataFrame]) -> RawDataset:
             fields.append(FieldSpec(name, group, col, kind=c.buckets, buckets=c.num_buckets))
         else:
             for k, values in enumerate(
-                _first_values(frame[src], c.separator, c.max_values), start=1
+                _first_values(frame[src], c.separator, c.max_values, c.pooled), start=1
             ):
                 derived[frame_name][f"__multi__{name}_{k}"] = values
                 fields.append(
-                    FieldSpec(f"{name}_{k}", group, f"__multi__{name}_{k}", min_count=c.min_count)
+                    FieldSpec(
+                        f"{name}_{k}",
+                        group,
+                        f"__multi__{name}_{k}",
+                        min_count=c.min_count,
+                        bag=name if c.pooled else None,
+                    )
                 )
     if len({f.name for f in fields}) != len(fields):
         raise ConfigError(
@@ -394,12 +448,32 @@ def build_raw(cfg: TableConfig, frames: dict[str, pl.DataFrame]) -> RawDataset:
     behaviours: list[BehaviourSpec] = []
     side_fields: list[str] = []
     if cfg.sequences is not None:
+        item_ids = log[cfg.item_key]
+        integer_ids = item_ids.dtype.is_integer() or (
+            item_ids.dtype == pl.String
+            and item_ids.drop_nulls().cast(pl.Int64, strict=False).null_count() == 0
+        )
         for name, b in cfg.sequences.behaviours.items():
+            if b.column is not None:
+                key = f"sequences.behaviours.{name}.column"
+                if need(b.column, key) != "log":
+                    raise ConfigError(f"{key}: column {b.column!r} must be a log column")
+                lists, bad = _history(log[b.column], b, integer_ids)
+                if bad.sum():
+                    stats["unparseable"][b.column] = int(bad.sum())
+                    if (b.on_unparseable or cfg.on_unparseable) == "drop":
+                        drop = drop | (bad > 0)
+                log = log.with_columns(lists.alias(f"__history__{name}"))
+                behaviours.append(
+                    BehaviourSpec(name, column=f"__history__{name}", max_len=b.max_len)
+                )
+                continue
             key = f"sequences.behaviours.{name}.condition"
-            if b.condition.strip().lower() == "true":
+            condition = b.condition or "true"
+            if condition.strip().lower() == "true":
                 behaviours.append(BehaviourSpec(name, pl.lit(True)))
                 continue
-            names = parse_condition(b.condition, key, where).meta.root_names()
+            names = parse_condition(condition, key, where).meta.root_names()
             for c in names:  # a side-table column in a condition: bring just that column over
                 if c not in log.columns:
                     k = cfg.user_key if where[c] == "users" else cfg.item_key
@@ -407,9 +481,7 @@ def build_raw(cfg: TableConfig, frames: dict[str, pl.DataFrame]) -> RawDataset:
                         tables[where[c]].select(k, c), on=k, how="left", maintain_order="left"
                     )
             numeric = [c for c in names if _is_numeric_text(log[c])]
-            behaviours.append(
-                BehaviourSpec(name, parse_condition(b.condition, key, where, numeric))
-            )
+            behaviours.append(BehaviourSpec(name, parse_condition(condition, key, where, numeric)))
         items = {f.name for f in fields if f.group == "item"}
         for s in cfg.sequences.side_fields:
             if s not in items:
