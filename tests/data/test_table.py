@@ -461,6 +461,7 @@ def test_prebuilt_history_column(tmp_path):
 
     stats = prepare_table_from(write_prebuilt(tmp_path), tmp_path)
     out = tmp_path / "out"
+    assert Schema.load(out / layout.SCHEMA).sequences.prebuilt == ["recent"]
     assert stats["source"]["unparseable"] == {"hist": 1}
     assert stats["sequences"]["recent"]["truncated_rows"] == 2
     assert stats["sequences"]["recent"]["events"] == sum(map(len, PREBUILT_BLOCKS))

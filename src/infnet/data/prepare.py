@@ -552,6 +552,7 @@ def _prepare_into(raw: RawDataset, tmp: Path, console: Console) -> dict:
             behaviours=[b.name for b in raw.behaviours],
             side_fields=list(raw.side_fields),
             max_len=raw.max_len,
+            prebuilt=[b.name for b in raw.behaviours if b.column is not None],
         )
         if raw.behaviours
         else None,

@@ -45,6 +45,18 @@ class SequenceSpec(Strict):
     # Names of item fields whose embedding tables the sequence positions share.
     side_fields: list[str] = Field(min_length=1)
     max_len: int = Field(ge=1)
+    # Behaviours from a pre-built history column: every row owns a block of events (its
+    # history), so a user's latest history is their latest block, not their last events.
+    prebuilt: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _prebuilt_known(self) -> SequenceSpec:
+        unknown = sorted(set(self.prebuilt) - set(self.behaviours))
+        if unknown:
+            raise ValueError(
+                f"prebuilt behaviours {unknown} are not in behaviours {self.behaviours}"
+            )
+        return self
 
 
 class Task(Strict):
