@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -13,7 +14,7 @@ import httpx
 from typer.testing import CliRunner
 
 from infnet.cli import app
-from infnet.serving.loadtest import run_loadtest
+from infnet.serving.loadtest import _Connections, run_loadtest
 
 
 def test_serve_command_under_open_loop_load(model_dir, feature_db, small_prepared, tmp_path):
@@ -80,3 +81,38 @@ def test_serve_command_under_open_loop_load(model_dir, feature_db, small_prepare
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_a_kept_alive_connection_the_server_closed_is_not_an_error():
+    # A server that answers one request per connection, then closes it: when idle (the
+    # client sees the close before reusing it), or on reading the next request (a close
+    # racing the reuse; nothing of a response came back). Every post must still succeed.
+    accepted = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        await reader.readexactly(length)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        if len(accepted) == 1:  # closed while idle
+            writer.close()
+            return
+        await reader.readuntil(b"\r\n\r\n")  # the next request: closed unanswered
+        writer.close()
+
+    async def main() -> list[int]:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = _Connections(f"http://127.0.0.1:{port}")
+        statuses = []
+        for _ in range(3):
+            statuses.append((await client.post("/v1/rank", b"{}"))[0])
+            await asyncio.sleep(0.05)
+        client.close()
+        server.close()
+        return statuses
+
+    assert asyncio.run(main()) == [200, 200, 200]
+    assert len(accepted) == 3  # post 1, post 2 on a new connection, post 3 retried on a new one

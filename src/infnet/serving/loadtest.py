@@ -104,9 +104,25 @@ class _Connections:
         self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
     async def post(self, path: str, body: bytes) -> tuple[int, dict[str, str]]:
-        reader, writer = (
-            self.idle.pop() if self.idle else await asyncio.open_connection(self.host, self.port)
-        )
+        # The server closes a connection idle past its keep-alive timeout (uvicorn: 5 s);
+        # one left at the bottom of the pool since a burst is dead when the next burst takes
+        # it. It is retried on a new connection only when no byte of a response came back.
+        while self.idle:
+            reader, writer = self.idle.pop()
+            if reader.at_eof():  # the server's close has arrived
+                writer.close()
+                continue
+            try:
+                return await self._exchange(reader, writer, path, body)
+            except (asyncio.IncompleteReadError, ConnectionError) as err:
+                if isinstance(err, asyncio.IncompleteReadError) and err.partial:
+                    raise
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        return await self._exchange(reader, writer, path, body)
+
+    async def _exchange(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str, body: bytes
+    ) -> tuple[int, dict[str, str]]:
         try:
             head = f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
             writer.write(head.encode() + body)
