@@ -76,7 +76,7 @@ def attention(ctx: Any, report: Report) -> dict[str, Any]:
         "attention over the real keys of a row, normalised by log(#real keys) (1 = uniform), "
         "averaged over rows with two or more real keys."
     )
-    columns = {"categorical": schema.field_names}
+    columns = {"categorical": schema.token_names}  # one label per token (a bag is one)
     if schema.sequences is not None:
         seq = schema.sequences
         columns["sequence"] = [
