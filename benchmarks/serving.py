@@ -7,7 +7,10 @@ loads the SQLite feature store, starts `infnet serve` in its own process and dri
 with `infnet loadtest` at each rate. Prints one JSON line per rate (p50 / p95 / p99
 latency, achieved QPS, errors, server time, RSS, CPU) and a summary line with the
 serving overhead ratio: the server's p50 (as the client measures it, and as the server
-measures itself) over the in-process ONNX Runtime time of scoring the same 100 candidates.
+measures itself) over the in-process ONNX Runtime time of scoring the same 100 candidates
+(median of back-to-back calls). Each rate also gives the server's own mean time per model
+call (`model_call_ms`, from its /metrics) and requests per call: the client's p50 is that
+call, the server's other work (server p50 minus the call) and HTTP (client minus server).
 Targets: p99 < 20 ms at 50 requests/s, overhead ratio < 1.5.
 """
 
@@ -40,6 +43,21 @@ def wait_ready(url: str, server: subprocess.Popen, timeout_s: float = 120) -> No
             pass
         time.sleep(0.2)
     raise RuntimeError("server did not become ready")
+
+
+def model_calls(url: str) -> dict[str, float]:
+    """Running sums and counts of the server's model calls: seconds and requests per call."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    wanted = {"infnet_inference_seconds", "infnet_batch_requests"}
+    text = httpx.get(f"{url}/metrics", timeout=5).text
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name in wanted
+        for sample in family.samples
+        if sample.name.endswith(("_sum", "_count"))
+    }
 
 
 def in_process_ms(model_dir: Path, store: str, data: Path, candidates: int, repeats: int) -> float:
@@ -135,6 +153,7 @@ def main() -> None:
             seed=99,
         )  # warm-up
         for rate in (float(r) for r in args.rates.split(",")):
+            before = model_calls(url)
             report = run_loadtest(
                 url,
                 data,
@@ -144,6 +163,8 @@ def main() -> None:
                 server_pid=server.pid,
                 seed=int(rate),
             )
+            calls = {k: v - before.get(k, 0.0) for k, v in model_calls(url).items()}
+            count = max(calls["infnet_inference_seconds_count"], 1.0)
             line = {
                 "benchmark": "serving",
                 "model": args.model,
@@ -156,6 +177,8 @@ def main() -> None:
                 "p99_ms": round(report["latency_ms"]["p99"], 3),
                 "server_p50_ms": round(report["server_ms"]["p50"], 3),
                 "server_p99_ms": round(report["server_ms"]["p99"], 3),
+                "model_call_ms": round(1000 * calls["infnet_inference_seconds_sum"] / count, 3),
+                "requests_per_call": round(calls["infnet_batch_requests_sum"] / count, 2),
                 "overhead_ratio": round(report["latency_ms"]["p50"] / ort_ms, 3),
                 "overhead_ratio_server_side": round(report["server_ms"]["p50"] / ort_ms, 3),
                 "errors": report["errors"],
