@@ -131,3 +131,46 @@ def test_load_features_command(small_prepared, tmp_path):
         ],
     )
     assert bad.exit_code != 0
+
+
+def test_a_prebuilt_history_is_the_users_latest_block(tmp_path):
+    """A pre-built behaviour stores each row's own history as a block; the store serves the
+    user's latest block, never a mix of blocks (the in-log behaviours: the last n events)."""
+    import polars as pl
+
+    from data.fixtures import SHOP_YAML, write_shop
+    from infnet.data import layout
+
+    write_shop(tmp_path)
+    (tmp_path / "shop.yaml").write_text(SHOP_YAML)
+    out = tmp_path / "prepared"
+    args = ["prepare", "table", "--config", str(tmp_path / "shop.yaml"), "--out", str(out)]
+    result = CliRunner().invoke(app, [*args, "--no-progress"])
+    assert result.exit_code == 0, result.output
+    data = PreparedDataset(out)
+    seq = data.schema.sequences
+    assert seq.prebuilt == ["recent"]
+    f = seq.behaviours.index("recent")
+    store = open_store(tmp_path / "shop.sqlite")
+    store.write(snapshot_from_prepared(out))
+    meta = store.meta()
+    latest = (
+        pl.concat(
+            pl.read_parquet(out / s, columns=[layout.USER, layout.TIME]).with_columns(
+                split=pl.lit(s), row=pl.int_range(pl.len())
+            )
+            for s in layout.SPLITS
+        )
+        .sort(layout.TIME, maintain_order=True)
+        .group_by(layout.USER, maintain_order=True)
+        .last()
+    )
+    shorter = 0
+    for user, _, split, row in latest.iter_rows():
+        expected = data.batch_at(split, [row])
+        found = store.lookup(meta, str(user), [])
+        np.testing.assert_array_equal(found.history[f], expected.seq_ids[0, f].numpy())
+        np.testing.assert_array_equal(found.history_mask[f], expected.seq_mask[0, f].numpy())
+        shorter += 0 < int(expected.seq_mask[0, f].sum()) < seq.max_len
+    assert shorter > 0  # blocks shorter than max_len: where a mix of blocks would show
+    store.close()

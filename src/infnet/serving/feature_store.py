@@ -175,7 +175,8 @@ def _latest(rows: pl.DataFrame, key: str, cols: list[str]) -> pl.DataFrame:
 
 def snapshot_from_prepared(path: str | Path, *, as_of: int | None = None) -> Snapshot:
     """User features and item features from each entity's most recent row, and each user's
-    last n events per behaviour; with `as_of`, only rows and events strictly before it."""
+    last n events per behaviour (a pre-built behaviour: the user's latest row's own block);
+    with `as_of`, only rows and events strictly before it."""
     path = Path(path)
     schema = Schema.load(path / layout.SCHEMA)
     user_fields = [f.name for f in schema.fields if f.group == "user"]
@@ -219,6 +220,8 @@ def snapshot_from_prepared(path: str | Path, *, as_of: int | None = None) -> Sna
         ev = pl.scan_parquet(path / layout.SEQ_DIR / f"{b}.parquet")
         if as_of is not None:
             ev = ev.filter(pl.col(layout.TIME) < as_of)
+        if b in seq.prebuilt:  # each row's own block: the user's history is the latest one
+            ev = ev.filter(pl.col(layout.TIME) == pl.col(layout.TIME).max().over(layout.USER))
         # rank 0 = the most recent event; the table is sorted by (user, time), ties stable
         ev = (
             ev.with_columns(
