@@ -32,6 +32,9 @@ class ModelConfig(Strict):
 class MultiTaskModel(nn.Module):
     Config: ClassVar[type[ModelConfig]] = ModelConfig
     name: ClassVar[str] = ""
+    # True: forward(batch, seq_index) reads U <= B distinct histories, row b history
+    # seq_index[b] (serving scores many candidates of one user; see serving/export.py)
+    shared_histories: ClassVar[bool] = False
 
     def __init__(self, schema: Schema, config: ModelConfig) -> None:
         super().__init__()

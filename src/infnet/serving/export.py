@@ -80,7 +80,7 @@ class ScoringModule(nn.Module):
         self.seq_shape = (
             (len(seq.behaviours), seq.max_len, len(seq.side_fields)) if seq else (0, 1, 1)
         )
-        self.shared_histories = bool(getattr(model, "shared_histories", False))
+        self.shared_histories = model.shared_histories
 
     def forward(
         self,
