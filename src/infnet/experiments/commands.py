@@ -34,7 +34,7 @@ def experiment(
     quick: Annotated[
         bool,
         typer.Option(
-            help="1 epoch, batch 1024, on the last 10k train / 2k valid / 5k test rows, 1 seed, short grids."
+            help="1 epoch, batch 256, on the last 30k train / 5k valid / 10k test rows, 1 seed, short grids."
         ),
     ] = False,
     epochs: Annotated[
