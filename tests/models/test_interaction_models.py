@@ -44,14 +44,7 @@ def build(name: str, schema: Schema, **config):
     return build_model(name, schema, {**NO_DROPOUT, **config})
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # These models are tiny; on a shared 2-core machine a multi-threaded matmul spends most
-    # of its time waiting for the other thread (measured: 17x slower).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/models/conftest.py
 
 
 @pytest.fixture(params=[3, 0], ids=["sequences", "no_sequences"])
