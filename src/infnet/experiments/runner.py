@@ -153,17 +153,18 @@ class Runner:
             disable=not self.progress,
         )
         # Identical specs (e.g. the full model in compare and in ablation) train once.
-        first: dict[Path | None, int] = {}
+        dirs: dict[int, Path | None] = {}
+        first: dict[Path, int] = {}
         duplicate: dict[int, int] = {}
         for i, spec in enumerate(specs):
             try:
-                key: Path | None = self.run_dir(spec)
+                dirs[i] = self.run_dir(spec)
             except Exception:  # a bad option: run() records it
-                key = None
-            if key is not None and key in first:
-                duplicate[i] = first[key]
-            else:
-                first.setdefault(key, i)
+                dirs[i] = None
+            if dirs[i] is not None and dirs[i] in first:
+                duplicate[i] = first[dirs[i]]
+            elif dirs[i] is not None:
+                first[dirs[i]] = i
         todo = [i for i in range(len(specs)) if i not in duplicate]
         with bar:
             task = bar.add_task(title, total=len(specs), counts="", eta="", now="")
@@ -207,7 +208,10 @@ class Runner:
                     started = time.time()
                     finish(i, self.run(specs[i]), time.time() - started)
             else:
-                self._run_parallel(specs, todo, show, finish)
+                cached = [i for i in todo if dirs[i] is not None and (dirs[i] / RESULT).is_file()]
+                for i in cached:
+                    finish(i, self.run(specs[i]), 0.0)
+                self._run_parallel(specs, [i for i in todo if i not in cached], show, finish)
             show([])
             failed = sum(r["status"] == "failed" for r in records.values())
             bar.update(
@@ -233,15 +237,9 @@ class Runner:
         show: Callable[[list[int]], None],
         finish: Callable[[int, dict[str, Any], float], None],
     ) -> None:
-        """Cached runs are read here; the others go to the worker processes."""
+        """Trains `todo` (uncached runs) in the worker processes, `workers` at a time."""
         pending: dict[Future, tuple[int, float]] = {}
-        queue: list[int] = []
-        for i in todo:
-            done = self.run_dir(specs[i]) / RESULT if self._resolvable(specs[i]) else None
-            if done is not None and done.is_file():
-                finish(i, self.run(specs[i]), 0.0)
-            else:
-                queue.append(i)
+        queue = list(todo)
         pool = self._executor()
         while queue or pending:
             while queue and len(pending) < self.workers:
@@ -267,13 +265,6 @@ class Runner:
                     pool = self._executor()
                 self.trained += record["status"] == "trained"
                 finish(i, record, time.time() - started)
-
-    def _resolvable(self, spec: RunSpec) -> bool:
-        try:
-            self.run_dir(spec)
-        except Exception:
-            return False
-        return True
 
     def _worker_args(self) -> tuple[str, dict[str, int] | None, str, int]:
         limits = self.data.limits if isinstance(self.data, RowLimit) else None
