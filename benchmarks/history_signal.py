@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from infnet.data.loader import PreparedDataset
-from infnet.training.metrics import auc, gauc
+from infnet.metrics import auc, gauc
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from infnet.training.metrics import auc, gauc
+from infnet.metrics import auc, gauc
 
 
 def best_seconds(fn, repeats: int) -> tuple[float, float]:

@@ -63,10 +63,10 @@ def model_calls(url: str) -> dict[str, float]:
 def in_process_ms(model_dir: Path, store: str, data: Path, candidates: int, repeats: int) -> float:
     """Median time of ONNX Runtime scoring one request's candidates in this process (the
     same inputs the server builds and feeds: a real user, real items, its history)."""
-    from infnet.serving.feature_store import open_store
     from infnet.serving.features import Assembler
     from infnet.serving.loadtest import request_bodies
     from infnet.serving.runtime import load_model_dir
+    from infnet.serving.stores import open_store
 
     model = load_model_dir(model_dir, threads=1)
     st = open_store(store)
@@ -102,8 +102,9 @@ def main() -> None:
 
     from infnet.data.sources.synthetic import prepare_synthetic
     from infnet.serving.export import export_run
-    from infnet.serving.feature_store import open_store, snapshot_from_prepared
     from infnet.serving.loadtest import run_loadtest
+    from infnet.serving.snapshot import snapshot_from_prepared
+    from infnet.serving.stores import open_store
     from infnet.training.trainer import RunConfig, TrainConfig, Trainer
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="infnet-serving-bench-"))

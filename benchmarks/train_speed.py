@@ -22,7 +22,7 @@ import torch
 
 from infnet.data.loader import PreparedDataset
 from infnet.data.sources.kuairand import prepare_kuairand
-from infnet.models.base import build_model
+from infnet.models import build_model
 from infnet.training.trainer import TaskLoss, TrainConfig
 
 DEFAULT_DATA_DIR = Path(

@@ -11,13 +11,19 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
 
 
 class ConfigError(ValueError):
     pass
+
+
+class Strict(BaseModel):
+    """Base of every schema and config model: unknown keys are errors, never ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=False)
 
 
 def _valid_keys(cls: type[BaseModel], loc: tuple) -> list[str]:

@@ -29,7 +29,7 @@ def demo(
     """Simulate data, train INFNet and a baseline, print the comparison, write OUT/report.md."""
     from infnet.data.loader import PreparedDataset
     from infnet.data.sources.synthetic import prepare_synthetic
-    from infnet.experiments.tables import markdown_table, metric_rows, rich_table
+    from infnet.training.tables import markdown_table, metric_rows, rich_table
     from infnet.training.trainer import RunConfig, TrainConfig, Trainer
 
     started = time.time()

@@ -18,11 +18,11 @@ from typer.testing import CliRunner
 from infnet.cli import app
 from infnet.data.loader import PreparedDataset
 from infnet.experiments import suites
-from infnet.experiments.attention import breadth
+from infnet.experiments.suites.attention import breadth
 from infnet.experiments.runner import Runner, load_predictions
 from infnet.experiments.stats import delong, mean_std, paired_ttest
+from infnet.metrics import relative_improvement
 from infnet.training import trainer as training
-from infnet.training.metrics import relative_improvement
 
 TRAIN = {"epochs": 1, "batch_size": 2048}
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -30,12 +30,12 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 def small_grids(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
-        suites, "ABLATIONS", {"full": {}, "-task tokens": {"use_task_tokens": False}}
+        suites.ablation, "ABLATIONS", {"full": {}, "-task tokens": {"use_task_tokens": False}}
     )
     monkeypatch.setattr(
-        suites, "SWEEPS", {"categorical proxies m": ("num_categorical_proxies", [2, 4])}
+        suites.proxies, "SWEEPS", {"categorical proxies m": ("num_categorical_proxies", [2, 4])}
     )
-    monkeypatch.setattr(suites, "QUICK_SWEEPS", {})
+    monkeypatch.setattr(suites.proxies, "QUICK_SWEEPS", {})
 
 
 def context(data: PreparedDataset, out: Path, cache: Path, seeds: list[int]) -> suites.Context:
@@ -178,7 +178,7 @@ def test_a_failing_run_is_recorded_and_the_suite_goes_on(
 ) -> None:
     out, _, data = paper
     monkeypatch.setattr(
-        suites,
+        suites.ablation,
         "ABLATIONS",
         {
             "full": {},
@@ -237,7 +237,7 @@ def test_breadth_of_known_distributions() -> None:
 
 
 def test_row_limit_trains_on_the_most_recent_rows(small_prepared: Path) -> None:
-    from infnet.experiments.runner import RowLimit, data_fingerprint
+    from infnet.data.loader import RowLimit
 
     full, cut = PreparedDataset(small_prepared), RowLimit(small_prepared, {"train": 1000})
     n = full.num_rows("train")
@@ -245,13 +245,14 @@ def test_row_limit_trains_on_the_most_recent_rows(small_prepared: Path) -> None:
     users = torch.cat([b.user for b in cut.batches("train", 300, shuffle=True, seed=3)])
     expected = full.batch_at("train", np.arange(n - 1000, n)).user
     assert sorted(users.tolist()) == sorted(expected.tolist())
-    assert data_fingerprint(cut) != data_fingerprint(full)
+    assert cut.fingerprint() != full.fingerprint()
 
 
 def test_workers_train_the_same_runs_as_one_process(small_prepared: Path, tmp_path: Path) -> None:
     """Two worker processes: same metrics as the sequential runs of the fixture, duplicates
     trained once, a bad option recorded as failed, and the cache filled for a rerun."""
-    from infnet.experiments.runner import RowLimit, RunSpec
+    from infnet.data.loader import RowLimit
+    from infnet.experiments.runner import RunSpec
 
     data = RowLimit(small_prepared, {"train": 3000})
     specs = [

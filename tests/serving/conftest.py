@@ -22,7 +22,8 @@ from infnet.data import layout
 from infnet.data.loader import PreparedDataset
 from infnet.serving.config import ServerConfig
 from infnet.serving.export import ScoringModule, export_run
-from infnet.serving.feature_store import open_store, snapshot_from_prepared
+from infnet.serving.snapshot import snapshot_from_prepared
+from infnet.serving.stores import open_store
 
 MODEL = "infnet"
 MODEL_OPTIONS = {"embedding_dim": 8, "num_blocks": 1}

@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from infnet.cli import app
 from infnet.data.loader import PreparedDataset
 from infnet.data.schema import OOV
-from infnet.serving.feature_store import StoreUnavailable, open_store, snapshot_from_prepared
+from infnet.serving.snapshot import snapshot_from_prepared
+from infnet.serving.stores import StoreUnavailable, open_store
 
 from .conftest import first_test_rows, vocab_values
 

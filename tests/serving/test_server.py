@@ -12,9 +12,10 @@ import orjson
 import pytest
 import redis
 
-from infnet.serving.feature_store import open_store, snapshot_from_prepared
 from infnet.serving.request_log import read_request_log
 from infnet.serving.runtime import load_model_dir
+from infnet.serving.snapshot import snapshot_from_prepared
+from infnet.serving.stores import open_store
 
 from .conftest import expected_request, first_test_rows, vocab_values
 

@@ -26,6 +26,7 @@ import torch
 
 from infnet.data import layout
 from infnet.data.batch import Batch
+from infnet.data.fingerprint import dataset_fingerprint
 from infnet.data.schema import Schema
 
 
@@ -57,6 +58,10 @@ class PreparedDataset:
         if not path.is_file():
             raise FileNotFoundError(f"stats file not found: {path}")
         return json.loads(path.read_text())
+
+    def fingerprint(self) -> str:
+        """Content hash of schema.json and stats.json: equal data, equal fingerprint."""
+        return dataset_fingerprint(self.path)
 
     def num_rows(self, split: str) -> int:
         return self.schema.split(self._check_split(split)).rows
@@ -182,3 +187,29 @@ class PreparedDataset:
         """Indices of the split's rows that `batches` goes over: all of them (a subclass
         that evaluates on a slice overrides this and `num_rows`)."""
         return np.arange(len(self._split(split).user))
+
+
+class RowLimit(PreparedDataset):
+    """A prepared dataset whose splits are cut to their last `rows[split]` rows (the most
+    recent: splits are in time order). `--quick` runs on such a slice so that a suite of
+    many runs takes minutes."""
+
+    def __init__(self, path: str | Path, rows: dict[str, int]) -> None:
+        super().__init__(path)
+        unknown = set(rows) - {"train", "valid", "test"}
+        if unknown:
+            raise ValueError(
+                f"RowLimit: unknown splits {sorted(unknown)}; splits: train, valid, test"
+            )
+        self.limits = rows
+
+    def num_rows(self, split: str) -> int:
+        return min(super().num_rows(split), self.limits.get(split, 1 << 62))
+
+    def fingerprint(self) -> str:
+        return dataset_fingerprint(self.path, self.limits)
+
+    def rows(self, split: str) -> np.ndarray:
+        """The most recent `num_rows(split)` rows (splits are stored in time order)."""
+        total = super().num_rows(split)
+        return np.arange(total - self.num_rows(split), total)

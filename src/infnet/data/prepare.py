@@ -51,7 +51,7 @@ from infnet.data.schema import OOV, PAD, CategoricalField, Schema, SequenceSpec,
 from infnet.data.sequences import Events, HistoryIndex, event_table, row_blocks
 from infnet.data.spec import BehaviourSpec, FieldSpec, RawDataset
 from infnet.fsutil import atomic_directory
-from infnet.training.metrics import auc
+from infnet.metrics import auc
 
 PART_ROWS = 1_000_000  # rows per part file of a split
 

@@ -11,17 +11,13 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from infnet.config import Strict
 
 SCHEMA_VERSION = 1
 PAD = 0  # index 0 is padding in every vocabulary
 OOV = 1  # index 1 is out-of-vocabulary: unseen and rare (below min_count) values
-
-
-class Strict(BaseModel):
-    """Base of every schema and config model: unknown keys are errors, never ignored."""
-
-    model_config = ConfigDict(extra="forbid", frozen=False)
 
 
 class CategoricalField(Strict):

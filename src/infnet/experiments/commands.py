@@ -66,10 +66,10 @@ def experiment(
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Run an experiment suite of the source document (chapter 4) and write its report."""
-    from infnet.data.loader import PreparedDataset
-    from infnet.experiments.runner import RowLimit, Runner
+    from infnet.data.loader import PreparedDataset, RowLimit
+    from infnet.experiments.runner import Runner
     from infnet.experiments.suites import ALL, QUICK_ROWS, QUICK_TRAIN, Context, run_suite
-    from infnet.models.base import model_class
+    from infnet.models import model_class
 
     if suite not in ALL:
         raise typer.BadParameter(

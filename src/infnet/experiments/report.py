@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from infnet.experiments.tables import markdown_table
+from infnet.training.tables import markdown_table
 
 
 @dataclass

@@ -28,7 +28,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from infnet.data.loader import PreparedDataset
+from infnet.data.loader import PreparedDataset, RowLimit
 from infnet.training import trainer as training
 
 RESULT = "result.json"
@@ -46,46 +46,11 @@ class RunSpec:
     seed: int = 0
 
 
-class RowLimit(PreparedDataset):
-    """A prepared dataset whose splits are cut to their last `rows[split]` rows (the most
-    recent: splits are in time order). `--quick` runs on such a slice so that a suite of
-    many runs takes minutes."""
-
-    def __init__(self, path: str | Path, rows: dict[str, int]) -> None:
-        super().__init__(path)
-        unknown = set(rows) - {"train", "valid", "test"}
-        if unknown:
-            raise ValueError(
-                f"RowLimit: unknown splits {sorted(unknown)}; splits: train, valid, test"
-            )
-        self.limits = rows
-
-    def num_rows(self, split: str) -> int:
-        return min(super().num_rows(split), self.limits.get(split, 1 << 62))
-
-    def rows(self, split: str) -> np.ndarray:
-        """The most recent `num_rows(split)` rows (splits are stored in time order)."""
-        total = super().num_rows(split)
-        return np.arange(total - self.num_rows(split), total)
-
-
-def data_fingerprint(data: PreparedDataset) -> str:
-    """Hash of the prepared directory's schema.json and stats.json (content, not mtime),
-    and of the row limits of a RowLimit."""
-    h = hashlib.sha256()
-    for name in ("schema.json", "stats.json"):
-        path = data.path / name
-        h.update(path.read_bytes() if path.is_file() else b"")
-    if isinstance(data, RowLimit):
-        h.update(json.dumps(data.limits, sort_keys=True).encode())
-    return h.hexdigest()[:16]
-
-
 def resolve(spec: RunSpec, data: PreparedDataset) -> training.RunConfig:
     """The full RunConfig of a spec: model options and train config with their defaults
     filled in, so equal configs written differently share one cache entry."""
     from infnet.config import validate
-    from infnet.models.base import model_class
+    from infnet.models import model_class
 
     options = validate(
         model_class(spec.model).Config, spec.options, where=f"{spec.label}: model_options"
@@ -125,7 +90,7 @@ class Runner:
             raise ValueError(f"Runner: workers must be >= 1, got {workers}")
         self.data = data
         self.cache_dir = Path(cache_dir)
-        self.fingerprint = data_fingerprint(data)
+        self.fingerprint = data.fingerprint()
         self.progress = progress
         self.console = console or Console(stderr=True)
         self.workers = workers

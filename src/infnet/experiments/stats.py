@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from infnet.training.metrics import midranks
+from infnet.metrics import midranks
 
 
 def _finite_1d(x: Any, name: str) -> np.ndarray:

@@ -1,12 +1,39 @@
-"""Models. Importing this package registers every model (see `base.register`)."""
+"""Models. Importing this package registers every model (see `base.register`) and gives the
+registry's lookups."""
 
+import difflib
 import importlib
 import pkgutil
 
-from infnet.models.base import MultiTaskModel, available_models, build_model, model_class, register
+from infnet.data.schema import Schema
+from infnet.models.base import REGISTRY, ModelConfig, MultiTaskModel, register
 
 for _module in pkgutil.iter_modules(__path__):
     if _module.name not in {"base", "embedding", "layers"}:
         importlib.import_module(f"{__name__}.{_module.name}")
+
+
+def available_models() -> list[str]:
+    return sorted(REGISTRY)
+
+
+def model_class(name: str) -> type[MultiTaskModel]:
+    if name not in REGISTRY:
+        close = difflib.get_close_matches(name, REGISTRY, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise KeyError(
+            f"unknown model {name!r}{hint}; known models: {', '.join(sorted(REGISTRY))}"
+        )
+    return REGISTRY[name]
+
+
+def build_model(
+    name: str, schema: Schema, config: dict | ModelConfig | None = None
+) -> MultiTaskModel:
+    cls = model_class(name)
+    if not isinstance(config, ModelConfig):
+        config = cls.Config.model_validate(config or {})
+    return cls(schema, config)
+
 
 __all__ = ["MultiTaskModel", "available_models", "build_model", "model_class", "register"]

@@ -11,15 +11,15 @@ A model that adds an auxiliary training loss (DIEN's next-behaviour loss) sets
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from typing import ClassVar
 
 import torch
 from torch import nn
 
+from infnet.config import Strict
 from infnet.data.batch import Batch
-from infnet.data.schema import Schema, Strict
+from infnet.data.schema import Schema
 
 
 class ModelConfig(Strict):
@@ -57,45 +57,15 @@ class MultiTaskModel(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
-_REGISTRY: dict[str, type[MultiTaskModel]] = {}
+REGISTRY: dict[str, type[MultiTaskModel]] = {}
 
 
 def register(name: str) -> Callable[[type[MultiTaskModel]], type[MultiTaskModel]]:
     def wrap(cls: type[MultiTaskModel]) -> type[MultiTaskModel]:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
+        if name in REGISTRY and REGISTRY[name] is not cls:
             raise ValueError(f"model name {name!r} registered twice")
         cls.name = name
-        _REGISTRY[name] = cls
+        REGISTRY[name] = cls
         return cls
 
     return wrap
-
-
-def _load_all() -> None:
-    # Importing the package registers every model it holds.
-    import infnet.models  # noqa: F401
-
-
-def available_models() -> list[str]:
-    _load_all()
-    return sorted(_REGISTRY)
-
-
-def model_class(name: str) -> type[MultiTaskModel]:
-    _load_all()
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, _REGISTRY, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise KeyError(
-            f"unknown model {name!r}{hint}; known models: {', '.join(sorted(_REGISTRY))}"
-        )
-    return _REGISTRY[name]
-
-
-def build_model(
-    name: str, schema: Schema, config: dict | ModelConfig | None = None
-) -> MultiTaskModel:
-    cls = model_class(name)
-    if not isinstance(config, ModelConfig):
-        config = cls.Config.model_validate(config or {})
-    return cls(schema, config)

@@ -114,7 +114,8 @@ def load_features(
     """Load user features, item features and recent behaviour histories as a new feature version."""
     import time
 
-    from infnet.serving.feature_store import StoreUnavailable, open_store, snapshot_from_prepared
+    from infnet.serving.snapshot import snapshot_from_prepared
+    from infnet.serving.stores import StoreUnavailable, open_store
 
     started = time.perf_counter()
     with console.status(f"reading {data}"):

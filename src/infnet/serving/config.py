@@ -18,8 +18,7 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
-from infnet.config import load_yaml, validate
-from infnet.data.schema import Strict
+from infnet.config import Strict, load_yaml, validate
 
 ADMIN_TOKEN_ENV = "INFNET_ADMIN_TOKEN"
 

@@ -38,9 +38,9 @@ from torch import nn
 
 from infnet.data import layout
 from infnet.data.batch import Batch
+from infnet.data.fingerprint import vocab_fingerprint
 from infnet.fsutil import atomic_directory
 from infnet.models.base import MultiTaskModel
-from infnet.serving.feature_store import vocab_fingerprint
 from infnet.training.checkpoint import save_checkpoint
 
 ONNX_FILE = "model.onnx"

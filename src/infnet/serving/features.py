@@ -18,8 +18,8 @@ import numpy as np
 import polars as pl
 
 from infnet.data.schema import OOV, CategoricalField, Schema
-from infnet.serving.feature_store import Lookup, StoreMeta
 from infnet.serving.requests import RequestError
+from infnet.serving.stores import Lookup, StoreMeta
 from infnet.training.checkpoint import schema_differences
 
 HOUR_MS, DAY_MS = 3_600_000, 86_400_000
@@ -85,7 +85,7 @@ class Assembler:
     """Places the store's and the request's codes in the model's field order."""
 
     def __init__(self, schema: Schema, vocab_dir: Path, utc_offset_hours: float) -> None:
-        # The store keeps user and item fields in schema order (feature_store.py), and
+        # The store keeps user and item fields in schema order (stores/base.py), and
         # compatibility() has checked that its schema is the model's.
         self.schema = schema
         self.item_pos, self.user_pos, self.context_pos = (

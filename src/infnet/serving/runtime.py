@@ -98,7 +98,7 @@ def _eager_runner(path: Path, schema: Schema, threads: int):
     import torch
 
     from infnet.config import validate
-    from infnet.models.base import build_model, model_class
+    from infnet.models import build_model, model_class
     from infnet.serving.export import ScoringModule
     from infnet.training.checkpoint import check_compatible, load_checkpoint, load_state_strict
 

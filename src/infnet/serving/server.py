@@ -38,13 +38,13 @@ from starlette.concurrency import run_in_threadpool
 from infnet.data import layout
 from infnet.serving.batching import MicroBatcher
 from infnet.serving.config import ArmConfig, ServerConfig
-from infnet.serving.feature_store import Lookup, StoreMeta, StoreUnavailable, decode, open_store
 from infnet.serving.features import Assembler, compatibility
 from infnet.serving.metrics import Metrics
 from infnet.serving.ranking import Ranker
 from infnet.serving.request_log import RequestLog
 from infnet.serving.requests import RankRequest, RequestError, parse_rank_request, read_body
 from infnet.serving.runtime import ModelLoadError, ServingModel, load_model_dir
+from infnet.serving.stores import Lookup, StoreMeta, StoreUnavailable, decode, open_store
 
 log = logging.getLogger("infnet.serving")
 

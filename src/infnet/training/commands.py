@@ -44,7 +44,7 @@ def resolve_run_config(
     data: Path | None, model: str | None, config: Path | None, overrides: list[str]
 ) -> Any:
     from infnet.config import validate
-    from infnet.models.base import model_class
+    from infnet.models import model_class
     from infnet.training.trainer import RunConfig, TrainConfig
 
     raw: dict[str, Any] = load_yaml(config) if config else {}
@@ -81,7 +81,7 @@ def train(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Train a model on a prepared dataset; writes config, metrics.jsonl, checkpoints, test metrics."""
-    from infnet.experiments.tables import rich_table
+    from infnet.training.tables import rich_table
     from infnet.training.trainer import Trainer
 
     run = resolve_run_config(data, model, config, set_ or [])
@@ -107,7 +107,7 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Score a run's best checkpoint on a split: AUC, gAUC, LogLoss (and MAE, RMSE, R2), MTL averages."""
-    from infnet.experiments.tables import rich_table
+    from infnet.training.tables import rich_table
     from infnet.training.trainer import evaluate_split, load_run
 
     if split not in ("train", "valid", "test"):
@@ -128,7 +128,7 @@ def models() -> None:
     """List the registered models."""
     import sys
 
-    from infnet.models.base import available_models, model_class
+    from infnet.models import available_models, model_class
 
     for name in available_models():
         cls = model_class(name)

@@ -29,12 +29,13 @@ import torch
 import torch.nn.functional as F
 from pydantic import ConfigDict, Field
 
-from infnet.config import validate
+from infnet import metrics
+from infnet.config import Strict, validate
 from infnet.data.batch import Batch
 from infnet.data.loader import PreparedDataset
-from infnet.data.schema import Schema, Strict
-from infnet.models.base import MultiTaskModel, build_model, model_class
-from infnet.training import metrics
+from infnet.data.schema import Schema
+from infnet.models import build_model, model_class
+from infnet.models.base import MultiTaskModel
 from infnet.training.checkpoint import (
     check_compatible,
     load_checkpoint,

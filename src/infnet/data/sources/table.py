@@ -31,9 +31,8 @@ import polars as pl
 import typer
 from pydantic import Field, model_validator
 
-from infnet.config import ConfigError, load_yaml, validate
+from infnet.config import ConfigError, Strict, load_yaml, validate
 from infnet.data.prepare import PrepareError, prepare
-from infnet.data.schema import Strict
 from infnet.data.sources.condition import parse_condition
 from infnet.data.sources.files import Format, read_files
 from infnet.data.spec import BehaviourSpec, FieldSpec, RawDataset, SplitSpec, TaskSpec

@@ -3,7 +3,7 @@
 Keys (prefix `infnet` unless the URL says `?prefix=NAME`):
     PREFIX:current              the current feature version
     PREFIX:meta:VERSION         StoreMeta JSON of each load
-    PREFIX:VERSION:u:USER       user record (feature_store.py), raw int32 bytes
+    PREFIX:VERSION:u:USER       user record (stores/base.py), raw int32 bytes
     PREFIX:VERSION:i:ITEM       item record
 
 A load writes a new VERSION namespace with pipelined MSETs, then switches `current` (one
@@ -20,7 +20,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from infnet.serving.feature_store import FeatureStore, Snapshot, StoreMeta, StoreUnavailable
+from infnet.serving.stores.base import FeatureStore, Snapshot, StoreMeta, StoreUnavailable
 
 _FETCH = """
 local v = redis.call('GET', ARGV[1] .. ':current')

@@ -11,11 +11,18 @@ per-user rank sums are segment sums; no Python loop runs per user.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from infnet.data.schema import Task
+
+class Task(Protocol):
+    """What the metrics read of a task (data.schema.Task has it)."""
+
+    name: str
+    kind: str
+    weight: float
+
 
 EPS = 1e-7  # LogLoss clips probabilities to [EPS, 1 - EPS]
 

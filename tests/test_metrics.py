@@ -9,7 +9,7 @@ import pytest
 from sklearn import metrics as skm
 
 from infnet.data.schema import Task
-from infnet.training.metrics import (
+from infnet.metrics import (
     auc,
     evaluate,
     gauc,

@@ -26,6 +26,9 @@ from torch import nn
 from infnet.experiments import figures
 from infnet.experiments.measure import latency_ms, parameter_bytes, peak_memory
 from infnet.experiments.report import Report, fmt
+from infnet.experiments.suites.context import Context
+from infnet.models import available_models, build_model, model_class
+from infnet.models.infnet import INFNet
 from infnet.models.layers import PGU, CrossAttention
 
 MB = 2**20
@@ -109,10 +112,8 @@ def scaling(
 
 
 def _model_costs(
-    ctx: Any, models: list[str], batch: Any
+    ctx: Context, models: list[str], batch: Any
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    from infnet.models.base import build_model
-
     rows, failed = [], []
     for name in models:
         try:
@@ -130,9 +131,7 @@ def _model_costs(
     return rows, failed
 
 
-def _breakdown(ctx: Any, batch: Any) -> dict[str, dict[str, float]]:
-    from infnet.models.base import build_model
-
+def _breakdown(ctx: Context, batch: Any) -> dict[str, dict[str, float]]:
     out = {}
     for label, options in (("full attention", {"use_proxies": False}), ("INFNet", {})):
         torch.manual_seed(0)
@@ -153,9 +152,7 @@ def _breakdown(ctx: Any, batch: Any) -> dict[str, dict[str, float]]:
     return out
 
 
-def efficiency(ctx: Any, report: Report) -> dict[str, Any]:
-    from infnet.models.base import available_models, model_class
-
+def run(ctx: Context, report: Report) -> dict[str, Any]:
     models = ctx.models or available_models()
     for m in models:
         model_class(m)
@@ -189,8 +186,6 @@ def efficiency(ctx: Any, report: Report) -> dict[str, Any]:
     section.figure(path, "Inference time and parameters of every model (paper Fig. 6)")
 
     # 4.5.1: scaling with the number of tokens
-    from infnet.models.infnet import INFNet
-
     cfg, schema = INFNet.Config(), ctx.schema
     queries = (
         cfg.num_categorical_proxies

@@ -19,6 +19,7 @@ import torch
 from infnet.experiments import figures
 from infnet.experiments.report import Report, fmt
 from infnet.experiments.runner import ok
+from infnet.experiments.suites.context import INFNET, Context
 from infnet.training.trainer import load_run
 
 SAMPLE = 2048
@@ -42,9 +43,7 @@ def breadth(weights: torch.Tensor) -> dict[str, np.ndarray]:
     }
 
 
-def attention(ctx: Any, report: Report) -> dict[str, Any]:
-    from infnet.experiments.suites import INFNET
-
+def run(ctx: Context, report: Report) -> dict[str, Any]:
     section = report.section("Cross attention (source document 4.6.1, paper Fig. 5)")
     if ctx.infnet_run is not None:
         run_dir = ctx.infnet_run

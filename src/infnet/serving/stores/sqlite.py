@@ -13,7 +13,7 @@ from pathlib import Path
 
 import orjson
 
-from infnet.serving.feature_store import FeatureStore, Snapshot, StoreMeta, StoreUnavailable
+from infnet.serving.stores.base import FeatureStore, Snapshot, StoreMeta, StoreUnavailable
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;

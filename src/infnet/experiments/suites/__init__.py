@@ -1,0 +1,76 @@
+"""The experiment suites of the source document's chapter 4, one module each.
+
+Every suite is a function `run(ctx, report)` of a `Context` (data, output folder, runner,
+seeds, models, quick; context.py) that fills one report section and returns a results
+dict (every number with its config, seed and run directory). `run_suite` writes
+results.json, report.md, index.html and the figures into the suite's folder; `paper`
+runs all suites into subfolders plus one combined report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from infnet.experiments.report import Report
+from infnet.experiments.suites import (
+    ablation,
+    attention,
+    compare,
+    correlation,
+    efficiency,
+    proxies,
+)
+from infnet.experiments.suites.context import QUICK_ROWS, QUICK_TRAIN, Context
+
+SUITES: dict[str, Callable[[Context, Report], dict[str, Any]]] = {
+    "compare": compare.run,
+    "correlation": correlation.run,
+    "ablation": ablation.run,
+    "proxies": proxies.run,
+    "efficiency": efficiency.run,
+    "attention": attention.run,
+}
+ALL = [*SUITES, "paper"]
+
+
+def run_suite(name: str, ctx: Context) -> dict[str, Any]:
+    """Run one suite (or `paper`: all of them) and write its report into ctx.out."""
+    if name not in ALL:
+        raise ValueError(f"unknown suite {name!r}; suites: {', '.join(ALL)}")
+    if name != "paper":
+        report = Report(f"infnet experiment {name}: {ctx.data.path}")
+        results = {
+            "suite": name,
+            "data": str(ctx.data.path),
+            "seeds": ctx.seeds,
+            "quick": ctx.quick,
+            "train": ctx.train,
+            name: SUITES[name](ctx, report),
+        }
+        report.write(ctx.out, results)
+        return results
+    combined = Report(f"infnet experiment paper: {ctx.data.path}")
+    results = {
+        "suite": "paper",
+        "data": str(ctx.data.path),
+        "seeds": ctx.seeds,
+        "quick": ctx.quick,
+        "train": ctx.train,
+    }
+    for sub in SUITES:
+        sub_ctx = Context(**{**ctx.__dict__, "out": ctx.out / sub})
+        sub_report = Report(f"infnet experiment {sub}: {ctx.data.path}")
+        try:
+            results[sub] = SUITES[sub](sub_ctx, sub_report)
+        except Exception as err:  # one suite's failure must not lose the others
+            section = sub_report.section(f"{sub}: failed")
+            section.text(f"The suite stopped: `{type(err).__name__}: {err}`")
+            results[sub] = {"status": "failed", "error": f"{type(err).__name__}: {err}"}
+        sub_report.write(sub_ctx.out, {"suite": sub, sub: results[sub]})
+        combined.sections += sub_report.sections
+    combined.write(ctx.out, results)
+    return results
+
+
+__all__ = ["ALL", "QUICK_ROWS", "QUICK_TRAIN", "SUITES", "Context", "run_suite"]

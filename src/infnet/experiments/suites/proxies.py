@@ -1,0 +1,127 @@
+"""The proxy sweeps (source document 4.4.2, paper Fig. 4): AUC, latency and peak memory
+as the proxy and shared task token counts change."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from infnet.experiments import figures
+from infnet.experiments.measure import latency_ms, peak_memory
+from infnet.experiments.report import Report, fmt, fmt_mean_std
+from infnet.experiments.suites.context import (
+    INFNET,
+    Context,
+    by_label,
+    failures,
+    figure_path,
+    main_task,
+    metric,
+    run_table,
+    summary,
+)
+from infnet.models import build_model
+
+# Proxy sweeps (source document 4.4.2, paper Fig. 4): option -> values.
+SWEEPS: dict[str, tuple[str, list[int]]] = {
+    "categorical proxies m": ("num_categorical_proxies", [1, 2, 4, 8, 16]),
+    "sequence proxies per behaviour k": ("sequence_proxies_per_behaviour", [1, 2, 4]),
+    "shared task tokens N_s": ("num_shared_task_tokens", [1, 2, 3]),
+}
+QUICK_SWEEPS = {
+    "num_categorical_proxies": [1, 4, 16],
+    "sequence_proxies_per_behaviour": [1, 2],
+    "num_shared_task_tokens": [1, 2],
+}
+
+
+def run(ctx: Context, report: Report) -> dict[str, Any]:
+    import torch
+
+    seq = ctx.schema.sequences
+    sweeps = {
+        name: (
+            opt,
+            [
+                v
+                for v in (QUICK_SWEEPS.get(opt, values) if ctx.quick else values)
+                if opt != "sequence_proxies_per_behaviour" or seq is None or v <= seq.max_len
+            ],
+        )
+        for name, (opt, values) in SWEEPS.items()
+    }
+    specs = [
+        ctx.spec(f"{opt}={v}", INFNET, {opt: v}, s)
+        for _, (opt, values) in sweeps.items()
+        for v in values
+        for s in ctx.grid_seeds
+    ]
+    groups = by_label(ctx.runner.run_all(specs, "proxies"))
+    batch = ctx.data.batch_at("test", np.arange(min(ctx.latency_batch, ctx.data.num_rows("test"))))
+    main = main_task(ctx.schema)
+    section = report.section("Proxy counts (source document 4.4.2, paper Fig. 4)")
+    section.text(
+        f"One count varied at a time, the others at their defaults. Latency: median ms of one "
+        f"inference batch of {len(batch.user)} test rows over {ctx.reps} repetitions, in process, "
+        "on this machine's CPU. Peak memory: the most tensor memory live during that forward "
+        "(a TorchDispatchMode counts every allocation; parameters and input excluded)."
+    )
+    results: dict[str, Any] = {}
+    panels = []
+    for name, (opt, values) in sweeps.items():
+        rows, entries = [], []
+        for v in values:
+            rs = groups[f"{opt}={v}"]
+            torch.manual_seed(0)
+            model = build_model(INFNET, ctx.schema, {opt: v}).eval()
+            ms = latency_ms(lambda m=model: m(batch), ctx.reps)
+            mb = peak_memory(lambda m=model: m(batch)).total_peak / 2**20
+            entry = {
+                "option": opt,
+                "value": v,
+                "auc": summary([metric(r, f"{main}/auc") for r in rs]),
+                "mtl_auc": summary([metric(r, "mtl_auc") for r in rs]),
+                "latency_ms": ms,
+                "peak_mb": mb,
+                "parameters": model.num_parameters(),
+                "run_dirs": [r.get("run_dir") for r in rs],
+            }
+            entries.append(entry)
+            rows.append(
+                [
+                    str(v),
+                    fmt_mean_std(entry["auc"]["mean"], entry["auc"]["std"]),
+                    fmt_mean_std(entry["mtl_auc"]["mean"], entry["mtl_auc"]["std"]),
+                    fmt(ms, 1),
+                    fmt(mb, 1),
+                    f"{entry['parameters']:,}",
+                ]
+            )
+        results[name] = entries
+        section.table(
+            [name, f"AUC ({main})", "MTL-AUC", "latency ms/batch", "peak MB", "parameters"],
+            rows,
+            caption=f"Sweep of {name} (`{opt}`)",
+        )
+        panels.append(
+            (
+                name,
+                values,
+                [e["mtl_auc"]["mean"] for e in entries],
+                [e["mtl_auc"]["std"] for e in entries],
+                [e["latency_ms"] for e in entries],
+                [e["peak_mb"] for e in entries],
+            )
+        )
+    path = figures.sweep_panels(panels, figure_path(ctx, "proxies"))
+    section.figure(path, "MTL-AUC (top), latency and peak memory (bottom) against each proxy count")
+    all_records = [r for rs in groups.values() for r in rs]
+    failures(section, all_records)
+    return {
+        "main_task": main,
+        "latency_batch": len(batch.user),
+        "reps": ctx.reps,
+        "sweeps": results,
+        "runs": run_table(all_records),
+    }

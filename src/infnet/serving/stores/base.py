@@ -1,0 +1,136 @@
+"""The feature store: user features, item features and recent behaviour histories, encoded.
+
+One interface, two backends (sqlite.py: an embedded file in WAL mode, the default;
+redis.py: `redis://...`; `open_store` picks one by URL). A load writes one *snapshot* of a
+prepared dataset (serving/snapshot.py):
+
+    user record  int32 [M_u + F + F*n*K]: the user's field codes (schema order of the user
+                 fields), then the F history lengths, then the F histories [F, n, K] of
+                 side-field codes, most recent last, left-padded with PAD (as the loader)
+    item record  int32 [M_i]: the item's field codes (schema order of the item fields)
+
+keyed by the raw user key and the raw item id (the item key's vocabulary value). Every
+load gets a feature version id; a lookup returns the version its records belong to, so a
+served request can record exactly which features it used. A lookup is one round trip for
+the user and all candidates.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+from infnet.config import Strict
+from infnet.data.schema import OOV, Schema
+
+
+class StoreUnavailable(RuntimeError):
+    """The store cannot answer: unreachable, missing, or holding no features yet."""
+
+
+class StoreMeta(Strict):
+    """What a load wrote: enough to decode records and to check a model against them."""
+
+    version: str
+    loaded_at: str
+    source: str
+    as_of: int | None = None  # only events and rows strictly before this time_ms were loaded
+    schema_text: str  # the prepared dataset's schema JSON
+    vocab_fingerprint: str
+    user_fields: list[str]
+    item_fields: list[str]
+    behaviours: list[str]
+    side_fields: list[str]
+    history_len: int  # n
+    users: int
+    items: int
+
+    def dataset_schema(self) -> Schema:
+        return Schema.from_json(self.schema_text)
+
+    @property
+    def user_record_len(self) -> int:
+        F, n, K = len(self.behaviours), self.history_len, len(self.side_fields)
+        return len(self.user_fields) + F + F * n * K
+
+
+@dataclass
+class Snapshot:
+    """A whole load: records of every user and item, ready to write."""
+
+    meta: StoreMeta
+    user_ids: list[str]
+    user_records: np.ndarray  # int32 [U, user_record_len]
+    item_ids: list[str]
+    item_records: np.ndarray  # int32 [I, M_i]
+
+
+@dataclass
+class Lookup:
+    """The decoded answer to one request: one user and K candidates."""
+
+    version: str
+    user_codes: np.ndarray  # int64 [M_u]; OOV where the user is unknown
+    user_known: bool
+    history: np.ndarray  # int64 [F, n, K_side], PAD where empty
+    history_mask: np.ndarray  # bool [F, n]
+    item_codes: np.ndarray  # int64 [K, M_i]; OOV rows for unknown items
+    item_known: np.ndarray  # bool [K]
+
+
+def decode(meta: StoreMeta, version: str, user: bytes | None, items: list[bytes | None]) -> Lookup:
+    F, n, Ks = len(meta.behaviours), meta.history_len, len(meta.side_fields)
+    Mu, Mi = len(meta.user_fields), len(meta.item_fields)
+    if user is None:
+        user_codes = np.full(Mu, OOV, np.int64)
+        lengths = np.zeros(F, np.int64)
+        history = np.zeros((F, n, Ks), np.int64)
+    else:
+        rec = np.frombuffer(user, np.int32).astype(np.int64)
+        user_codes, lengths = rec[:Mu], rec[Mu : Mu + F]
+        history = rec[Mu + F :].reshape(F, n, Ks)
+    known = np.array([r is not None for r in items], dtype=bool)
+    item_codes = np.full((len(items), Mi), OOV, np.int64)
+    if known.any():
+        blob = b"".join(r for r in items if r is not None)
+        item_codes[known] = np.frombuffer(blob, np.int32).reshape(-1, Mi)
+    mask = np.arange(n) >= (n - lengths)[:, None]  # [F, n], left padding
+    return Lookup(version, user_codes, user is not None, history, mask, item_codes, known)
+
+
+class FeatureStore(ABC):
+    """Bulk versioned writes, batched lookups. Implementations are thread-safe."""
+
+    url: str
+    # Lookups are fast and local enough to run on the server's event loop (saving two
+    # thread hops per request); a networked store runs them on worker threads.
+    inline: bool = False
+
+    @abstractmethod
+    def write(self, snapshot: Snapshot) -> None:
+        """Replace the store's content with `snapshot` (its meta.version becomes current)."""
+
+    @abstractmethod
+    def fetch(self, user: str, items: list[str]) -> tuple[str, bytes | None, list[bytes | None]]:
+        """(current version, user record, item records) in one round trip."""
+
+    @abstractmethod
+    def meta(self, version: str | None = None) -> StoreMeta:
+        """Meta of `version` (default: the current one); StoreUnavailable if none is loaded."""
+
+    @abstractmethod
+    def ping(self) -> None:
+        """Return if the store answers, raise StoreUnavailable otherwise."""
+
+    def close(self) -> None:  # noqa: B027 - optional for backends without resources
+        pass
+
+    def lookup(self, meta: StoreMeta, user: str, items: list[str]) -> Lookup:
+        """Fetch and decode; `meta` must describe the version returned (the caller refreshes
+        its cached meta when `Lookup.version` changes)."""
+        version, user_rec, item_recs = self.fetch(user, items)
+        if version != meta.version:
+            meta = self.meta(version)
+        return decode(meta, version, user_rec, item_recs)
