@@ -20,7 +20,8 @@ import torch
 
 from infnet.data.loader import PreparedDataset
 from infnet.data.sources.synthetic import prepare_synthetic
-from infnet.training.trainer import RunConfig, TrainConfig, Trainer
+from infnet.training.config import RunConfig, TrainConfig
+from infnet.training.trainer import Trainer
 
 VARIANTS: dict[str, dict] = {
     "default": {},
@@ -60,7 +61,7 @@ def main() -> None:
                     train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, seed=seed),
                 )
                 t0 = time.perf_counter()
-                result = Trainer(run, None, data=data, progress=False).fit()
+                result = Trainer.from_config(run, None, data=data, progress=False).fit()
                 test = result["test"]
                 print(
                     json.dumps(

@@ -80,7 +80,7 @@ def _child(variant: str, mode: str, length: int, batch: int, dim: int) -> dict:
         else:
             model.train()
             model.zero_grad(set_to_none=True)
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(model(b), b.labels)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(model(b).logits, b.labels)
             loss.backward()
 
     statm = Path("/proc/self/statm").read_text().split()

@@ -105,7 +105,8 @@ def main() -> None:
     from infnet.serving.loadtest import run_loadtest
     from infnet.serving.snapshot import snapshot_from_prepared
     from infnet.serving.stores import open_store
-    from infnet.training.trainer import RunConfig, TrainConfig, Trainer
+    from infnet.training.config import RunConfig, TrainConfig
+    from infnet.training.trainer import Trainer
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="infnet-serving-bench-"))
     data, run, model_dir, store = (
@@ -127,7 +128,7 @@ def main() -> None:
         config = RunConfig(
             data=str(data), model=args.model, train=TrainConfig(epochs=1, device="cpu")
         )
-        Trainer(config, run, progress=False).fit()
+        Trainer.from_config(config, run, progress=False).fit()
     info = export_run(run, model_dir, overwrite=True)
     open_store(store).write(snapshot_from_prepared(data))
     ort_ms = in_process_ms(model_dir, store, data, args.candidates, repeats=200)

@@ -23,7 +23,9 @@ import torch
 from infnet.data.loader import PreparedDataset
 from infnet.data.sources.kuairand import prepare_kuairand
 from infnet.models import build_model
-from infnet.training.trainer import TaskLoss, TrainConfig
+from infnet.training.config import TrainConfig
+from infnet.training.losses import TaskLoss
+from infnet.training.step import train_step
 
 DEFAULT_DATA_DIR = Path(
     os.environ.get(
@@ -40,14 +42,7 @@ def measure(data: PreparedDataset, model_name: str, batch_size: int, steps: int)
     batches = data.batches("train", batch_size, shuffle=True, seed=0)
 
     def step(batch) -> None:
-        model.train()
-        model.auxiliary_loss = None
-        loss, _ = loss_fn(model(batch), batch)
-        if model.auxiliary_loss is not None:
-            loss = loss + model.auxiliary_loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        train_step(model, batch, loss_fn, optimizer)
 
     step(next(batches))  # warm-up
     t0 = time.perf_counter()

@@ -51,7 +51,9 @@ def _imports(name: str, path: Path) -> set[str]:
                 anchor = anchor[: len(anchor) - node.level + 1]
                 base = ".".join([*anchor, base] if base else anchor)
             # `from pkg import sub` imports the submodule pkg.sub when there is one
-            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base for a in node.names]
+            targets = [
+                f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base for a in node.names
+            ]
         else:
             continue
         found |= {t for t in targets if t in MODULES and t != name}

@@ -29,8 +29,9 @@ def demo(
     """Simulate data, train INFNet and a baseline, print the comparison, write OUT/report.md."""
     from infnet.data.loader import PreparedDataset
     from infnet.data.sources.synthetic import prepare_synthetic
+    from infnet.training.config import RunConfig, TrainConfig
     from infnet.training.tables import markdown_table, metric_rows, rich_table
-    from infnet.training.trainer import RunConfig, TrainConfig, Trainer
+    from infnet.training.trainer import Trainer
 
     started = time.time()
     out.mkdir(parents=True, exist_ok=True)
@@ -52,7 +53,7 @@ def demo(
             import shutil
 
             shutil.rmtree(run_dir)
-        result = Trainer(run, run_dir, data=data).fit()
+        result = Trainer.from_config(run, run_dir, data=data).fit()
         results[model] = {**result["test"], "parameters": result["parameters"]}
 
     oracle = data.stats.get("oracle_auc", {}).get("test", {})

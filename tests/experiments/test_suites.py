@@ -18,9 +18,9 @@ from typer.testing import CliRunner
 from infnet.cli import app
 from infnet.data.loader import PreparedDataset
 from infnet.experiments import suites
-from infnet.experiments.suites.attention import breadth
 from infnet.experiments.runner import Runner, load_predictions
 from infnet.experiments.stats import delong, mean_std, paired_ttest
+from infnet.experiments.suites.attention import breadth
 from infnet.metrics import relative_improvement
 from infnet.training import trainer as training
 

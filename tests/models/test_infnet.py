@@ -48,7 +48,7 @@ def _model(config: dict, schema=None, seed: int = 0) -> INFNet:
 
 
 def _loss(model: INFNet, batch: Batch) -> torch.Tensor:
-    y = model(batch)
+    y = model(batch).logits
     binary = [i for i, t in enumerate(model.schema.tasks) if t.kind == "binary"]
     reg = [i for i, t in enumerate(model.schema.tasks) if t.kind == "regression"]
     bce = nn.functional.binary_cross_entropy_with_logits(y[:, binary], batch.labels[:, binary])
@@ -60,7 +60,7 @@ def test_shapes_finite_and_every_parameter_gets_a_gradient(name: str) -> None:
     schema = make_schema()
     batch = make_batch(schema, batch_size=12, empty_rows=3)  # rows 0-2: no history at all
     model = _model(ABLATIONS[name], schema)
-    y = model(batch)
+    y = model(batch).logits
     assert y.shape == (12, 3)
     assert torch.isfinite(y).all()
     _loss(model, batch).backward()
@@ -81,7 +81,7 @@ def test_padded_sequence_ids_do_not_change_any_output(name: str) -> None:
     noisy = torch.randint(1, 10, batch.seq_ids.shape) * ~batch.seq_mask.unsqueeze(-1)
     changed = Batch(**{**batch.__dict__, "seq_ids": batch.seq_ids + noisy})
     assert not torch.equal(changed.seq_ids, batch.seq_ids)
-    torch.testing.assert_close(model(changed), model(batch), rtol=0, atol=1e-6)
+    torch.testing.assert_close(model(changed).logits, model(batch).logits, rtol=0, atol=1e-6)
     for key, value in model.attention_maps(batch).items():
         torch.testing.assert_close(model.attention_maps(changed)[key], value, rtol=0, atol=1e-6)
 
@@ -94,7 +94,7 @@ def test_history_does_change_the_output() -> None:
     shuffled = Batch(
         **{**batch.__dict__, "seq_ids": batch.seq_ids.flip(0), "seq_mask": batch.seq_mask.flip(0)}
     )
-    assert (model(shuffled) - model(batch)).abs().max() > 1e-4
+    assert (model(shuffled).logits - model(batch).logits).abs().max() > 1e-4
 
 
 @pytest.mark.parametrize("name", list(ABLATIONS))
@@ -111,10 +111,12 @@ def test_shared_histories_give_the_outputs_of_repeated_ones(name: str) -> None:
     compact = Batch(
         **{**batch.__dict__, "seq_ids": batch.seq_ids[:4], "seq_mask": batch.seq_mask[:4]}
     )
-    expected = model(repeated)
-    torch.testing.assert_close(model(compact, index), expected, rtol=0, atol=1e-6)
-    assert (model(compact, index.flip(0)) - expected).abs().max() > 1e-4  # the index is read
-    torch.testing.assert_close(model(batch, torch.arange(11)), model(batch), rtol=0, atol=0)
+    expected = model(repeated).logits
+    torch.testing.assert_close(model(compact, index).logits, expected, rtol=0, atol=1e-6)
+    assert (model(compact, index.flip(0)).logits - expected).abs().max() > 1e-4  # the index is read
+    torch.testing.assert_close(
+        model(batch, torch.arange(11)).logits, model(batch).logits, rtol=0, atol=0
+    )
 
 
 def test_empty_history_rows_are_finite_forward_and_backward() -> None:
@@ -151,7 +153,7 @@ def test_model_without_sequences() -> None:
     batch = make_batch(schema, batch_size=5)
     for config in (ABLATIONS["default"], ABLATIONS["full_attention"], ABLATIONS["untyped"]):
         model = _model(config, schema)
-        y = model(batch)
+        y = model(batch).logits
         assert y.shape == (5, 3) and torch.isfinite(y).all()
         _loss(model, batch).backward()
         assert all(p.grad is not None for p in model.parameters())

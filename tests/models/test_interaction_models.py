@@ -14,6 +14,7 @@ from infnet.data.loader import PreparedDataset
 from infnet.data.schema import Schema
 from infnet.data.sources import kuairand
 from infnet.models import available_models, build_model, model_class
+from infnet.models.base import ModelOutput
 from infnet.models.dcnv2 import CrossNetworkV2
 from infnet.models.dien import AUGRU, to_right_padding
 from infnet.models.din import TargetAttention
@@ -25,7 +26,8 @@ MODELS = ["lr", "fm", "din", "dien", "dcnv2", "gdcn", "wukong", "hstu"]
 NO_DROPOUT = {"dropout": 0.0}
 
 
-def task_loss(model, batch: Batch, out: torch.Tensor) -> torch.Tensor:
+def task_loss(model, batch: Batch, output: ModelOutput) -> torch.Tensor:
+    out = output.logits
     losses = []
     for i, task in enumerate(model.schema.tasks):
         y, m = batch.labels[:, i], batch.label_mask[:, i]
@@ -34,8 +36,8 @@ def task_loss(model, batch: Batch, out: torch.Tensor) -> torch.Tensor:
         else:
             losses.append(F.mse_loss(out[m, i], y[m]))
     loss = sum(losses)
-    if model.auxiliary_loss is not None:
-        loss = loss + model.auxiliary_loss
+    if output.auxiliary_loss is not None:
+        loss = loss + output.auxiliary_loss
     return loss
 
 
@@ -70,10 +72,10 @@ def test_unknown_config_key_is_an_error(name):
 def test_one_training_step(name, schema):
     model = build(name, schema)
     batch = make_batch(schema, batch_size=32)
-    out = model(batch)
-    assert out.shape == (32, schema.num_tasks)
+    output = model(batch)
+    assert output.logits.shape == (32, schema.num_tasks)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loss = task_loss(model, batch, out)
+    loss = task_loss(model, batch, output)
     before = [p.detach().clone() for p in model.parameters()]
     opt.zero_grad()
     loss.backward()
@@ -129,12 +131,14 @@ def test_padded_positions_do_not_change_the_output(name, train):
     batch = make_batch(schema, batch_size=32, empty_rows=4)
     noisy = _repad(batch, seed=1)
     assert not torch.equal(noisy.seq_ids, batch.seq_ids)
-    torch.testing.assert_close(model(noisy), model(batch), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(model(noisy).logits, model(batch).logits, rtol=1e-5, atol=1e-6)
 
     # Control: the same models do read the valid positions.
     changed = batch.seq_ids.clone()
     changed[..., -1, :] = torch.where(batch.seq_mask[..., -1:], (changed[..., -1, :] % 9) + 1, 0)
-    assert not torch.allclose(model(Batch(**{**batch.__dict__, "seq_ids": changed})), model(batch))
+    assert not torch.allclose(
+        model(Batch(**{**batch.__dict__, "seq_ids": changed})).logits, model(batch).logits
+    )
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -143,12 +147,12 @@ def test_rows_without_history_give_finite_outputs_and_gradients(name):
     model = build(name, schema)
     batch = make_batch(schema, batch_size=8, empty_rows=8)  # no row has any history
     assert not batch.seq_mask.any()
-    out = model(batch)
-    assert torch.isfinite(out).all()
-    task_loss(model, batch, out).backward()
+    output = model(batch)
+    assert torch.isfinite(output.logits).all()
+    task_loss(model, batch, output).backward()
     assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
     model.eval()
-    assert torch.isfinite(model(batch)).all()
+    assert torch.isfinite(model(batch).logits).all()
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -165,7 +169,6 @@ def test_a_small_batch_can_be_overfit(name):
         loss.backward()
         opt.step()
     model.eval()
-    model.auxiliary_loss = None
     last = task_loss(model, batch, model(batch)).item()
     assert last < first / 10, f"{name}: loss {first:.3f} -> {last:.3f}"
 
@@ -182,19 +185,19 @@ def test_fm_pairwise_term_is_rendles_sum_over_pairs():
     n = v.shape[1]
     pairs = sum(v[:, i] * v[:, j] for i in range(n) for j in range(i + 1, n))  # [B, d]
     expected = model.linear(batch) + pairs @ model.task_weight.T
-    torch.testing.assert_close(model(batch), expected)
+    torch.testing.assert_close(model(batch).logits, expected)
 
 
 def test_lr_starts_at_zero_and_uses_mean_pooled_history():
     schema = make_schema()
     model = build("lr", schema)
     batch = make_batch(schema, batch_size=4)
-    assert torch.equal(model(batch), torch.zeros(4, 3))
+    assert torch.equal(model(batch).logits, torch.zeros(4, 3))
     click_video = model.linear.history[0][0]
     torch.nn.init.ones_(click_video.weight)
     has_clicks = batch.seq_mask[:, 0].any(1).float()
     # A mean over the click history of a weight of 1 is 1 for every row with clicks.
-    torch.testing.assert_close(model(batch), has_clicks.unsqueeze(1).expand(4, 3))
+    torch.testing.assert_close(model(batch).logits, has_clicks.unsqueeze(1).expand(4, 3))
 
 
 def test_cross_layer_v2_equation():
@@ -257,18 +260,16 @@ def test_augru_with_zero_attention_keeps_its_state():
     assert cell(i, torch.ones(2, 4), mask).abs().sum() > 0
 
 
-def test_dien_sets_auxiliary_loss_only_in_training():
+def test_dien_returns_its_auxiliary_loss_only_in_training():
     schema = make_schema()
     model = build("dien", schema)
     batch = make_batch(schema)
-    model(batch)
-    assert model.auxiliary_loss is not None and model.auxiliary_loss.item() > 0
+    training = model(batch)
+    assert training.auxiliary_loss is not None and training.auxiliary_loss.item() > 0
     model.eval()
-    model(batch)
-    assert model.auxiliary_loss is None
+    assert model(batch).auxiliary_loss is None
     off = build("dien", schema, aux_loss_alpha=0.0)
-    off(batch)
-    assert off.auxiliary_loss.item() == 0.0
+    assert off(batch).auxiliary_loss.item() == 0.0
 
 
 # --- the real KuaiRand-Pure schema -------------------------------------------------------
@@ -299,9 +300,9 @@ def test_default_model_trains_a_step_on_the_kuairand_schema(name, kuairand_prepa
         return loss
 
     before = eval_loss()
-    out = model(batch)
-    assert out.shape == (500, data.schema.num_tasks)
-    loss = task_loss(model, batch, out)
+    output = model(batch)
+    assert output.logits.shape == (500, data.schema.num_tasks)
+    loss = task_loss(model, batch, output)
     assert torch.isfinite(loss)
     opt.zero_grad()
     loss.backward()
@@ -309,4 +310,6 @@ def test_default_model_trains_a_step_on_the_kuairand_schema(name, kuairand_prepa
     assert eval_loss() < before
     if name in {"din", "dien", "hstu"}:
         model.eval()
-        torch.testing.assert_close(model(_repad(batch, seed=2)), model(batch), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(
+            model(_repad(batch, seed=2)).logits, model(batch).logits, rtol=1e-5, atol=1e-6
+        )

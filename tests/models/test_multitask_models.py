@@ -59,7 +59,7 @@ def test_default_config_builds_and_gives_one_output_per_task(
 ) -> None:
     schema = make_schema(num_behaviours=num_behaviours)
     model = build(name, schema, small=False)
-    out = model(make_batch(schema, batch_size=8))
+    out = model(make_batch(schema, batch_size=8)).logits
     assert out.shape == (8, schema.num_tasks)
     assert torch.isfinite(out).all()
     # What is read only as pooled means (or order-agnostically) is said, per behaviour.
@@ -74,7 +74,7 @@ def test_every_parameter_gets_a_gradient(name: str, num_behaviours: int) -> None
     schema = make_schema(num_behaviours=num_behaviours)
     model = build(name, schema, small=False)
     batch = make_batch(schema, batch_size=32)
-    task_losses(schema, model(batch), batch).sum().backward()
+    task_losses(schema, model(batch).logits, batch).sum().backward()
     missing = [
         n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0
     ]
@@ -93,10 +93,10 @@ def test_padded_positions_do_not_change_outputs(name: str, train: bool) -> None:
     changed = Batch(**{**vars(batch), "seq_ids": torch.where(pad, noisy, batch.seq_ids)})
     assert not torch.equal(changed.seq_ids, batch.seq_ids)
     with torch.no_grad():
-        torch.testing.assert_close(model(changed), model(batch), rtol=0, atol=1e-6)
+        torch.testing.assert_close(model(changed).logits, model(batch).logits, rtol=0, atol=1e-6)
         # ... while a real (unmasked) position does change them.
         real = Batch(**{**vars(batch), "seq_ids": torch.where(pad, batch.seq_ids, noisy)})
-        assert not torch.allclose(model(real), model(batch))
+        assert not torch.allclose(model(real).logits, model(batch).logits)
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -108,7 +108,7 @@ def test_rows_with_empty_history_give_finite_outputs(name: str) -> None:
         assert not batch.seq_mask[:empty_rows].any()
         for mode in (model.train, model.eval):
             mode()
-            out = model(batch)
+            out = model(batch).logits
             assert torch.isfinite(out).all()
         out.sum().backward()
         assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
@@ -123,14 +123,14 @@ def test_overfits_a_small_batch(name: str) -> None:
     opt = torch.optim.Adam(model.parameters(), lr=5e-3)
     first = None
     for _ in range(150):
-        loss = task_losses(schema, model(batch), batch).sum()
+        loss = task_losses(schema, model(batch).logits, batch).sum()
         first = first if first is not None else loss.item()
         opt.zero_grad()
         loss.backward()
         opt.step()
     model.eval()
     with torch.no_grad():
-        last = task_losses(schema, model(batch), batch).sum().item()
+        last = task_losses(schema, model(batch).logits, batch).sum().item()
     assert last < first / 10, (first, last)
 
 
@@ -154,7 +154,7 @@ def test_omoe_gives_every_task_the_same_mixture() -> None:
     f, _ = model.moe(x)
     assert f.shape[1] == 1
     expected = torch.cat([t(f[:, 0]) for t in model.towers.towers], dim=-1)
-    torch.testing.assert_close(model(batch), expected)
+    torch.testing.assert_close(model(batch).logits, expected)
 
 
 def test_ple_shared_gate_mixes_all_experts_below_the_last_level() -> None:
@@ -171,7 +171,7 @@ def test_stem_task_loss_reaches_only_its_own_and_the_shared_embedding(num_levels
     schema = make_schema()
     model = build("stem", schema, num_levels=num_levels)
     batch = make_batch(schema, batch_size=32)
-    out = model(batch)
+    out = model(batch).logits
     losses = task_losses(schema, out, batch)
     for i in range(schema.num_tasks):
         params = list(model.shared_embedding.parameters()) + [
@@ -199,10 +199,10 @@ def test_stem_forward_uses_every_tasks_embedding() -> None:
     model = build("stem", schema).eval()
     batch = make_batch(schema)
     with torch.no_grad():
-        before = model(batch)
+        before = model(batch).logits
         for p in model.task_embeddings[1].parameters():
             p.add_(torch.randn_like(p))
-        after = model(batch)
+        after = model(batch).logits
     assert not torch.allclose(before[:, 0], after[:, 0])
 
 
@@ -231,7 +231,7 @@ def test_default_model_trains_a_step_on_the_kuairand_schema(
     batch = data.batch_at("train", np.arange(0, 50_000, 100))  # 500 rows spread over the split
     assert batch.seq_mask.any() and (~batch.seq_mask.any(-1)).any()  # with and without history
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    out = model(batch)
+    out = model(batch).logits
     assert out.shape == (len(batch), schema.num_tasks)
     loss = task_losses(schema, out, batch).sum()
     assert torch.isfinite(loss)
@@ -241,5 +241,5 @@ def test_default_model_trains_a_step_on_the_kuairand_schema(
     opt.step()
     assert all(not torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True))
     with torch.no_grad():
-        after = task_losses(schema, model(batch), batch).sum()
+        after = task_losses(schema, model(batch).logits, batch).sum()
     assert after < loss

@@ -31,7 +31,8 @@ MODEL_OPTIONS = {"embedding_dim": 8, "num_blocks": 1}
 
 @pytest.fixture(scope="session")
 def served_run(small_prepared: Path, tmp_path_factory) -> Path:
-    from infnet.training.trainer import RunConfig, TrainConfig, Trainer
+    from infnet.training.config import RunConfig, TrainConfig
+    from infnet.training.trainer import Trainer
 
     run_dir = tmp_path_factory.mktemp("serving") / "run"
     config = RunConfig(
@@ -40,7 +41,7 @@ def served_run(small_prepared: Path, tmp_path_factory) -> Path:
         model_options=MODEL_OPTIONS,
         train=TrainConfig(epochs=1, batch_size=1024, eval_batch_size=8192, device="cpu"),
     )
-    Trainer(config, run_dir, progress=False).fit()
+    Trainer.from_config(config, run_dir, progress=False).fit()
     return run_dir
 
 
@@ -61,7 +62,7 @@ def model_dir(served_run: Path) -> Path:
 def model_b_dir(served_run: Path) -> Path:
     """A second model version: the same run with perturbed weights, exported without ONNX
     (so it is served eagerly, and scores differ from model A's)."""
-    from infnet.training.checkpoint import load_checkpoint, save_checkpoint
+    from infnet.models.checkpoint import load_checkpoint, save_checkpoint
 
     run_b = served_run.parent / "run_b"
     shutil.copytree(served_run, run_b)
@@ -115,7 +116,7 @@ def first_test_rows(prepared: Path, as_of: int, count: int) -> list[int]:
 def eager_scores(
     run_dir: Path, categorical: np.ndarray, seq_ids: np.ndarray, seq_mask: np.ndarray
 ) -> np.ndarray:
-    from infnet.training.trainer import load_run
+    from infnet.training.rundir import load_run
 
     _, model, _ = load_run(run_dir)
     module = ScoringModule(model).eval()

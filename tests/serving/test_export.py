@@ -97,14 +97,14 @@ def test_a_broken_model_dir_is_refused_with_its_name(model_dir, tmp_path):
         load_model_dir(broken)
 
 
-def test_a_model_without_shared_histories_reads_them_per_row(tmp_path):
-    # DIN has no shared_histories: its graph takes per-row histories, and the runtime gathers
-    # a request's shared history for each row before feeding it (same scores as repeating it).
+def test_a_model_that_gathers_histories_per_row_reads_shared_ones(tmp_path):
+    # DIN gathers each row's history (Batch.per_row_histories) inside its graph: the graph
+    # takes a request's history once, with the same scores as repeating it per row.
     schema = make_schema()
     batch = make_batch(schema, batch_size=12, empty_rows=2)
     torch.manual_seed(0)
     module = ScoringModule(build_model("din", schema).eval()).eval()
-    assert not module.shared_histories and input_names(module) == list(INPUTS[:3])
+    assert input_names(module) == list(INPUTS)
     compact, index = shared_histories(batch, 3)
     export_onnx(module, batch, tmp_path / "din.onnx", "torchscript")
     assert onnx_parity(module, tmp_path / "din.onnx", [(compact, index)]) <= 1e-5

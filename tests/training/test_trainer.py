@@ -6,17 +6,14 @@ import torch
 
 from infnet.config import ConfigError
 from infnet.data.loader import PreparedDataset
-from infnet.training.checkpoint import CheckpointError
+from infnet.models.checkpoint import CheckpointError
 from infnet.training.commands import resolve_run_config
-from infnet.training.trainer import (
-    RunConfig,
-    TaskLoss,
-    TrainConfig,
-    Trainer,
-    load_run,
-    make_schedule,
-    predict,
-)
+from infnet.training.config import RunConfig, TrainConfig
+from infnet.training.evaluation import predict
+from infnet.training.losses import TaskLoss
+from infnet.training.optim import make_schedule
+from infnet.training.rundir import load_run
+from infnet.training.trainer import Trainer
 
 SMALL = {"embedding_dim": 8}
 
@@ -27,8 +24,8 @@ def _run(data, model="shared_bottom", **train) -> RunConfig:
 
 
 def test_fit_writes_run_directory_and_is_deterministic(small_prepared, tmp_path):
-    a = Trainer(_run(small_prepared), tmp_path / "a", progress=False).fit()
-    b = Trainer(_run(small_prepared), tmp_path / "b", progress=False).fit()
+    a = Trainer.from_config(_run(small_prepared), tmp_path / "a", progress=False).fit()
+    b = Trainer.from_config(_run(small_prepared), tmp_path / "b", progress=False).fit()
     assert a["test"] == b["test"]  # seeded and deterministic on CPU
     for name in (
         "config.json",
@@ -45,7 +42,7 @@ def test_fit_writes_run_directory_and_is_deterministic(small_prepared, tmp_path)
 
 
 def test_checkpoint_round_trip_gives_identical_predictions(small_prepared, tmp_path):
-    trainer = Trainer(_run(small_prepared), tmp_path / "run", progress=False)
+    trainer = Trainer.from_config(_run(small_prepared), tmp_path / "run", progress=False)
     trainer.fit()  # restores best.pt into trainer.model
     _, model, data = load_run(tmp_path / "run")
     p1 = predict(trainer.model, data, "test")
@@ -54,7 +51,7 @@ def test_checkpoint_round_trip_gives_identical_predictions(small_prepared, tmp_p
 
 
 def test_tampered_checkpoint_is_refused_naming_the_file(small_prepared, tmp_path):
-    Trainer(_run(small_prepared, epochs=1), tmp_path / "run", progress=False).fit()
+    Trainer.from_config(_run(small_prepared, epochs=1), tmp_path / "run", progress=False).fit()
     best = tmp_path / "run" / "best.pt"
     best.write_bytes(best.read_bytes()[:200])
     with pytest.raises(CheckpointError, match="best.pt"):
@@ -62,7 +59,7 @@ def test_tampered_checkpoint_is_refused_naming_the_file(small_prepared, tmp_path
 
 
 def test_checkpoint_of_another_model_config_is_refused(small_prepared, tmp_path):
-    Trainer(_run(small_prepared, epochs=1), tmp_path / "run", progress=False).fit()
+    Trainer.from_config(_run(small_prepared, epochs=1), tmp_path / "run", progress=False).fit()
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     config["model_options"]["embedding_dim"] = 4
     (tmp_path / "run" / "config.json").write_text(json.dumps(config))
@@ -71,7 +68,7 @@ def test_checkpoint_of_another_model_config_is_refused(small_prepared, tmp_path)
 
 
 def test_checkpoint_with_mismatching_schema_names_the_field(small_prepared, tmp_path):
-    from infnet.training.checkpoint import check_compatible
+    from infnet.models.checkpoint import check_compatible
 
     data = PreparedDataset(small_prepared)
     other = data.schema.model_copy(deep=True)
@@ -82,25 +79,27 @@ def test_checkpoint_with_mismatching_schema_names_the_field(small_prepared, tmp_
 
 def test_resume_after_interruption_matches_uninterrupted_run(small_prepared, tmp_path, monkeypatch):
     run = _run(small_prepared, epochs=2, eval_every=5)
-    straight = Trainer(run, tmp_path / "straight", progress=False)
+    straight = Trainer.from_config(run, tmp_path / "straight", progress=False)
     straight.fit()
 
-    interrupted = Trainer(run, tmp_path / "resumed", progress=False)
-    original = Trainer._train_step
+    interrupted = Trainer.from_config(run, tmp_path / "resumed", progress=False)
+    import infnet.training.trainer as trainer_module
+
+    original = trainer_module.train_step
     calls = {"n": 0}
 
-    def failing_step(self, batch):
+    def failing_step(*args):
         calls["n"] += 1
         if calls["n"] == 13:  # after the evaluation at step 10, mid-epoch
             raise KeyboardInterrupt
-        return original(self, batch)
+        return original(*args)
 
-    monkeypatch.setattr(Trainer, "_train_step", failing_step)
+    monkeypatch.setattr(trainer_module, "train_step", failing_step)
     with pytest.raises(KeyboardInterrupt):
         interrupted.fit()
-    monkeypatch.setattr(Trainer, "_train_step", original)
+    monkeypatch.setattr(trainer_module, "train_step", original)
 
-    resumed = Trainer(run, tmp_path / "resumed", progress=False)
+    resumed = Trainer.from_config(run, tmp_path / "resumed", progress=False)
     assert resumed.resume()
     assert resumed.global_step == 10
     resumed.fit()
@@ -154,7 +153,7 @@ def test_unknown_model_lists_the_known_ones(small_prepared):
 
 def test_unknown_task_in_loss_config_is_an_error(small_prepared):
     with pytest.raises(ValueError, match="unknown tasks"):
-        Trainer(_run(small_prepared, task_weights={"clik": 2.0}), None, progress=False)
+        Trainer.from_config(_run(small_prepared, task_weights={"clik": 2.0}), None, progress=False)
 
 
 def test_without_run_directory_the_best_weights_are_restored(small_prepared, monkeypatch):
@@ -171,7 +170,7 @@ def test_without_run_directory_the_best_weights_are_restored(small_prepared, mon
         return stop
 
     monkeypatch.setattr(Trainer, "_evaluate_and_track", track)
-    trainer = Trainer(_run(small_prepared, epochs=3), None, progress=False)
+    trainer = Trainer.from_config(_run(small_prepared, epochs=3), None, progress=False)
     trainer.fit()
     assert trainer.best["epoch"] == 1
     for k, v in trainer.model.state_dict().items():

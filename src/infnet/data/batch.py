@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import torch
 
@@ -21,3 +21,14 @@ class Batch:
 
     def to(self, device: torch.device | str) -> Batch:
         return Batch(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+    def per_row_histories(self, seq_index: torch.Tensor | None) -> Batch:
+        """The batch with row b holding history seq_index[b] of the U it holds (seq_ids
+        [U, F, n, K] -> [B, F, n, K]); itself when seq_index is None (one history per row)."""
+        if seq_index is None:
+            return self
+        return replace(
+            self,
+            seq_ids=self.seq_ids.index_select(0, seq_index),
+            seq_mask=self.seq_mask.index_select(0, seq_index),
+        )

@@ -197,3 +197,34 @@ class Schema(Strict):
                 f"(this infnet reads version {SCHEMA_VERSION}); prepare the dataset again"
             )
         return cls.model_validate(raw)
+
+
+def schema_differences(saved: Schema, current: Schema) -> list[str]:
+    """What a model trained on `saved` would get wrong on data described by `current`."""
+    diffs = []
+    a, b = {f.name: f for f in saved.fields}, {f.name: f for f in current.fields}
+    if list(a) != list(b):
+        diffs.append(
+            f"fields differ: only in checkpoint {sorted(set(a) - set(b))}, only in data {sorted(set(b) - set(a))}"
+            if set(a) != set(b)
+            else "field order differs"
+        )
+    diffs += [
+        f"field {n!r}: vocab_size {a[n].vocab_size} in checkpoint, {b[n].vocab_size} in data"
+        for n in a
+        if n in b and a[n].vocab_size != b[n].vocab_size
+    ]
+    diffs += [
+        f"field {n!r}: bucket boundaries differ"
+        for n in a
+        if n in b and a[n].boundaries != b[n].boundaries
+    ]
+    if saved.sequences != current.sequences:
+        diffs.append(
+            f"sequences differ: {saved.sequences} in checkpoint, {current.sequences} in data"
+        )
+    if [(t.name, t.kind) for t in saved.tasks] != [(t.name, t.kind) for t in current.tasks]:
+        diffs.append(
+            f"tasks differ: {[t.name for t in saved.tasks]} in checkpoint, {[t.name for t in current.tasks]} in data"
+        )
+    return diffs

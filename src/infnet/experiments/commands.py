@@ -87,7 +87,7 @@ def experiment(
         train["epochs"] = epochs
     if set_:
         from infnet.config import apply_overrides, validate
-        from infnet.training.trainer import TrainConfig
+        from infnet.training.config import TrainConfig
 
         train = apply_overrides(train, set_)
         validate(TrainConfig, train, where="--set")

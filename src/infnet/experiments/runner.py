@@ -29,7 +29,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from infnet.data.loader import PreparedDataset, RowLimit
-from infnet.training import trainer as training
+from infnet.training.config import RunConfig, TrainConfig
+from infnet.training.evaluation import Predictions
+from infnet.training.trainer import Trainer
 
 RESULT = "result.json"
 PREDICTIONS = "test_predictions.npz"
@@ -46,7 +48,7 @@ class RunSpec:
     seed: int = 0
 
 
-def resolve(spec: RunSpec, data: PreparedDataset) -> training.RunConfig:
+def resolve(spec: RunSpec, data: PreparedDataset) -> RunConfig:
     """The full RunConfig of a spec: model options and train config with their defaults
     filled in, so equal configs written differently share one cache entry."""
     from infnet.config import validate
@@ -55,10 +57,8 @@ def resolve(spec: RunSpec, data: PreparedDataset) -> training.RunConfig:
     options = validate(
         model_class(spec.model).Config, spec.options, where=f"{spec.label}: model_options"
     )
-    train = validate(
-        training.TrainConfig, {**spec.train, "seed": spec.seed}, where=f"{spec.label}: train"
-    )
-    return training.RunConfig(
+    train = validate(TrainConfig, {**spec.train, "seed": spec.seed}, where=f"{spec.label}: train")
+    return RunConfig(
         data=str(data.path.resolve()),
         model=spec.model,
         model_options=options.model_dump(mode="json"),
@@ -66,7 +66,7 @@ def resolve(spec: RunSpec, data: PreparedDataset) -> training.RunConfig:
     )
 
 
-def run_key(config: training.RunConfig, fingerprint: str) -> str:
+def run_key(config: RunConfig, fingerprint: str) -> str:
     payload = {"fingerprint": fingerprint, **config.model_dump(mode="json")}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -298,14 +298,14 @@ class Runner:
         done.write_text(json.dumps(record, indent=2, allow_nan=True))
         return {**record, "status": "trained"}
 
-    def _train(self, config: training.RunConfig, run_dir: Path) -> dict[str, Any]:
-        trainer = training.Trainer(config, run_dir, data=self.data, progress=False)
+    def _train(self, config: RunConfig, run_dir: Path) -> dict[str, Any]:
+        trainer = Trainer.from_config(config, run_dir, data=self.data, progress=False)
         if (run_dir / "last.pt").is_file():
             try:
                 trainer.resume()
             except Exception:  # a checkpoint cut short by the interruption: start over
                 shutil.rmtree(run_dir)
-                trainer = training.Trainer(config, run_dir, data=self.data, progress=False)
+                trainer = Trainer.from_config(config, run_dir, data=self.data, progress=False)
         result = trainer.fit()
         p = trainer.test_predictions
         np.savez_compressed(
@@ -328,7 +328,7 @@ def _worker_run(args: tuple[str, dict[str, int] | None, str, int], spec: RunSpec
     return Runner(data, cache_dir, progress=False).run(spec)
 
 
-def load_predictions(record: dict[str, Any]) -> training.Predictions:
+def load_predictions(record: dict[str, Any]) -> Predictions:
     """The test predictions a successful run saved."""
     path = Path(record["predictions"])
     if not path.is_file():
@@ -336,7 +336,7 @@ def load_predictions(record: dict[str, Any]) -> training.Predictions:
             f"{path}: test predictions of run {record['label']} are missing; delete its run directory to rerun it"
         )
     with np.load(path) as z:
-        return training.Predictions(z["outputs"], z["labels"], z["label_mask"], z["users"])
+        return Predictions(z["outputs"], z["labels"], z["label_mask"], z["users"])
 
 
 def ok(record: dict[str, Any]) -> bool:

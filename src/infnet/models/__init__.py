@@ -9,7 +9,7 @@ from infnet.data.schema import Schema
 from infnet.models.base import REGISTRY, ModelConfig, MultiTaskModel, register
 
 for _module in pkgutil.iter_modules(__path__):
-    if _module.name not in {"base", "embedding", "layers"}:
+    if _module.name not in {"base", "checkpoint", "embedding", "layers"}:
         importlib.import_module(f"{__name__}.{_module.name}")
 
 
@@ -21,9 +21,7 @@ def model_class(name: str) -> type[MultiTaskModel]:
     if name not in REGISTRY:
         close = difflib.get_close_matches(name, REGISTRY, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise KeyError(
-            f"unknown model {name!r}{hint}; known models: {', '.join(sorted(REGISTRY))}"
-        )
+        raise KeyError(f"unknown model {name!r}{hint}; known models: {', '.join(sorted(REGISTRY))}")
     return REGISTRY[name]
 
 

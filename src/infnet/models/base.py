@@ -2,17 +2,25 @@
 
 Every model is built from `(schema, config)`, where `config` is an instance of the
 model's own pydantic `Config` class (unknown keys are errors), and maps a `Batch` to
-one output per task: `forward(batch) -> [B, N_task]`, logits for binary tasks and
-values for regression tasks. Losses, sigmoids and metrics belong to the trainer.
+one output per task:
 
-A model that adds an auxiliary training loss (DIEN's next-behaviour loss) sets
-`self.auxiliary_loss` during a training forward; the trainer adds it to the task loss.
+    forward(batch, seq_index=None) -> ModelOutput(logits [B, N_task], auxiliary_loss)
+
+logits for binary tasks and values for regression tasks (`TaskActivation` turns them
+into what is served and scored). `seq_index` int64 [B] says which history row b reads:
+the batch then holds U <= B histories (`seq_ids` [U, F, n, K]), as when a request's
+candidates share their user's history. A model that can reuse the work on a history does
+it once per history (INFNet); the others gather each row's history first
+(`Batch.per_row_histories`). A model with an auxiliary training loss (DIEN's
+next-behaviour loss) returns it in training mode; it is part of the output, so it
+survives any wrapper (DistributedDataParallel) that only sees what forward returns.
+Losses and metrics belong to training.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import torch
 from torch import nn
@@ -29,12 +37,26 @@ class ModelConfig(Strict):
     dropout: float = 0.0
 
 
+class ModelOutput(NamedTuple):
+    logits: torch.Tensor  # [B, N_task]: logits of binary tasks, values of regression tasks
+    auxiliary_loss: torch.Tensor | None = None  # a training term the trainer adds to its loss
+
+
+class TaskActivation(nn.Module):
+    """logits [B, N_task] -> probabilities for binary tasks, values for regression tasks:
+    the one place that knows which tasks get a sigmoid (training's metrics, export, serving)."""
+
+    def __init__(self, schema: Schema) -> None:
+        super().__init__()
+        self.register_buffer("binary", torch.tensor([t.kind == "binary" for t in schema.tasks]))
+
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.where(self.binary, torch.sigmoid(logits), logits)
+
+
 class MultiTaskModel(nn.Module):
     Config: ClassVar[type[ModelConfig]] = ModelConfig
     name: ClassVar[str] = ""
-    # True: forward(batch, seq_index) reads U <= B distinct histories, row b history
-    # seq_index[b] (serving scores many candidates of one user; see serving/export.py)
-    shared_histories: ClassVar[bool] = False
 
     def __init__(self, schema: Schema, config: ModelConfig) -> None:
         super().__init__()
@@ -44,9 +66,8 @@ class MultiTaskModel(nn.Module):
             )
         self.schema = schema
         self.config = config
-        self.auxiliary_loss: torch.Tensor | None = None
 
-    def forward(self, batch: Batch) -> torch.Tensor:  # [B, N_task]
+    def forward(self, batch: Batch, seq_index: torch.Tensor | None = None) -> ModelOutput:
         raise NotImplementedError
 
     def ignored_inputs(self) -> list[str]:

@@ -8,7 +8,7 @@ Paper -> code, for each behaviour type (each sequence plays the paper's click se
   100 x 50 over [h_t, e], as in the official code and FuxiCTR) -> `aux_net`. The negative
   e^_b[t+1] is the embedding of a behaviour drawn uniformly from all valid positions of the
   same behaviour type in the batch (the paper samples from the item set; a draw can, rarely,
-  equal the positive). Set as `self.auxiliary_loss` = alpha * L_aux (eq. 6) in training.
+  equal the positive). Returned as `ModelOutput.auxiliary_loss` = alpha * L_aux (eq. 6) in training.
 - Attention, eq. (4): a_t = exp(h_t W e_a) / sum_j exp(h_j W e_a), over valid positions,
   e_a the candidate's side-field embeddings -> `bilinear`.
 - Interest evolving layer with AUGRU, eq. (7)-(8): u'_t = a_t * u_t, h'_t = (1 - u'_t) o
@@ -34,7 +34,7 @@ from torch import nn
 
 from infnet.data.batch import Batch
 from infnet.data.schema import Schema
-from infnet.models.base import ModelConfig, MultiTaskModel, register
+from infnet.models.base import ModelConfig, ModelOutput, MultiTaskModel, register
 from infnet.models.din import Activation, dice_mlp, target_query
 from infnet.models.embedding import FeatureEmbedding
 from infnet.models.layers import MLP
@@ -144,7 +144,8 @@ class DIEN(MultiTaskModel):
             for _ in schema.tasks
         )
 
-    def forward(self, batch: Batch) -> torch.Tensor:
+    def forward(self, batch: Batch, seq_index: torch.Tensor | None = None) -> ModelOutput:
+        batch = batch.per_row_histories(seq_index)
         c = self.embedding.categorical(batch)
         parts = [c.flatten(1)]
         aux_sum, pairs = c.new_zeros(()), 0
@@ -155,8 +156,8 @@ class DIEN(MultiTaskModel):
                 interest, aux, p = branch(s[:, f], batch.seq_mask[:, f], target)
                 parts.append(interest)
                 aux_sum, pairs = aux_sum + aux, pairs + p
-        self.auxiliary_loss = (
-            self.config.aux_loss_alpha * aux_sum / max(pairs, 1) if self.training else None
-        )
         x = torch.cat(parts, dim=1)
-        return torch.cat([tower(x) for tower in self.towers], dim=1)
+        logits = torch.cat([tower(x) for tower in self.towers], dim=1)
+        if not self.training:
+            return ModelOutput(logits)
+        return ModelOutput(logits, self.config.aux_loss_alpha * aux_sum / max(pairs, 1))

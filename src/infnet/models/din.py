@@ -32,7 +32,7 @@ from torch import nn
 
 from infnet.data.batch import Batch
 from infnet.data.schema import Schema
-from infnet.models.base import ModelConfig, MultiTaskModel, register
+from infnet.models.base import ModelConfig, ModelOutput, MultiTaskModel, register
 from infnet.models.embedding import FeatureEmbedding
 
 Activation = Literal["dice", "prelu"]
@@ -142,7 +142,8 @@ class DIN(MultiTaskModel):
             for _ in schema.tasks
         )
 
-    def forward(self, batch: Batch) -> torch.Tensor:
+    def forward(self, batch: Batch, seq_index: torch.Tensor | None = None) -> ModelOutput:
+        batch = batch.per_row_histories(seq_index)
         c = self.embedding.categorical(batch)  # [B, M_tok, d]
         parts = [c.flatten(1)]
         if self.attention:
@@ -150,7 +151,7 @@ class DIN(MultiTaskModel):
             s = self.embedding.sequence(batch).flatten(-2)  # [B, F, n, K*d]
             parts += [att(q, s[:, f], batch.seq_mask[:, f]) for f, att in enumerate(self.attention)]
         x = torch.cat(parts, dim=1)
-        return torch.cat([tower(x) for tower in self.towers], dim=1)
+        return ModelOutput(torch.cat([tower(x) for tower in self.towers], dim=1))
 
     def ignored_inputs(self) -> list[str]:
         if self.schema.sequences is None:

@@ -33,7 +33,7 @@ from torch import nn
 
 from infnet.data.batch import Batch
 from infnet.data.schema import Schema
-from infnet.models.base import ModelConfig, MultiTaskModel, register
+from infnet.models.base import ModelConfig, ModelOutput, MultiTaskModel, register
 from infnet.models.embedding import FeatureEmbedding
 from infnet.models.lr import LinearTerm
 
@@ -63,13 +63,14 @@ class FM(MultiTaskModel):
         self.linear = LinearTerm(schema, schema.num_tasks, config.use_history)
         self.task_weight = nn.Parameter(torch.ones(schema.num_tasks, config.embedding_dim))  # u_t
 
-    def forward(self, batch: Batch) -> torch.Tensor:
+    def forward(self, batch: Batch, seq_index: torch.Tensor | None = None) -> ModelOutput:
+        batch = batch.per_row_histories(seq_index)
         if self.config.use_history:
             v = field_tokens(self.embedding, batch)
         else:
             v = self.embedding.categorical(batch)
         bi = 0.5 * (v.sum(1).pow(2) - v.pow(2).sum(1))  # [B, d]
-        return self.linear(batch) + bi @ self.task_weight.T
+        return ModelOutput(self.linear(batch) + bi @ self.task_weight.T)
 
     def ignored_inputs(self) -> list[str]:
         if self.schema.sequences is None:

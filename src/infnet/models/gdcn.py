@@ -28,7 +28,7 @@ from torch import nn
 
 from infnet.data.batch import Batch
 from infnet.data.schema import Schema
-from infnet.models.base import ModelConfig, MultiTaskModel, register
+from infnet.models.base import ModelConfig, ModelOutput, MultiTaskModel, register
 from infnet.models.embedding import FeatureEmbedding
 from infnet.models.layers import MLP, TaskTowers
 
@@ -67,13 +67,14 @@ class GDCN(MultiTaskModel):
         out_dim = self.deep.out_dim + (in_dim if config.structure == "parallel" else 0)
         self.towers = TaskTowers(out_dim, schema.num_tasks, config.tower_hidden, config.dropout)
 
-    def forward(self, batch: Batch) -> torch.Tensor:
+    def forward(self, batch: Batch, seq_index: torch.Tensor | None = None) -> ModelOutput:
+        batch = batch.per_row_histories(seq_index)
         c0 = self.embedding.flat_input(batch)
         if self.config.structure == "stacked":
             h = self.deep(self.cross(c0))
         else:
             h = torch.cat([self.cross(c0), self.deep(c0)], dim=1)
-        return self.towers(h)
+        return ModelOutput(self.towers(h))
 
     def ignored_inputs(self) -> list[str]:
         if self.schema.sequences is None:

@@ -38,7 +38,7 @@ from torch import nn
 
 from infnet.data.batch import Batch
 from infnet.data.schema import Schema
-from infnet.models.base import ModelConfig, MultiTaskModel, register
+from infnet.models.base import ModelConfig, ModelOutput, MultiTaskModel, register
 from infnet.models.embedding import FeatureEmbedding
 from infnet.models.layers import TaskTowers
 
@@ -119,7 +119,8 @@ class HSTU(MultiTaskModel):
             config.dropout,
         )
 
-    def forward(self, batch: Batch) -> torch.Tensor:
+    def forward(self, batch: Batch, seq_index: torch.Tensor | None = None) -> ModelOutput:
+        batch = batch.per_row_histories(seq_index)
         c = self.embedding.categorical(batch)  # [B, M_tok, d]
         B, F_ = len(batch), self.schema.num_behaviours
         item = self.embedding.target(batch) if F_ else c[:, self.item_tokens]  # [B, ., d]
@@ -142,4 +143,4 @@ class HSTU(MultiTaskModel):
             recency = torch.zeros(1, dtype=torch.long, device=c.device)
         for i, block in enumerate(self.blocks):
             x = block(x, valid, recency, last_only=i == len(self.blocks) - 1)
-        return self.towers(torch.cat([x[:, -1], c.flatten(1)], dim=1))
+        return ModelOutput(self.towers(torch.cat([x[:, -1], c.flatten(1)], dim=1)))

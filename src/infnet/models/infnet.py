@@ -82,7 +82,7 @@ from torch import nn
 
 from infnet.data.batch import Batch
 from infnet.data.schema import Schema
-from infnet.models.base import ModelConfig, MultiTaskModel, register
+from infnet.models.base import ModelConfig, ModelOutput, MultiTaskModel, register
 from infnet.models.embedding import FeatureEmbedding
 from infnet.models.layers import MLP, PGU, CrossAttention, masked_mean
 
@@ -207,8 +207,6 @@ def _real(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
 @register("infnet")
 class INFNet(MultiTaskModel):
     """INFNet (module docstring: equations and code map). `forward(batch) -> [B, N_task]`."""
-
-    shared_histories = True  # forward(batch, seq_index) reads U <= B histories (docstring)
 
     class Config(ModelConfig):
         """Defaults: the paper's where it gives them (m = 4, one sequence proxy per behaviour,
@@ -399,9 +397,7 @@ class INFNet(MultiTaskModel):
             h = {n: x for n, x in h.items() if n in mask}  # drop full attention's gate means
         return h, mask
 
-    def forward(
-        self, batch: Batch, seq_index: torch.Tensor | None = None
-    ) -> torch.Tensor:  # [B, N_task]
+    def forward(self, batch: Batch, seq_index: torch.Tensor | None = None) -> ModelOutput:
         """seq_index: int64 [B], the history (row of batch.seq_ids, seq_mask) each row reads;
         None: row b reads history b."""
         h, mask = self._run(batch, seq_index=seq_index)
@@ -413,7 +409,9 @@ class INFNet(MultiTaskModel):
                 0
             )
             reps = [pooled] * len(self.heads)  # [B, d] each
-        return torch.cat([head(r) for head, r in zip(self.heads, reps, strict=True)], dim=-1)
+        return ModelOutput(
+            torch.cat([head(r) for head, r in zip(self.heads, reps, strict=True)], -1)
+        )
 
     @torch.no_grad()
     def attention_maps(self, batch: Batch) -> dict[str, torch.Tensor]:

@@ -23,7 +23,7 @@ from torch import nn
 
 from infnet.data.batch import Batch
 from infnet.data.schema import PAD, Schema
-from infnet.models.base import ModelConfig, MultiTaskModel, register
+from infnet.models.base import ModelConfig, ModelOutput, MultiTaskModel, register
 from infnet.models.embedding import lookup_tokens, token_tables, tokens
 from infnet.models.layers import masked_mean
 
@@ -65,8 +65,9 @@ class LR(MultiTaskModel):
         super().__init__(schema, config)
         self.linear = LinearTerm(schema, schema.num_tasks, config.use_history)
 
-    def forward(self, batch: Batch) -> torch.Tensor:
-        return self.linear(batch)
+    def forward(self, batch: Batch, seq_index: torch.Tensor | None = None) -> ModelOutput:
+        batch = batch.per_row_histories(seq_index)
+        return ModelOutput(self.linear(batch))
 
     def ignored_inputs(self) -> list[str]:
         if self.schema.sequences is None:

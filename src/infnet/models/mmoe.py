@@ -27,7 +27,7 @@ from torch import nn
 
 from infnet.data.batch import Batch
 from infnet.data.schema import Schema
-from infnet.models.base import ModelConfig, MultiTaskModel, register
+from infnet.models.base import ModelConfig, ModelOutput, MultiTaskModel, register
 from infnet.models.embedding import FeatureEmbedding
 from infnet.models.layers import MLP, TaskTowers
 from infnet.models.shared_bottom import pooled_history_inputs
@@ -89,10 +89,13 @@ class MMoE(MultiTaskModel):
         """The gates' softmax weights over the experts (G = N_task for MMoE, 1 for OMoE)."""
         return self.moe(self.embedding.flat_input(batch))[1]
 
-    def forward(self, batch: Batch) -> torch.Tensor:  # [B, N_task]
+    def forward(self, batch: Batch, seq_index: torch.Tensor | None = None) -> ModelOutput:
+        batch = batch.per_row_histories(seq_index)
         f, _ = self.moe(self.embedding.flat_input(batch))  # [B, G, D_e]
         f = f.expand(-1, self.schema.num_tasks, -1)  # OMoE: the one mixture feeds every tower
-        return torch.cat([tower(f[:, k]) for k, tower in enumerate(self.towers.towers)], dim=-1)
+        return ModelOutput(
+            torch.cat([tower(f[:, k]) for k, tower in enumerate(self.towers.towers)], dim=-1)
+        )
 
     def ignored_inputs(self) -> list[str]:
         return pooled_history_inputs(self.schema)

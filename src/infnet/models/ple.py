@@ -35,7 +35,7 @@ from torch import nn
 
 from infnet.data.batch import Batch
 from infnet.data.schema import Schema
-from infnet.models.base import ModelConfig, MultiTaskModel, register
+from infnet.models.base import ModelConfig, ModelOutput, MultiTaskModel, register
 from infnet.models.embedding import FeatureEmbedding
 from infnet.models.layers import MLP, TaskTowers
 from infnet.models.shared_bottom import pooled_history_inputs
@@ -179,8 +179,9 @@ class PLE(MultiTaskModel):
             self.ple.out_dim, schema.num_tasks, config.tower_hidden, config.dropout
         )
 
-    def forward(self, batch: Batch) -> torch.Tensor:  # [B, N_task]
-        return towers_over(self.towers, self.ple(self.embedding.flat_input(batch)))
+    def forward(self, batch: Batch, seq_index: torch.Tensor | None = None) -> ModelOutput:
+        batch = batch.per_row_histories(seq_index)
+        return ModelOutput(towers_over(self.towers, self.ple(self.embedding.flat_input(batch))))
 
     def ignored_inputs(self) -> list[str]:
         return pooled_history_inputs(self.schema)

@@ -31,7 +31,7 @@ from torch import nn
 
 from infnet.data.batch import Batch
 from infnet.data.schema import Schema
-from infnet.models.base import MultiTaskModel, register
+from infnet.models.base import ModelOutput, MultiTaskModel, register
 from infnet.models.dcnv2 import CrossNetworkV2
 from infnet.models.din import Activation, TargetAttention, target_query
 from infnet.models.embedding import FeatureEmbedding
@@ -66,7 +66,8 @@ class Production(MultiTaskModel):
             self.ple.out_dim, schema.num_tasks, config.tower_hidden, config.dropout
         )
 
-    def forward(self, batch: Batch) -> torch.Tensor:  # [B, N_task]
+    def forward(self, batch: Batch, seq_index: torch.Tensor | None = None) -> ModelOutput:
+        batch = batch.per_row_histories(seq_index)
         c = self.embedding.categorical(batch)  # [B, M_tok, d]
         parts = [c.flatten(1)]
         if self.attention:
@@ -76,7 +77,7 @@ class Production(MultiTaskModel):
                 att(v_A, e[:, f], batch.seq_mask[:, f]) for f, att in enumerate(self.attention)
             ]
         x_L = self.cross(torch.cat(parts, dim=1))
-        return towers_over(self.towers, self.ple(x_L))
+        return ModelOutput(towers_over(self.towers, self.ple(x_L)))
 
     def ignored_inputs(self) -> list[str]:
         if self.schema.sequences is None:

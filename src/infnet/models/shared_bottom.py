@@ -22,7 +22,7 @@ from pydantic import Field
 
 from infnet.data.batch import Batch
 from infnet.data.schema import Schema
-from infnet.models.base import ModelConfig, MultiTaskModel, register
+from infnet.models.base import ModelConfig, ModelOutput, MultiTaskModel, register
 from infnet.models.embedding import FeatureEmbedding
 from infnet.models.layers import MLP, TaskTowers
 
@@ -54,8 +54,9 @@ class SharedBottom(MultiTaskModel):
             self.bottom.out_dim, schema.num_tasks, config.tower_hidden, config.dropout
         )
 
-    def forward(self, batch: Batch) -> torch.Tensor:  # [B, N_task]
-        return self.towers(self.bottom(self.embedding.flat_input(batch)))
+    def forward(self, batch: Batch, seq_index: torch.Tensor | None = None) -> ModelOutput:
+        batch = batch.per_row_histories(seq_index)
+        return ModelOutput(self.towers(self.bottom(self.embedding.flat_input(batch))))
 
     def ignored_inputs(self) -> list[str]:
         return pooled_history_inputs(self.schema)

@@ -35,7 +35,7 @@ from torch import nn
 
 from infnet.data.batch import Batch
 from infnet.data.schema import Schema
-from infnet.models.base import ModelConfig, MultiTaskModel, register
+from infnet.models.base import ModelConfig, ModelOutput, MultiTaskModel, register
 from infnet.models.embedding import FeatureEmbedding
 from infnet.models.layers import MLP, TaskTowers
 from infnet.models.ple import gated_mixture, towers_over
@@ -123,12 +123,13 @@ class STEM(MultiTaskModel):
             config.expert_hidden[-1], schema.num_tasks, config.tower_hidden, config.dropout
         )
 
-    def forward(self, batch: Batch) -> torch.Tensor:  # [B, N_task]
+    def forward(self, batch: Batch, seq_index: torch.Tensor | None = None) -> ModelOutput:
+        batch = batch.per_row_histories(seq_index)
         task_in = [emb.flat_input(batch) for emb in self.task_embeddings]
         shared_in = self.shared_embedding.flat_input(batch)
         for level in self.levels:
             task_in, shared_in = level(task_in, shared_in)
-        return towers_over(self.towers, task_in)
+        return ModelOutput(towers_over(self.towers, task_in))
 
     def ignored_inputs(self) -> list[str]:
         return pooled_history_inputs(self.schema)

@@ -27,7 +27,7 @@ from torch import nn
 
 from infnet.data.batch import Batch
 from infnet.data.schema import Schema
-from infnet.models.base import ModelConfig, MultiTaskModel, register
+from infnet.models.base import ModelConfig, ModelOutput, MultiTaskModel, register
 from infnet.models.embedding import FeatureEmbedding
 from infnet.models.fm import field_tokens, num_field_tokens
 from infnet.models.layers import MLP, TaskTowers
@@ -107,9 +107,10 @@ class WuKong(MultiTaskModel):
         self.layers = nn.Sequential(*layers)
         self.towers = TaskTowers(n * d, schema.num_tasks, config.tower_hidden, config.dropout)
 
-    def forward(self, batch: Batch) -> torch.Tensor:
+    def forward(self, batch: Batch, seq_index: torch.Tensor | None = None) -> ModelOutput:
+        batch = batch.per_row_histories(seq_index)
         x = self.layers(field_tokens(self.embedding, batch))
-        return self.towers(x.flatten(1))
+        return ModelOutput(self.towers(x.flatten(1)))
 
     def ignored_inputs(self) -> list[str]:
         if self.schema.sequences is None:

@@ -36,7 +36,7 @@ def export(
         info = export_run(run, out, onnx=onnx, atol=atol, exporter=exporter, overwrite=overwrite)
     parity = info.get("parity")
     check = (
-        f" ({parity['exporter']}); ONNX Runtime vs eager max |diff| {parity['max_abs_diff']:.2g} on {parity['rows']} {parity['split']} rows"
+        f" ({parity['exporter']}); ONNX Runtime vs eager max |diff| {parity['max_abs_diff']:.2g} on {parity['rows']} {info['split']} rows"
         if parity
         else ""
     )

@@ -1,11 +1,12 @@
 """`infnet export`: a trained run -> a self-contained model directory for the server.
 
-    MODEL_DIR/model.onnx     forward over (categorical, seq_ids, seq_mask) -> scores [B, N_task]:
-                             probabilities for binary tasks, values for regression tasks;
-                             the batch axis is dynamic. A model with `shared_histories`
-                             (INFNet) takes the histories once per user: seq_ids [U, F, n, K],
-                             seq_mask [U, F, n] and seq_index int64 [B] (row -> history), so
-                             a request's K candidates do not repeat (nor recompute) the history
+    MODEL_DIR/model.onnx     forward over (categorical, seq_ids, seq_mask, seq_index) -> scores
+                             [B, N_task]: probabilities for binary tasks, values for
+                             regression tasks; the batch axis is dynamic. The histories come
+                             once per user: seq_ids [U, F, n, K], seq_mask [U, F, n] and
+                             seq_index int64 [B] (row -> history), so a request's K
+                             candidates do not repeat the history (and INFNet, which reads
+                             each history once, does not recompute it)
     MODEL_DIR/weights.pt     the checkpoint (state dict, run config, schema), for --eager
     MODEL_DIR/schema.json    the prepared dataset's schema
     MODEL_DIR/vocab/         its vocabularies (the server encodes context values with them)
@@ -19,6 +20,9 @@ emptied (so a traced branch on the history is caught), and with rows sharing his
 (the compact form against each row's history repeated, in eager PyTorch); a graph that
 differs by more than `atol` is refused (the next exporter is tried), and so is one that does not export
 at all: such a model is exported with `onnx=False` and served with `--eager`.
+
+`export_model` is the core (a model, its schema, vocabularies and real rows to check on);
+`export_run` exports the best checkpoint of a run directory through it.
 """
 
 from __future__ import annotations
@@ -40,8 +44,9 @@ from infnet.data import layout
 from infnet.data.batch import Batch
 from infnet.data.fingerprint import vocab_fingerprint
 from infnet.fsutil import atomic_directory
-from infnet.models.base import MultiTaskModel
-from infnet.training.checkpoint import save_checkpoint
+from infnet.models.base import MultiTaskModel, TaskActivation
+from infnet.models.checkpoint import save_checkpoint
+from infnet.training.rundir import load_run
 
 ONNX_FILE = "model.onnx"
 WEIGHTS_FILE = "weights.pt"
@@ -63,44 +68,38 @@ class ExportError(ValueError):
 
 
 class ScoringModule(nn.Module):
-    """The model's forward over the Batch tensors a request provides, with the task
-    activations applied: sigmoid for binary tasks, identity for regression tasks.
+    """The model's forward over the tensors a request provides, with the task activations
+    applied (sigmoid for binary tasks, identity for regression tasks).
 
-    seq_index int64 [B] maps each row to its history (a row of seq_ids, seq_mask); a model
-    with `shared_histories` reads the U histories once, any other reads them gathered per row.
+    seq_index int64 [B] maps each row to its history (a row of seq_ids, seq_mask); None:
+    row b reads history b. How a model reads shared histories is its own business
+    (models/base.py).
     """
 
     def __init__(self, model: MultiTaskModel) -> None:
         super().__init__()
         self.model = model
-        schema = model.schema
-        self.register_buffer("binary", torch.tensor([t.kind == "binary" for t in schema.tasks]))
-        seq = schema.sequences
+        self.activate = TaskActivation(model.schema)
+        seq = model.schema.sequences
         # [F, n, K] of a schema without sequences: F = 0 (what the loader gives)
         self.seq_shape = (
             (len(seq.behaviours), seq.max_len, len(seq.side_fields)) if seq else (0, 1, 1)
         )
-        self.shared_histories = model.shared_histories
 
     def forward(
         self,
         categorical: torch.Tensor,  # int64 [B, M]
-        seq_ids: torch.Tensor | None = None,  # int64 [B, F, n, K] ([U, ...] with seq_index)
-        seq_mask: torch.Tensor | None = None,  # bool [B, F, n] ([U, ...] with seq_index)
+        seq_ids: torch.Tensor | None = None,  # int64 [U, F, n, K] (U = B without seq_index)
+        seq_mask: torch.Tensor | None = None,  # bool [U, F, n]
         seq_index: torch.Tensor | None = None,  # int64 [B]: the history each row reads
     ) -> torch.Tensor:  # float32 [B, N_task]
-        B, T = categorical.shape[0], self.binary.shape[0]
-        if seq_index is not None and not self.shared_histories:
-            seq_ids, seq_mask = (
-                seq_ids.index_select(0, seq_index),
-                seq_mask.index_select(0, seq_index),
-            )
-            seq_index = None
+        B, T = categorical.shape[0], self.activate.binary.shape[0]
         if seq_ids is None:
             seq_ids = categorical.new_zeros((B, *self.seq_shape))
             seq_mask = torch.zeros(
                 (B, *self.seq_shape[:2]), dtype=torch.bool, device=categorical.device
             )
+            seq_index = None
         batch = Batch(
             categorical=categorical,
             seq_ids=seq_ids,
@@ -109,15 +108,12 @@ class ScoringModule(nn.Module):
             label_mask=torch.ones((B, T), dtype=torch.bool, device=categorical.device),
             user=categorical.new_zeros(B),
         )
-        out = self.model(batch) if seq_index is None else self.model(batch, seq_index)
-        return torch.where(self.binary, torch.sigmoid(out), out)
+        return self.activate(self.model(batch, seq_index).logits)
 
 
 def input_names(module: ScoringModule) -> list[str]:
-    """The graph's inputs: categorical, then the histories (per row, or once per user)."""
-    if module.model.schema.sequences is None:
-        return list(INPUTS[:1])
-    return list(INPUTS if module.shared_histories else INPUTS[:3])
+    """The graph's inputs: categorical, then the histories once per user and seq_index."""
+    return list(INPUTS if module.model.schema.sequences is not None else INPUTS[:1])
 
 
 def shared_histories(batch: Batch, users: int) -> tuple[Batch, torch.Tensor]:
@@ -245,6 +241,99 @@ def _without_history(batch: Batch) -> Batch:
     )
 
 
+def export_model(
+    model: MultiTaskModel,
+    schema_file: Path,
+    vocab_dir: Path,
+    check: Batch,
+    out: str | Path,
+    *,
+    config: dict[str, Any],
+    source: dict[str, Any] | None = None,
+    onnx: bool = True,
+    atol: float = 1e-5,
+    exporter: str = "auto",
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Write `model` (its schema file, vocabularies and run `config`) as a model directory
+    `out`, the ONNX graph checked against eager PyTorch on the real rows of `check`;
+    `source` adds to version.json (dataset, run). Returns version.json's content."""
+    out = Path(out)
+    if exporter not in EXPORTERS:
+        raise ValueError(f"exporter {exporter!r}: choose from {sorted(EXPORTERS)}")
+    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"{out} exists and is not empty; pass --overwrite to replace it")
+    model.eval()
+    module = ScoringModule(model).eval()
+    name = config["model"]
+    with atomic_directory(out) as tmp:
+        shutil.copy(schema_file, tmp / layout.SCHEMA)
+        shutil.copytree(vocab_dir, tmp / layout.VOCAB_DIR)
+        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+        save_checkpoint(
+            tmp / WEIGHTS_FILE, {"model": model.state_dict()}, config=config, schema=model.schema
+        )
+        sha = weights_hash(model)
+        info: dict[str, Any] = {
+            "version": f"{name}-{sha[:12]}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}",
+            "model": name,
+            "weights_sha256": sha,
+            "vocab_fingerprint": vocab_fingerprint(vocab_dir),
+            **(source or {}),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "torch": torch.__version__,
+            "onnx": onnx,
+        }
+        if onnx:
+            info["parity"] = _export_checked(module, check, tmp / ONNX_FILE, exporter, atol)
+        (tmp / VERSION_FILE).write_text(json.dumps(info, indent=2))
+    return info
+
+
+def _export_checked(
+    module: ScoringModule, check: Batch, path: Path, exporter: str, atol: float
+) -> dict[str, Any]:
+    """Export with the first exporter whose graph matches eager PyTorch on `check`'s rows,
+    its last row alone, 16 rows with their histories emptied, and rows sharing histories."""
+    rows = len(check)
+    example = _rows(check, range(min(16, rows)))
+    checks = [
+        check,
+        _rows(check, [rows - 1]),
+        _without_history(example),
+        shared_histories(check, max(1, rows // 50)),
+    ]
+    failures = []
+    for name in EXPORTERS[exporter]:
+        try:
+            export_onnx(module, example, path, name)
+            worst = onnx_parity(module, path, checks)
+        except ExportError as err:
+            failures.append(str(err))
+            continue
+        if worst <= atol:
+            return {
+                "exporter": name,
+                "rows": sum(len(c[0] if isinstance(c, tuple) else c) for c in checks),
+                "inputs": input_names(module),
+                "max_abs_diff": worst,
+                "atol": atol,
+            }
+        failures.append(
+            f"{name}: ONNX Runtime and eager PyTorch differ by {worst:.3g} (> {atol:g}) on {rows} rows"
+        )
+    raise ExportError(
+        f"model {module.model.name!r} does not export to ONNX: "
+        + "; ".join(failures)
+        + "; export with --no-onnx and serve with --eager"
+    )
+
+
+def _rows(batch: Batch, index) -> Batch:
+    i = torch.as_tensor(list(index))
+    return Batch(**{k: v.index_select(0, i) for k, v in batch.__dict__.items()})
+
+
 def export_run(
     run_dir: str | Path,
     out: str | Path,
@@ -255,73 +344,26 @@ def export_run(
     exporter: str = "auto",
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Export the best checkpoint of `run_dir` into `out`; returns version.json's content."""
-    from infnet.training.trainer import load_run
-
+    """Export the best checkpoint of `run_dir` into `out`, checked on up to `check_rows`
+    rows of its test split (valid when test is empty); returns version.json's content."""
     run_dir, out = Path(run_dir), Path(out)
     if exporter not in EXPORTERS:
         raise ValueError(f"exporter {exporter!r}: choose from {sorted(EXPORTERS)}")
     if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out} exists and is not empty; pass --overwrite to replace it")
     config, model, data = load_run(run_dir)
-    model.eval()
-    module = ScoringModule(model).eval()
-    with atomic_directory(out) as tmp:
-        shutil.copy(data.path / layout.SCHEMA, tmp / layout.SCHEMA)
-        shutil.copytree(data.path / layout.VOCAB_DIR, tmp / layout.VOCAB_DIR)
-        (tmp / CONFIG_FILE).write_text(config.model_dump_json(indent=2))
-        run_config = config.model_dump(mode="json")
-        save_checkpoint(
-            tmp / WEIGHTS_FILE, {"model": model.state_dict()}, config=run_config, schema=data.schema
-        )
-        sha = weights_hash(model)
-        info: dict[str, Any] = {
-            "version": f"{config.model}-{sha[:12]}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}",
-            "model": config.model,
-            "weights_sha256": sha,
-            "vocab_fingerprint": vocab_fingerprint(data.path / layout.VOCAB_DIR),
-            "dataset": data.schema.dataset,
-            "run": str(run_dir.resolve()),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "torch": torch.__version__,
-            "onnx": onnx,
-        }
-        if onnx:
-            split = "test" if data.num_rows("test") else "valid"
-            rows = min(check_rows, data.num_rows(split))
-            example = data.batch_at(split, np.arange(min(16, rows)))
-            checks = [
-                data.batch_at(split, np.arange(rows)),
-                data.batch_at(split, [rows - 1]),
-                _without_history(example),
-                shared_histories(data.batch_at(split, np.arange(rows)), max(1, rows // 50)),
-            ]
-            failures = []
-            for name in EXPORTERS[exporter]:
-                try:
-                    export_onnx(module, example, tmp / ONNX_FILE, name)
-                    worst = onnx_parity(module, tmp / ONNX_FILE, checks)
-                except ExportError as err:
-                    failures.append(str(err))
-                    continue
-                if worst <= atol:
-                    info["parity"] = {
-                        "exporter": name,
-                        "split": split,
-                        "rows": sum(len(c[0] if isinstance(c, tuple) else c) for c in checks),
-                        "inputs": input_names(module),
-                        "max_abs_diff": worst,
-                        "atol": atol,
-                    }
-                    break
-                failures.append(
-                    f"{name}: ONNX Runtime and eager PyTorch differ by {worst:.3g} (> {atol:g}) on {rows} {split} rows"
-                )
-            else:
-                raise ExportError(
-                    f"model {config.model!r} does not export to ONNX: "
-                    + "; ".join(failures)
-                    + "; export with --no-onnx and serve with --eager"
-                )
-        (tmp / VERSION_FILE).write_text(json.dumps(info, indent=2))
-    return info
+    split = "test" if data.num_rows("test") else "valid"
+    rows = min(check_rows, data.num_rows(split))
+    return export_model(
+        model,
+        data.path / layout.SCHEMA,
+        data.path / layout.VOCAB_DIR,
+        data.batch_at(split, np.arange(rows)),
+        out,
+        config=config.model_dump(mode="json"),
+        source={"dataset": data.schema.dataset, "run": str(run_dir.resolve()), "split": split},
+        onnx=onnx,
+        atol=atol,
+        exporter=exporter,
+        overwrite=overwrite,
+    )

@@ -17,10 +17,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from infnet.data.schema import OOV, CategoricalField, Schema
+from infnet.data.schema import OOV, CategoricalField, Schema, schema_differences
 from infnet.serving.requests import RequestError
 from infnet.serving.stores import Lookup, StoreMeta
-from infnet.training.checkpoint import schema_differences
 
 HOUR_MS, DAY_MS = 3_600_000, 86_400_000
 # field -> raw value from (time_ms, utc offset ms); as sources/kuairand.py and synthetic.py

@@ -7,10 +7,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from infnet.data import layout
 from infnet.data.schema import OOV, Schema
-from infnet.serving.export import CONFIG_FILE, ONNX_FILE, VERSION_FILE, WEIGHTS_FILE
+from infnet.models.checkpoint import load_model
+from infnet.serving.export import (
+    CONFIG_FILE,
+    ONNX_FILE,
+    VERSION_FILE,
+    WEIGHTS_FILE,
+    ScoringModule,
+)
 
 
 class ModelLoadError(ValueError):
@@ -86,7 +94,8 @@ def _onnx_runner(path: Path, threads: int):
     names = {i.name for i in session.get_inputs()}
 
     def run(feed: dict[str, np.ndarray]) -> np.ndarray:
-        if "seq_index" in feed and "seq_index" not in names:  # a graph of per-row histories
+        # a graph exported before every model took seq_index reads per-row histories
+        if "seq_index" in feed and "seq_index" not in names:
             index = feed.pop("seq_index")
             feed |= {"seq_ids": feed["seq_ids"][index], "seq_mask": feed["seq_mask"][index]}
         return session.run(["scores"], {k: v for k, v in feed.items() if k in names})[0]
@@ -95,24 +104,9 @@ def _onnx_runner(path: Path, threads: int):
 
 
 def _eager_runner(path: Path, schema: Schema, threads: int):
-    import torch
-
-    from infnet.config import validate
-    from infnet.models import build_model, model_class
-    from infnet.serving.export import ScoringModule
-    from infnet.training.checkpoint import check_compatible, load_checkpoint, load_state_strict
-
     torch.set_num_threads(threads)
-    weights = path / WEIGHTS_FILE
-    state = load_checkpoint(weights)
-    check_compatible(weights, state["schema"], schema)
-    name = state["config"]["model"]
-    options = validate(
-        model_class(name).Config, state["config"].get("model_options", {}), where=str(weights)
-    )
-    model = build_model(name, schema, options)
-    load_state_strict(weights, model, state["model"])
-    module = ScoringModule(model.eval()).eval()
+    model, _ = load_model(path / WEIGHTS_FILE, schema)
+    module = ScoringModule(model).eval()
 
     def run(feed: dict[str, np.ndarray]) -> np.ndarray:
         with torch.inference_mode():

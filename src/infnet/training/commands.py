@@ -45,7 +45,7 @@ def resolve_run_config(
 ) -> Any:
     from infnet.config import validate
     from infnet.models import model_class
-    from infnet.training.trainer import RunConfig, TrainConfig
+    from infnet.training.config import RunConfig, TrainConfig
 
     raw: dict[str, Any] = load_yaml(config) if config else {}
     if data is not None:
@@ -92,7 +92,7 @@ def train(
                 param_hint="--out",
             )
         shutil.rmtree(out)
-    trainer = Trainer(run, out, progress=progress)
+    trainer = Trainer.from_config(run, out, progress=progress)
     if resume and trainer.resume():
         console.print(f"resumed {out} at epoch {trainer.epoch}, step {trainer.global_step}")
     result = trainer.fit()
@@ -107,8 +107,9 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Score a run's best checkpoint on a split: AUC, gAUC, LogLoss (and MAE, RMSE, R2), MTL averages."""
+    from infnet.training.evaluation import evaluate_split
+    from infnet.training.rundir import load_run
     from infnet.training.tables import rich_table
-    from infnet.training.trainer import evaluate_split, load_run
 
     if split not in ("train", "valid", "test"):
         raise typer.BadParameter(

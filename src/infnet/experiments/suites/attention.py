@@ -20,7 +20,7 @@ from infnet.experiments import figures
 from infnet.experiments.report import Report, fmt
 from infnet.experiments.runner import ok
 from infnet.experiments.suites.context import INFNET, Context
-from infnet.training.trainer import load_run
+from infnet.training.rundir import load_run
 
 SAMPLE = 2048
 

@@ -1,4 +1,6 @@
-"""Checkpoints: a state dict plus the JSON config and schema it belongs to.
+"""Checkpoints: a state dict plus the JSON config and schema it belongs to, and
+`load_model`, the one way a trained model comes back (training's evaluation and resume,
+export, the eager server).
 
 Files are read with `torch.load(..., weights_only=True)`; anything that does not load,
 or loads but does not fit the model or the data at hand, is refused with a message that
@@ -14,7 +16,10 @@ from typing import Any
 
 import torch
 
-from infnet.data.schema import Schema
+from infnet.config import validate
+from infnet.data.schema import Schema, schema_differences
+from infnet.models import build_model, model_class
+from infnet.models.base import MultiTaskModel
 
 FORMAT = 1
 
@@ -56,37 +61,6 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return payload
 
 
-def schema_differences(saved: Schema, current: Schema) -> list[str]:
-    """What a model trained on `saved` would get wrong on data described by `current`."""
-    diffs = []
-    a, b = {f.name: f for f in saved.fields}, {f.name: f for f in current.fields}
-    if list(a) != list(b):
-        diffs.append(
-            f"fields differ: only in checkpoint {sorted(set(a) - set(b))}, only in data {sorted(set(b) - set(a))}"
-            if set(a) != set(b)
-            else "field order differs"
-        )
-    diffs += [
-        f"field {n!r}: vocab_size {a[n].vocab_size} in checkpoint, {b[n].vocab_size} in data"
-        for n in a
-        if n in b and a[n].vocab_size != b[n].vocab_size
-    ]
-    diffs += [
-        f"field {n!r}: bucket boundaries differ"
-        for n in a
-        if n in b and a[n].boundaries != b[n].boundaries
-    ]
-    if saved.sequences != current.sequences:
-        diffs.append(
-            f"sequences differ: {saved.sequences} in checkpoint, {current.sequences} in data"
-        )
-    if [(t.name, t.kind) for t in saved.tasks] != [(t.name, t.kind) for t in current.tasks]:
-        diffs.append(
-            f"tasks differ: {[t.name for t in saved.tasks]} in checkpoint, {[t.name for t in current.tasks]} in data"
-        )
-    return diffs
-
-
 def check_compatible(path: str | Path, saved: Schema, current: Schema) -> None:
     diffs = schema_differences(saved, current)
     if diffs:
@@ -120,3 +94,20 @@ def load_state_strict(
             f"{path}: checkpoint does not match the model:\n  " + "\n  ".join(parts)
         )
     module.load_state_dict(state)
+
+
+def load_model(path: str | Path, schema: Schema) -> tuple[MultiTaskModel, dict[str, Any]]:
+    """The model a checkpoint holds, built from the checkpoint's own config (model name and
+    options), checked against `schema` and loaded strictly, in eval mode; and that config."""
+    state = load_checkpoint(path)
+    check_compatible(path, state["schema"], schema)
+    config = state["config"]
+    name = config.get("model")
+    if not isinstance(name, str):
+        raise CheckpointError(f"{path}: the checkpoint's config names no model")
+    options = validate(
+        model_class(name).Config, config.get("model_options", {}), where=f"{path}: model_options"
+    )
+    model = build_model(name, schema, options)
+    load_state_strict(path, model, state["model"])
+    return model.eval(), config

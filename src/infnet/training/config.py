@@ -1,0 +1,49 @@
+"""The run configuration: what `infnet train` resolves and a run directory records."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from pydantic import ConfigDict, Field
+
+from infnet.config import Strict
+
+
+class TrainConfig(Strict):
+    seed: int = 0
+    epochs: int = 20
+    batch_size: int = 4096  # the paper's batch size
+    eval_batch_size: int = 16384
+    optimizer: Literal["adam", "adagrad", "adamw"] = "adam"
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)  # dense parameters
+    embedding_l2: float = Field(default=0.0, ge=0)  # embedding tables
+    schedule: Literal["constant", "cosine"] = "constant"
+    warmup_steps: int = Field(default=0, ge=0)
+    grad_clip: float | None = Field(default=None, gt=0)
+    eval_every: int = Field(default=0, ge=0)  # steps between evaluations; 0 = once per epoch
+    patience: int = Field(default=5, ge=1)  # evaluations without improvement (the paper: 5)
+    monitor: str = "mtl_auc"  # a key of the validation metrics, higher is better
+    losses: dict[str, Literal["bce", "mse", "huber"]] = Field(default_factory=dict)  # task -> loss
+    task_weights: dict[str, float] = Field(
+        default_factory=dict
+    )  # task -> lambda (schema's otherwise)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class RunConfig(Strict):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    data: str
+    model: str = "infnet"
+    model_options: dict[str, Any] = Field(default_factory=dict)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device=cuda but no CUDA device is available")
+    return torch.device(name)
