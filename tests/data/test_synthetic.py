@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from infnet.data import layout
 from infnet.data.loader import PreparedDataset
 from infnet.data.schema import Schema
+from infnet.data.sources import simulator as sim
 from infnet.data.sources import synthetic as syn
 
 ROWS, USERS, ITEMS = 20_000, 500, 1_000
@@ -36,7 +37,7 @@ def raw():
 @pytest.fixture(scope="module")
 def log(raw) -> pl.DataFrame:
     """The log joined with the latent item / user attributes the checks need."""
-    world = syn.World.draw(
+    world = sim.World.draw(
         USERS, ITEMS, np.random.default_rng(np.random.SeedSequence(7).spawn(3)[0])
     )
     v, u = raw.log["video_id"].to_numpy(), raw.log["user_id"].to_numpy()
@@ -108,9 +109,9 @@ def test_labels_are_bernoulli_draws_of_the_recorded_probabilities(raw):
 def test_play_time_expectation_matches_draws(raw):
     y = np.log1p(raw.log["play_time_ms"].to_numpy())
     e = raw.log["e_play_time"].to_numpy()
-    assert abs(y.mean() - e.mean()) < 4 * syn.SIGMA_WATCH / np.sqrt(len(y))
+    assert abs(y.mean() - e.mean()) < 4 * sim.SIGMA_WATCH / np.sqrt(len(y))
     resid = y - e
-    assert abs(resid.std() - syn.SIGMA_WATCH) < 0.02
+    assert abs(resid.std() - sim.SIGMA_WATCH) < 0.02
     assert np.corrcoef(resid, e)[0, 1] ** 2 < 1e-3
 
 
@@ -147,13 +148,13 @@ def test_a_model_without_history_stays_below_the_oracle(log):
 
 
 def _one_user_world():
-    world = syn.World.draw(1, 50, np.random.default_rng(0))
-    history = syn.History.start(world, np.random.default_rng(1))
+    world = sim.World.draw(1, 50, np.random.default_rng(0))
+    history = sim.History.start(world, np.random.default_rng(1))
     return world, history
 
 
 def _logits(world, history, item, hour=12, tab=1):
-    p = syn.truth(
+    p = sim.truth(
         world, history, np.array([0]), np.array([item]), np.array([hour]), np.array([tab])
     )
     return {k: float(logit(v[0])) if k != "watch_mu" else float(v[0]) for k, v in p.items()}
@@ -195,7 +196,7 @@ def test_click_and_like_histories_move_only_their_tasks():
     assert _logits(world, history, int(np.flatnonzero(~same_author)[0]))["like"] == pytest.approx(
         _logits(
             world,
-            syn.History.start(world, np.random.default_rng(1)),
+            sim.History.start(world, np.random.default_rng(1)),
             int(np.flatnonzero(~same_author)[0]),
         )["like"]
     )
@@ -226,11 +227,11 @@ def test_click_history_is_the_recency_weighted_last_20_clicks():
             np.array([False]),
             np.array([False]),
         )
-    tags = world.item_tag[items][::-1][: syn.K_CLICK]  # most recent first
+    tags = world.item_tag[items][::-1][: sim.K_CLICK]  # most recent first
     for target in range(len(world.tag_emb)):
-        expected = sum(syn.LAMBDA_CLICK**j for j, t in enumerate(tags) if t == target)
-        got = syn._recency(
-            history.click_tags[:1], history.n_click[:1], np.array([target]), syn.LAMBDA_CLICK
+        expected = sum(sim.LAMBDA_CLICK**j for j, t in enumerate(tags) if t == target)
+        got = sim._recency(
+            history.click_tags[:1], history.n_click[:1], np.array([target]), sim.LAMBDA_CLICK
         )
         assert got[0] == pytest.approx(expected)
 

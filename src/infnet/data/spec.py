@@ -14,6 +14,10 @@ from typing import Literal
 import polars as pl
 
 
+class PrepareError(ValueError):
+    """Bad input to prepare: names the frame, column, field or split that is wrong."""
+
+
 @dataclass(frozen=True)
 class FieldSpec:
     """One categorical input field, read from `column` of the joined log."""

@@ -1,23 +1,23 @@
 """A request's model inputs: the store's user and item codes, the encoded context, the history.
 
-Context fields are encoded as prepare encodes them: a categorical value through its
-vocabulary (the string form polars gives the raw column: 1 -> "1"), unseen -> OOV; a
-bucketized value as 2 + searchsorted(boundaries, v, "right"). A context field the request
+Context fields are encoded by data/encoders.py, the module prepare encodes with: a
+categorical value through its vocabulary (the string form polars gives the raw column:
+1 -> "1"), unseen -> OOV; a bucketized value as 2 + searchsorted(boundaries, v, "right").
+A context field the request
 does not give is derived from its timestamp when it is one the sources derive (hour of
 day, day of week, both in the sources' local time, UTC+8 for KuaiRand and the simulator).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 
-from infnet.data.schema import OOV, CategoricalField, Schema, schema_differences
+from infnet.data.encoders import FieldEncoder
+from infnet.data.schema import Schema, schema_differences
 from infnet.serving.requests import RequestError
 from infnet.serving.stores import Lookup, StoreMeta
 
@@ -28,33 +28,6 @@ FROM_TIMESTAMP: dict[str, Callable[[int, int], int]] = {
     # ISO day of week, Monday 1 .. Sunday 7 (polars dt.weekday); 1970-01-01 was a Thursday
     "weekday": lambda t, offset: ((t + offset) // DAY_MS + 3) % 7 + 1,
 }
-
-
-class ContextEncoder:
-    def __init__(self, field: CategoricalField, vocab_dir: Path) -> None:
-        self.field = field
-        self.boundaries = np.asarray(field.boundaries) if field.boundaries is not None else None
-        self.vocab: dict[str, int] = {}
-        if self.boundaries is None:
-            v = pl.read_parquet(vocab_dir / f"{field.name}.parquet")
-            self.vocab = dict(zip(v["value"].to_list(), v["index"].to_list(), strict=True))
-
-    def encode(self, value: object) -> int:
-        if self.boundaries is not None:
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not math.isfinite(value)
-            ):
-                return OOV
-            return 2 + int(np.searchsorted(self.boundaries, value, side="right"))
-        if isinstance(value, bool):
-            key = "true" if value else "false"
-        elif isinstance(value, float) and value.is_integer() and str(value) not in self.vocab:
-            key = str(int(value))
-        else:
-            key = str(value)
-        return self.vocab.get(key, OOV)
 
 
 def compatibility(model_schema: Schema, model_vocab: str, meta: StoreMeta) -> list[str]:
@@ -92,7 +65,7 @@ class Assembler:
             for g in ("item", "user", "context")
         )
         context = [f for f in schema.fields if f.group == "context"]
-        self.encoders = [ContextEncoder(f, vocab_dir) for f in context]
+        self.encoders = [FieldEncoder(f, vocab_dir) for f in context]
         self.offset_ms = int(round(utc_offset_hours * HOUR_MS))
 
     @property
