@@ -267,25 +267,24 @@ def test_request_log_holds_the_exact_features(live_server, model_dir, feature_db
     server.stop()  # flushes the log
     model = load_model_dir(model_dir, eager=True)
     records = list(read_request_log(log))
-    assert sorted(r["request_id"] for r in records) == sorted(answers)
+    assert sorted(r.request_id for r in records) == sorted(answers)
     for record in records:
-        answer = answers[record["request_id"]]
-        assert record["model_version"] == answer["model_version"] and record["arm"] == "default"
-        assert record["feature_version"] == answer["feature_version"]
-        f = record["features"]
-        K = len(record["candidates"])
+        answer = answers[record.request_id]
+        assert record.model_version == answer["model_version"] and record.arm == "default"
+        assert record.feature_version == answer["feature_version"]
+        K = len(record.candidates)
         rescored = model.predict(
-            f["categorical"],
-            np.broadcast_to(f["seq_ids"], (K, *f["seq_ids"].shape)).copy(),
-            np.broadcast_to(f["seq_mask"], (K, *f["seq_mask"].shape)).copy(),
+            record.categorical,
+            np.broadcast_to(record.seq_ids, (K, *record.seq_ids.shape)).copy(),
+            np.broadcast_to(record.seq_mask, (K, *record.seq_mask.shape)).copy(),
         )
         served = {str(i["id"]): i["scores"] for i in answer["items"]}
-        for k, c in enumerate(record["candidates"]):
+        for k, c in enumerate(record.candidates):
             np.testing.assert_allclose(
                 rescored[k], [served[str(c)][t] for t in model.schema.task_names], atol=1e-5
             )
             t = model.schema.task_names[0]
-            assert record["scores"][t][k] == pytest.approx(served[str(c)][t])
+            assert record.scores[t][k] == pytest.approx(served[str(c)][t])
 
 
 async def _burst(url: str, bodies: list[dict]) -> list[httpx.Response]:
@@ -438,7 +437,7 @@ def test_ab_arms_route_users_by_hash_bucket(
         assert f'infnet_model_info{{arm="{arm}",version="{version[arm]}"}} 1.0' in metrics
         assert f'infnet_requests_total{{arm="{arm}",status="200"}}' in metrics
     server.stop()
-    logged = {r["request_id"]: r["arm"] for r in read_request_log(log)}
+    logged = {r.request_id: r.arm for r in read_request_log(log)}
     assert logged == {
         f"u{u}": "control" if config.bucket(str(u)) < 50 else "treatment" for u in range(40)
     }

@@ -6,7 +6,8 @@ bid, candidates), who served it (model version, A/B arm, feature version), what 
 answered (task scores and ranking scores in candidate order), and the features as used:
 `categorical` int [K, M] in the model's field order, and `seq_ids` [F, n, K_side] /
 `seq_mask` [F, n] shared by the K candidates (and `seq_shape`, so F = 0 round-trips). `read_request_log` gives them back as
-numpy arrays, which is what streaming training joins with delayed labels.
+numpy arrays in a `ServedRequest` (records.py), which is what streaming training joins
+with delayed labels.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import orjson
+
+from infnet.serving.records import ServedRequest
 
 _TABLE = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -50,6 +52,40 @@ _JSON = {"context", "bid", "candidates", "item_known", "scores", "ranking", "fea
 _OPT = orjson.OPT_SERIALIZE_NUMPY
 
 
+def _row(r: ServedRequest) -> tuple:
+    """The table row of a record: JSON columns serialised, the features as one JSON column."""
+    values = {c: getattr(r, c) for c in COLUMNS if c != "features"}
+    values["unknown_user"] = int(r.unknown_user)
+    values["features"] = {
+        "categorical": r.categorical,
+        "seq_ids": r.seq_ids,
+        "seq_mask": r.seq_mask,
+        "seq_shape": list(r.seq_ids.shape),  # so F = 0 round-trips
+    }
+    return tuple(orjson.dumps(values[c], option=_OPT) if c in _JSON else values[c] for c in COLUMNS)
+
+
+def _record(row: tuple) -> ServedRequest:
+    v = {
+        c: (orjson.loads(x) if c in _JSON and x is not None else x)
+        for c, x in zip(COLUMNS, row, strict=True)
+    }
+    f = v.pop("features")
+    shape = f["seq_shape"]
+    v |= {
+        "unknown_user": bool(v["unknown_user"]),
+        "item_known": np.asarray(v["item_known"], dtype=bool),
+        "scores": {t: np.asarray(x, dtype=np.float64) for t, x in v["scores"].items()},
+        "ranking": np.asarray(v["ranking"], dtype=np.float64),
+    }
+    return ServedRequest(
+        **v,
+        categorical=np.asarray(f["categorical"], dtype=np.int64),
+        seq_ids=np.asarray(f["seq_ids"], dtype=np.int64).reshape(shape),
+        seq_mask=np.asarray(f["seq_mask"], dtype=bool).reshape(shape[:2]),
+    )
+
+
 class RequestLog:
     def __init__(self, path: str | Path, *, flush_s: float = 0.05, max_batch: int = 512) -> None:
         self.path = Path(path)
@@ -60,12 +96,12 @@ class RequestLog:
         conn.close()
         self.flush_s, self.max_batch = flush_s, max_batch
         self.errors = 0
-        self._queue: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[ServedRequest | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._write, name="infnet-request-log", daemon=True)
         self._thread.start()
 
-    def append(self, record: dict[str, Any]) -> None:
-        """Enqueue one record (keys: COLUMNS; JSON columns as Python / numpy objects)."""
+    def append(self, record: ServedRequest) -> None:
+        """Enqueue one record; the writer thread serialises it."""
         self._queue.put(record)
 
     def close(self) -> None:
@@ -90,10 +126,7 @@ class RequestLog:
             if None in records:
                 stop = True
                 records = [r for r in records if r is not None]
-            rows = [
-                tuple(orjson.dumps(r[c], option=_OPT) if c in _JSON else r[c] for c in COLUMNS)
-                for r in records
-            ]
+            rows = [_row(r) for r in records]
             try:
                 with conn:
                     conn.executemany(sql, rows)
@@ -102,24 +135,14 @@ class RequestLog:
         conn.close()
 
 
-def read_request_log(path: str | Path, *, since_ms: int | None = None) -> Iterator[dict[str, Any]]:
-    """Logged requests in order, JSON decoded; features as numpy arrays (int64 / bool)."""
+def read_request_log(path: str | Path, *, since_ms: int | None = None) -> Iterator[ServedRequest]:
+    """Logged requests in order."""
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         where, args = ("WHERE served_ms >= ?", (since_ms,)) if since_ms is not None else ("", ())
         for row in conn.execute(
             f"SELECT {', '.join(COLUMNS)} FROM requests {where} ORDER BY rowid", args
         ):
-            record = {
-                c: (orjson.loads(v) if c in _JSON and v is not None else v)
-                for c, v in zip(COLUMNS, row, strict=True)
-            }
-            f = record["features"]
-            record["features"] = {
-                "categorical": np.asarray(f["categorical"], dtype=np.int64),
-                "seq_ids": np.asarray(f["seq_ids"], dtype=np.int64).reshape(f["seq_shape"]),
-                "seq_mask": np.asarray(f["seq_mask"], dtype=bool).reshape(f["seq_shape"][:2]),
-            }
-            yield record
+            yield _record(row)
     finally:
         conn.close()

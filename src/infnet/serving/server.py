@@ -20,12 +20,10 @@ appended to the request log.
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import logging
 import time
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,29 +33,18 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from infnet.data import layout
+from infnet.serving.arms import Arm, ArmTable
 from infnet.serving.batching import MicroBatcher
-from infnet.serving.config import ArmConfig, ServerConfig
-from infnet.serving.features import Assembler, compatibility
+from infnet.serving.config import ServerConfig
+from infnet.serving.features import compatibility
 from infnet.serving.metrics import Metrics
-from infnet.serving.ranking import Ranker
+from infnet.serving.records import ServedRequest
 from infnet.serving.request_log import RequestLog
 from infnet.serving.requests import RankRequest, RequestError, parse_rank_request, read_body
-from infnet.serving.runtime import ModelLoadError, ServingModel, load_model_dir
+from infnet.serving.runtime import ServingModel
 from infnet.serving.stores import Lookup, StoreMeta, StoreUnavailable, decode, open_store
 
 log = logging.getLogger("infnet.serving")
-
-
-@dataclass(frozen=True)
-class Arm:
-    """One A/B arm as served at a moment; a reload replaces the whole object."""
-
-    name: str
-    buckets: tuple[int, int]
-    model: ServingModel
-    assembler: Assembler
-    ranker: Ranker
 
 
 class StoreMismatch(StoreUnavailable):
@@ -77,45 +64,25 @@ def _json(content: Any, status: int = 200) -> Response:
 
 
 class ServingState:
+    """What a serving process holds: the arms, the feature store and the meta of its current
+    version, the micro-batcher, the request log and the metrics."""
+
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.metrics = Metrics()
         self.store = open_store(config.store)
         self.meta: StoreMeta | None = None
-        self.arms = [self._arm(a, self._load(a)) for a in config.arm_list()]
-        self.bucket_arm = np.empty(config.num_buckets, np.int64)
-        for i, a in enumerate(self.arms):
-            self.bucket_arm[a.buckets[0] : a.buckets[1]] = i
+        self.arms = ArmTable(config)
+        for a in self.arms:
             self.metrics.model_info.labels(arm=a.name, version=a.model.version).set(1)
         self.batcher = MicroBatcher(
             config.max_batch_rows, config.max_wait_ms, self.metrics.observe_batch
         )
         self.request_log = RequestLog(config.request_log) if config.request_log else None
-        self.reload_lock = asyncio.Lock()
         try:
             self._meta_for(self.store.meta().version)
         except StoreUnavailable as err:  # serve once the store is back; /readyz says why not yet
             log.warning("feature store not ready: %s", err)
-
-    # --- models -----------------------------------------------------------------------------
-    def _load(self, arm: ArmConfig) -> ServingModel:
-        eager = self.config.eager if arm.eager is None else arm.eager
-        return load_model_dir(arm.model, eager=eager, threads=self.config.inference_threads)
-
-    def _arm(self, config: ArmConfig, model: ServingModel) -> Arm:
-        ranking = self.config.ranking
-        return Arm(
-            name=config.name,
-            buckets=config.buckets,
-            model=model,
-            assembler=Assembler(
-                model.schema, model.path / layout.VOCAB_DIR, self.config.utc_offset_hours
-            ),
-            ranker=Ranker(model.schema.task_names, ranking.formula, ranking.bid_formula),
-        )
-
-    def route(self, user_id: str) -> Arm:
-        return self.arms[self.bucket_arm[self.config.bucket(user_id)]]
 
     # --- features (worker threads) ----------------------------------------------------------
     def _meta_for(self, version: str) -> StoreMeta:
@@ -148,9 +115,7 @@ class ServingState:
 
     # --- ranking ----------------------------------------------------------------------------
     async def rank(self, req: RankRequest) -> tuple[Arm, dict[str, Any]]:
-        arm = self.route(
-            req.user_id
-        )  # the model is fixed here: a swap after this does not touch it
+        arm = self.arms.route(req.user_id)  # fixed here: a swap after this does not touch it
         context_codes = arm.assembler.encode_context(req.context, req.timestamp)
         items = [str(c) for c in req.candidates]
         queued, limit = self.batcher.queued_rows, self.config.max_queued_rows
@@ -199,28 +164,25 @@ class ServingState:
         }
         if self.request_log is not None:
             self.request_log.append(
-                {
-                    "request_id": req.request_id,
-                    "ts_ms": req.timestamp,
-                    "served_ms": int(time.time() * 1000),
-                    "user_id": req.user_id,
-                    "model_version": arm.model.version,
-                    "arm": arm.name,
-                    "feature_version": lookup.version,
-                    "context": req.context,
-                    "bid": req.bid,
-                    "candidates": req.candidates,
-                    "unknown_user": int(not lookup.user_known),
-                    "item_known": known,
-                    "scores": {t: by_task[t] for t in tasks},
-                    "ranking": ranking,
-                    "features": {
-                        "categorical": inputs.categorical,
-                        "seq_ids": inputs.seq_ids,
-                        "seq_mask": inputs.seq_mask,
-                        "seq_shape": list(inputs.seq_ids.shape),
-                    },
-                }
+                ServedRequest(
+                    request_id=req.request_id,
+                    ts_ms=req.timestamp,
+                    served_ms=int(time.time() * 1000),
+                    user_id=req.user_id,
+                    model_version=arm.model.version,
+                    arm=arm.name,
+                    feature_version=lookup.version,
+                    context=req.context,
+                    bid=req.bid,
+                    candidates=req.candidates,
+                    unknown_user=not lookup.user_known,
+                    item_known=known,
+                    scores=by_task,
+                    ranking=ranking,
+                    categorical=inputs.categorical,
+                    seq_ids=inputs.seq_ids,
+                    seq_mask=inputs.seq_mask,
+                )
             )
         return arm, response
 
@@ -228,46 +190,22 @@ class ServingState:
     async def reload(
         self, model_dir: str, arm_name: str | None, eager: bool | None
     ) -> dict[str, Any]:
-        if arm_name is None:
-            if len(self.arms) != 1:
-                raise RequestError(
-                    "arm", f"required with several arms ({[a.name for a in self.arms]})"
-                )
-            arm_name = self.arms[0].name
-        index = next((i for i, a in enumerate(self.arms) if a.name == arm_name), None)
-        if index is None:
-            raise RequestError(
-                "arm", f"unknown arm {arm_name!r} (arms: {[a.name for a in self.arms]})"
-            )
-        async with self.reload_lock:
-            old = self.arms[index]
-            config = ArmConfig(name=old.name, model=model_dir, buckets=old.buckets, eager=eager)
+        def problems(model: ServingModel) -> list[str]:
+            if self.meta is None:
+                return []
+            return compatibility(model.schema, model.vocab_fingerprint, self.meta)
 
-            def load() -> Arm:
-                arm = self._arm(config, self._load(config))
-                if self.meta is not None:
-                    problems = compatibility(
-                        arm.model.schema, arm.model.vocab_fingerprint, self.meta
-                    )
-                    if problems:
-                        raise ModelLoadError(
-                            f"{model_dir}: does not fit the feature store: {'; '.join(problems)}"
-                        )
-                return arm
-
-            try:
-                new = await run_in_threadpool(load)
-            except Exception as err:
+        try:
+            old, new = await self.arms.reload(model_dir, arm_name, eager, problems)
+        except RequestError as err:
+            if err.field == "model":
                 self.metrics.reloads.labels(result="refused").inc()
-                raise RequestError(
-                    "model", f"reload refused, {old.model.version} keeps serving: {err}"
-                ) from None
-            self.arms[index] = new  # atomic: requests routed from now on get the new model
-            self.metrics.model_info.remove(old.name, old.model.version)
-            self.metrics.model_info.labels(arm=new.name, version=new.model.version).set(1)
-            self.metrics.reloads.labels(result="swapped").inc()
-            log.info("arm %s: %s -> %s", new.name, old.model.version, new.model.version)
-            return {"arm": new.name, "version": new.model.version, "previous": old.model.version}
+            raise
+        self.metrics.model_info.remove(old.name, old.model.version)
+        self.metrics.model_info.labels(arm=new.name, version=new.model.version).set(1)
+        self.metrics.reloads.labels(result="swapped").inc()
+        log.info("arm %s: %s -> %s", new.name, old.model.version, new.model.version)
+        return {"arm": new.name, "version": new.model.version, "previous": old.model.version}
 
     def close(self) -> None:
         self.batcher.stop()
