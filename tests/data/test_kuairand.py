@@ -7,7 +7,7 @@ import numpy as np
 import polars as pl
 import pytest
 import typer
-from tests.conftest import kuairand_dir
+from tests.helpers import kuairand_dir
 from typer.testing import CliRunner
 
 from infnet.data import layout

@@ -173,7 +173,7 @@ def test_missing_official_file_is_named(tmp_path):
 def test_kuairand_27k_file_names_and_parts(tmp_path):
     """The 27K names (logs and statistics in parts) give the same result as the same rows
     under the Pure names."""
-    from tests.conftest import kuairand_dir
+    from tests.helpers import kuairand_dir
 
     from infnet.data.sources.kuairand import prepare_kuairand
 

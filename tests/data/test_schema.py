@@ -6,7 +6,7 @@ import json
 
 import pytest
 from pydantic import ValidationError
-from tests.conftest import make_schema
+from tests.helpers import make_schema
 
 from infnet.data.schema import CategoricalField, Schema, Split, Task
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from tests.conftest import kuairand_dir, make_batch, make_schema
+from tests.helpers import kuairand_dir, make_batch, make_schema
 
 from infnet.config import ConfigError, validate
 from infnet.data.batch import Batch
@@ -15,10 +15,8 @@ from infnet.data.schema import Schema
 from infnet.data.sources import kuairand
 from infnet.models import available_models, build_model, model_class
 from infnet.models.base import ModelOutput
-from infnet.models.dcnv2 import CrossNetworkV2
 from infnet.models.dien import AUGRU, to_right_padding
-from infnet.models.din import TargetAttention
-from infnet.models.fm import field_tokens
+from infnet.models.embedding import field_tokens
 from infnet.models.gdcn import GatedCrossNetwork
 
 MODELS = ["lr", "fm", "din", "dien", "dcnv2", "gdcn", "wukong", "hstu"]
@@ -200,48 +198,12 @@ def test_lr_starts_at_zero_and_uses_mean_pooled_history():
     torch.testing.assert_close(model(batch).logits, has_clicks.unsqueeze(1).expand(4, 3))
 
 
-def test_cross_layer_v2_equation():
-    torch.manual_seed(0)
-    net = CrossNetworkV2(6, num_layers=1)
-    x0 = torch.randn(5, 6)
-    w, b = net.layers[0].experts[0].weight, net.layers[0].bias
-    torch.nn.init.normal_(b)
-    torch.testing.assert_close(net(x0), x0 * (x0 @ w.T + b) + x0)
-
-
-@pytest.mark.parametrize(("low_rank", "experts"), [(None, 1), (2, 1), (2, 3), (None, 2)])
-def test_cross_network_v2_variants(low_rank, experts):
-    net = CrossNetworkV2(6, num_layers=2, low_rank=low_rank, num_experts=experts)
-    x0 = torch.randn(5, 6)
-    assert net(x0).shape == (5, 6)
-    # The cross term is x0 * (...): a zero input is a fixed point of every layer.
-    assert torch.equal(net(torch.zeros(5, 6)), torch.zeros(5, 6))
-    with pytest.raises(ValueError, match="num_experts"):
-        CrossNetworkV2(6, 2, num_experts=0)
-
-
 def test_gated_cross_layer_equation():
     torch.manual_seed(0)
     net = GatedCrossNetwork(6, num_layers=1)
     c0 = torch.randn(5, 6)
     wc, wg, b = net.w_c[0].weight, net.w_g[0].weight, net.b[0]
     torch.testing.assert_close(net(c0), c0 * (c0 @ wc.T + b) * torch.sigmoid(c0 @ wg.T) + c0)
-
-
-def test_target_attention_sums_without_softmax_and_pools_empty_rows_to_zero():
-    torch.manual_seed(0)
-    att = TargetAttention(4, 4).eval()
-    q, k = torch.randn(2, 4), torch.randn(2, 1, 4)
-    keys = torch.cat([k, k], dim=1)  # [B, 2, 4]: the same behaviour twice
-    twice = att(q, keys, torch.tensor([[True, True], [True, True]]))
-    once = att(q, keys, torch.tensor([[False, True], [False, True]]))
-    torch.testing.assert_close(twice, 2 * once)  # a softmax would give twice == once
-    none = att(q, keys, torch.tensor([[False, False], [True, True]]))
-    assert torch.equal(none[0], torch.zeros(4))
-    # Different query and key sizes: the query is projected first.
-    assert TargetAttention(3, 4)(
-        torch.randn(2, 3), keys, torch.ones(2, 2, dtype=torch.bool)
-    ).shape == (2, 4)
 
 
 def test_left_padding_is_rotated_to_right_padding():

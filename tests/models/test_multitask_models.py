@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from pydantic import ValidationError
-from tests.conftest import kuairand_dir, make_batch, make_schema
+from tests.helpers import kuairand_dir, make_batch, make_schema
 
 from infnet.data.batch import Batch
 from infnet.data.loader import PreparedDataset

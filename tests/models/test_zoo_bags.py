@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from tests.conftest import make_batch
+from tests.helpers import make_batch
 
 from infnet.data.batch import Batch
 from infnet.data.schema import PAD, CategoricalField, Schema, SequenceSpec, Task

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from tests.conftest import make_batch, make_schema
+from tests.helpers import make_batch, make_schema
 
 from infnet.data.loader import PreparedDataset
 from infnet.models import build_model

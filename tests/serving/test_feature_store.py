@@ -15,7 +15,7 @@ from infnet.data.schema import OOV
 from infnet.serving.snapshot import snapshot_from_prepared
 from infnet.serving.stores import StoreUnavailable, open_store
 
-from .conftest import first_test_rows, vocab_values
+from .helpers import first_test_rows, vocab_values
 
 
 @pytest.fixture(scope="module")

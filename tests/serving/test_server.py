@@ -17,7 +17,7 @@ from infnet.serving.runtime import load_model_dir
 from infnet.serving.snapshot import snapshot_from_prepared
 from infnet.serving.stores import open_store
 
-from .conftest import expected_request, first_test_rows, vocab_values
+from .helpers import expected_request, first_test_rows, vocab_values
 
 TOKEN = "test-token"
 

@@ -35,9 +35,9 @@ from torch import nn
 from infnet.data.batch import Batch
 from infnet.data.schema import Schema
 from infnet.models.base import ModelConfig, ModelOutput, MultiTaskModel, register
-from infnet.models.din import Activation, dice_mlp, target_query
-from infnet.models.embedding import FeatureEmbedding
-from infnet.models.layers import MLP
+from infnet.models.embedding import FeatureEmbedding, target_query
+from infnet.models.layers.dice import Activation, dice_mlp
+from infnet.models.layers.mlp import MLP
 
 
 def to_right_padding(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

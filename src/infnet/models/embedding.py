@@ -18,7 +18,7 @@ from torch import nn
 
 from infnet.data.batch import Batch
 from infnet.data.schema import PAD, Schema
-from infnet.models.layers import masked_mean
+from infnet.models.layers.pooling import masked_mean
 
 
 def token_tables(schema: Schema, dim: int) -> nn.ModuleList:
@@ -109,3 +109,33 @@ class FeatureEmbedding(nn.Module):
     def l2(self) -> torch.Tensor:
         """Squared norm of all embedding rows (the trainer's embedding regulariser)."""
         return sum(t.weight.pow(2).sum() for t in self.tables)
+
+
+def target_query(embedding: FeatureEmbedding, batch: Batch) -> torch.Tensor:
+    """The candidate item's side-field embeddings, concatenated: [B, K*d]."""
+    return embedding.target(batch).flatten(1)
+
+
+def field_tokens(embedding: FeatureEmbedding, batch: Batch) -> torch.Tensor:  # [B, M_tok + F*K, d]
+    """Field embeddings plus one mean-pooled token per (behaviour, side field)."""
+    tokens = embedding.categorical(batch)
+    if batch.seq_ids.shape[1]:
+        pooled = embedding.pooled_sequence(batch)  # [B, F, K*d]
+        tokens = torch.cat([tokens, pooled.reshape(len(batch), -1, embedding.dim)], dim=1)
+    return tokens
+
+
+def num_field_tokens(schema: Schema) -> int:
+    seq = schema.num_behaviours * len(schema.sequences.side_fields) if schema.sequences else 0
+    return schema.num_categorical_tokens + seq
+
+
+def pooled_history_inputs(schema: Schema) -> list[str]:
+    """What a model that reads `flat_input` does not see of the behaviour histories."""
+    if schema.sequences is None:
+        return []
+    return [
+        f"order and per-position detail of the {b!r} history (read only as a masked mean of "
+        f"its {', '.join(schema.sequences.side_fields)} embeddings)"
+        for b in schema.sequences.behaviours
+    ]

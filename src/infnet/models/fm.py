@@ -34,22 +34,8 @@ from torch import nn
 from infnet.data.batch import Batch
 from infnet.data.schema import Schema
 from infnet.models.base import ModelConfig, ModelOutput, MultiTaskModel, register
-from infnet.models.embedding import FeatureEmbedding
-from infnet.models.lr import LinearTerm
-
-
-def field_tokens(embedding: FeatureEmbedding, batch: Batch) -> torch.Tensor:  # [B, M_tok + F*K, d]
-    """Field embeddings plus one mean-pooled token per (behaviour, side field)."""
-    tokens = embedding.categorical(batch)
-    if batch.seq_ids.shape[1]:
-        pooled = embedding.pooled_sequence(batch)  # [B, F, K*d]
-        tokens = torch.cat([tokens, pooled.reshape(len(batch), -1, embedding.dim)], dim=1)
-    return tokens
-
-
-def num_field_tokens(schema: Schema) -> int:
-    seq = schema.num_behaviours * len(schema.sequences.side_fields) if schema.sequences else 0
-    return schema.num_categorical_tokens + seq
+from infnet.models.embedding import FeatureEmbedding, field_tokens
+from infnet.models.layers.linear import LinearTerm
 
 
 @register("fm")

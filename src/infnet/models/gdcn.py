@@ -30,7 +30,7 @@ from infnet.data.batch import Batch
 from infnet.data.schema import Schema
 from infnet.models.base import ModelConfig, ModelOutput, MultiTaskModel, register
 from infnet.models.embedding import FeatureEmbedding
-from infnet.models.layers import MLP, TaskTowers
+from infnet.models.layers.mlp import MLP, TaskTowers
 
 
 class GatedCrossNetwork(nn.Module):

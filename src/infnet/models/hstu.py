@@ -40,7 +40,7 @@ from infnet.data.batch import Batch
 from infnet.data.schema import Schema
 from infnet.models.base import ModelConfig, ModelOutput, MultiTaskModel, register
 from infnet.models.embedding import FeatureEmbedding
-from infnet.models.layers import TaskTowers
+from infnet.models.layers.mlp import TaskTowers
 
 
 class HSTUBlock(nn.Module):

@@ -84,7 +84,10 @@ from infnet.data.batch import Batch
 from infnet.data.schema import Schema
 from infnet.models.base import ModelConfig, ModelOutput, MultiTaskModel, register
 from infnet.models.embedding import FeatureEmbedding
-from infnet.models.layers import MLP, PGU, CrossAttention, masked_mean
+from infnet.models.layers.attention import CrossAttention
+from infnet.models.layers.mlp import MLP
+from infnet.models.layers.pgu import PGU
+from infnet.models.layers.pooling import masked_mean
 
 Tokens = dict[str, torch.Tensor]  # name -> [B, n, d]
 Masks = dict[str, torch.Tensor | None]  # name -> bool [B, n] (True = real) or None (all real)

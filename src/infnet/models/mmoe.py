@@ -28,9 +28,8 @@ from torch import nn
 from infnet.data.batch import Batch
 from infnet.data.schema import Schema
 from infnet.models.base import ModelConfig, ModelOutput, MultiTaskModel, register
-from infnet.models.embedding import FeatureEmbedding
-from infnet.models.layers import MLP, TaskTowers
-from infnet.models.shared_bottom import pooled_history_inputs
+from infnet.models.embedding import FeatureEmbedding, pooled_history_inputs
+from infnet.models.layers.mlp import MLP, TaskTowers
 
 
 class MixtureOfExperts(nn.Module):

@@ -32,11 +32,12 @@ from torch import nn
 from infnet.data.batch import Batch
 from infnet.data.schema import Schema
 from infnet.models.base import ModelOutput, MultiTaskModel, register
-from infnet.models.dcnv2 import CrossNetworkV2
-from infnet.models.din import Activation, TargetAttention, target_query
-from infnet.models.embedding import FeatureEmbedding
-from infnet.models.layers import TaskTowers
-from infnet.models.ple import PLEConfig, build_ple, towers_over
+from infnet.models.embedding import FeatureEmbedding, target_query
+from infnet.models.layers.cross import CrossNetworkV2
+from infnet.models.layers.dice import Activation
+from infnet.models.layers.experts import PLEConfig, build_ple
+from infnet.models.layers.mlp import TaskTowers, towers_over
+from infnet.models.layers.target_attention import TargetAttention
 
 
 @register("production")

@@ -23,19 +23,8 @@ from pydantic import Field
 from infnet.data.batch import Batch
 from infnet.data.schema import Schema
 from infnet.models.base import ModelConfig, ModelOutput, MultiTaskModel, register
-from infnet.models.embedding import FeatureEmbedding
-from infnet.models.layers import MLP, TaskTowers
-
-
-def pooled_history_inputs(schema: Schema) -> list[str]:
-    """What a model that reads `flat_input` does not see of the behaviour histories."""
-    if schema.sequences is None:
-        return []
-    return [
-        f"order and per-position detail of the {b!r} history (read only as a masked mean of "
-        f"its {', '.join(schema.sequences.side_fields)} embeddings)"
-        for b in schema.sequences.behaviours
-    ]
+from infnet.models.embedding import FeatureEmbedding, pooled_history_inputs
+from infnet.models.layers.mlp import MLP, TaskTowers
 
 
 @register("shared_bottom")

@@ -36,15 +36,15 @@ from torch import nn
 from infnet.data.batch import Batch
 from infnet.data.schema import Schema
 from infnet.models.base import ModelConfig, ModelOutput, MultiTaskModel, register
-from infnet.models.embedding import FeatureEmbedding
-from infnet.models.layers import MLP, TaskTowers
-from infnet.models.ple import gated_mixture, towers_over
-from infnet.models.shared_bottom import pooled_history_inputs
+from infnet.models.embedding import FeatureEmbedding, pooled_history_inputs
+from infnet.models.layers.experts import ExpertLevel, gated_mixture
+from infnet.models.layers.mlp import TaskTowers, towers_over
 
 
-class STEMLevel(nn.Module):
+class STEMLevel(ExpertLevel):
     """One STEM level: task inputs x_k + shared input x_s -> task outputs + shared output
-    (None at the final level)."""
+    (None at the final level). Task k's gate reads every expert, the other tasks' with
+    their gradient stopped."""
 
     def __init__(
         self,
@@ -57,29 +57,22 @@ class STEMLevel(nn.Module):
         dropout: float,
         final: bool,
     ) -> None:
-        super().__init__()
-        num_experts = num_tasks * num_specific + num_shared
-        self.specific = nn.ModuleList(
-            nn.ModuleList(MLP(in_dim, expert_hidden, dropout=dropout) for _ in range(num_specific))
-            for _ in range(num_tasks)
+        super().__init__(
+            in_dim,
+            num_tasks,
+            num_specific,
+            num_shared,
+            expert_hidden,
+            gate_hidden,
+            dropout,
+            final,
+            task_gate_experts=num_tasks * num_specific + num_shared,
         )
-        self.shared = nn.ModuleList(
-            MLP(in_dim, expert_hidden, dropout=dropout) for _ in range(num_shared)
-        )
-        self.task_gates = nn.ModuleList(
-            MLP(in_dim, gate_hidden, num_experts, dropout) for _ in range(num_tasks)
-        )
-        self.shared_gate = None if final else MLP(in_dim, gate_hidden, num_experts, dropout)
-        self.out_dim = expert_hidden[-1]
 
     def forward(
         self, task_in: list[torch.Tensor], shared_in: torch.Tensor
     ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
-        E_s = [expert(shared_in) for expert in self.shared]
-        E = [
-            [expert(x) for expert in experts]
-            for experts, x in zip(self.specific, task_in, strict=True)
-        ]
+        E, E_s = self.experts(task_in, shared_in)
         task_out = []
         for k, (gate, x_k) in enumerate(zip(self.task_gates, task_in, strict=True)):
             S_k = [e if j == k else e.detach() for j, E_j in enumerate(E) for e in E_j] + E_s

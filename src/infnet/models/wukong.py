@@ -28,9 +28,8 @@ from torch import nn
 from infnet.data.batch import Batch
 from infnet.data.schema import Schema
 from infnet.models.base import ModelConfig, ModelOutput, MultiTaskModel, register
-from infnet.models.embedding import FeatureEmbedding
-from infnet.models.fm import field_tokens, num_field_tokens
-from infnet.models.layers import MLP, TaskTowers
+from infnet.models.embedding import FeatureEmbedding, field_tokens, num_field_tokens
+from infnet.models.layers.mlp import MLP, TaskTowers
 
 
 class TokenLinear(nn.Module):

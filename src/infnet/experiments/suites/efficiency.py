@@ -29,7 +29,8 @@ from infnet.experiments.report import Report, fmt
 from infnet.experiments.suites.context import Context
 from infnet.models import available_models, build_model, model_class
 from infnet.models.infnet import INFNet
-from infnet.models.layers import PGU, CrossAttention
+from infnet.models.layers.attention import CrossAttention
+from infnet.models.layers.pgu import PGU
 
 MB = 2**20
 

@@ -1,63 +1,9 @@
-"""Layers shared by several models. Model-specific layers live in the model's own file."""
+"""Multi-head cross attention with a key mask: INFNet's heterogeneous flow (and its full-attention ablation)."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-
-
-class MLP(nn.Sequential):
-    """Linear -> activation -> dropout, repeated; `out_dim` adds a final plain Linear."""
-
-    def __init__(
-        self,
-        in_dim: int,
-        hidden: list[int] | tuple[int, ...],
-        out_dim: int | None = None,
-        dropout: float = 0.0,
-        activation: type[nn.Module] = nn.ReLU,
-        batch_norm: bool = False,
-    ) -> None:
-        layers: list[nn.Module] = []
-        dim = in_dim
-        for h in hidden:
-            layers.append(nn.Linear(dim, h))
-            if batch_norm:
-                layers.append(nn.BatchNorm1d(h))
-            layers.append(activation())
-            if dropout > 0:
-                layers.append(nn.Dropout(dropout))
-            dim = h
-        if out_dim is not None:
-            layers.append(nn.Linear(dim, out_dim))
-            dim = out_dim
-        super().__init__(*layers)
-        self.out_dim = dim
-
-
-class TaskTowers(nn.Module):
-    """One MLP tower per task over a shared representation: [B, D] -> [B, N_task].
-
-    This is how a single-task interaction model runs multi-task (DESIGN.md section 5).
-    """
-
-    def __init__(
-        self, in_dim: int, num_tasks: int, hidden: list[int], dropout: float = 0.0
-    ) -> None:
-        super().__init__()
-        self.towers = nn.ModuleList(MLP(in_dim, hidden, 1, dropout) for _ in range(num_tasks))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([tower(x) for tower in self.towers], dim=-1)
-
-
-def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int) -> torch.Tensor:
-    """Mean of x over `dim` where mask is True; zero where nothing is unmasked.
-
-    x: [..., n, ..., d], mask broadcastable to x without its last axis.
-    """
-    m = mask.unsqueeze(-1).to(x.dtype)
-    return (x * m).sum(dim) / m.sum(dim).clamp_min(1.0)
 
 
 class CrossAttention(nn.Module):
@@ -146,35 +92,3 @@ class CrossAttention(nn.Module):
             q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
         )
         return self.out_proj(heads.transpose(1, 2).reshape(B, nq, d)), None
-
-
-class PGU(nn.Module):
-    """Proxy Gated Unit: PGU(X, X~) = X * gate(MLP(flatten(X~))), one channel gate in R^d
-    per sample, broadcast over all tokens of X (cost O(n * d) in the token count n).
-
-    gate: "sigmoid" (the paper), "2sigmoid" (2 * sigmoid: starts near 1 instead of 0.5, so
-    stacked blocks do not shrink the tokens), "residual" (X + X * sigmoid = X * (1 + sigmoid)).
-    """
-
-    def __init__(
-        self,
-        num_proxies: int,
-        dim: int,
-        hidden: list[int],
-        gate: str = "sigmoid",
-        dropout: float = 0.0,
-    ) -> None:
-        super().__init__()
-        if gate not in {"sigmoid", "2sigmoid", "residual"}:
-            raise ValueError(f"PGU gate must be sigmoid, 2sigmoid or residual, got {gate!r}")
-        self.gate = gate
-        self.mlp = MLP(num_proxies * dim, hidden, dim, dropout)
-
-    def forward(self, x: torch.Tensor, proxies: torch.Tensor) -> torch.Tensor:
-        # x [B, n, d], proxies [B, p, d] -> [B, n, d]
-        g = torch.sigmoid(self.mlp(proxies.flatten(1))).unsqueeze(1)  # [B, 1, d]
-        if self.gate == "2sigmoid":
-            g = 2.0 * g
-        elif self.gate == "residual":
-            g = 1.0 + g
-        return x * g

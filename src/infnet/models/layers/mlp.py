@@ -1,0 +1,56 @@
+"""MLPs: the plain stack every model uses, one tower per task, and towers over per-task inputs."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class MLP(nn.Sequential):
+    """Linear -> activation -> dropout, repeated; `out_dim` adds a final plain Linear."""
+
+    def __init__(
+        self,
+        in_dim: int,
+        hidden: list[int] | tuple[int, ...],
+        out_dim: int | None = None,
+        dropout: float = 0.0,
+        activation: type[nn.Module] = nn.ReLU,
+        batch_norm: bool = False,
+    ) -> None:
+        layers: list[nn.Module] = []
+        dim = in_dim
+        for h in hidden:
+            layers.append(nn.Linear(dim, h))
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(h))
+            layers.append(activation())
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            dim = h
+        if out_dim is not None:
+            layers.append(nn.Linear(dim, out_dim))
+            dim = out_dim
+        super().__init__(*layers)
+        self.out_dim = dim
+
+
+class TaskTowers(nn.Module):
+    """One MLP tower per task over a shared representation: [B, D] -> [B, N_task].
+
+    This is how a single-task interaction model runs multi-task (DESIGN.md section 5).
+    """
+
+    def __init__(
+        self, in_dim: int, num_tasks: int, hidden: list[int], dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        self.towers = nn.ModuleList(MLP(in_dim, hidden, 1, dropout) for _ in range(num_tasks))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([tower(x) for tower in self.towers], dim=-1)
+
+
+def towers_over(towers: TaskTowers, per_task: list[torch.Tensor]) -> torch.Tensor:
+    """Task k's tower on task k's representation: N_task x [B, D] -> [B, N_task]."""
+    return torch.cat([tower(h) for tower, h in zip(towers.towers, per_task, strict=True)], dim=-1)

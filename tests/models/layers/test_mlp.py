@@ -1,0 +1,29 @@
+"""MLP and task towers: the layer stack, one output per task, task k's tower on task k's input."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from infnet.models.layers.mlp import MLP, TaskTowers, towers_over
+
+
+def test_mlp_is_linear_relu_repeated_then_a_plain_linear():
+    mlp = MLP(4, [8, 6], out_dim=2, dropout=0.5, batch_norm=True)
+    kinds = [type(m) for m in mlp]
+    assert kinds == [nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Dropout] * 2 + [nn.Linear]
+    assert mlp.out_dim == 2 and MLP(4, [8, 6]).out_dim == 6
+
+
+def test_task_towers_give_one_column_per_task_and_towers_over_reads_its_own_input():
+    torch.manual_seed(0)
+    towers = TaskTowers(5, 3, [4])
+    x = torch.randn(7, 5)
+    out = towers(x)
+    assert out.shape == (7, 3)
+    for k, tower in enumerate(towers.towers):
+        torch.testing.assert_close(out[:, k : k + 1], tower(x))
+    per_task = [torch.randn(7, 5) for _ in range(3)]
+    got = towers_over(towers, per_task)
+    for k in range(3):
+        torch.testing.assert_close(got[:, k : k + 1], towers.towers[k](per_task[k]))
