@@ -87,7 +87,3 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node = node[part]
         node[parts[-1]] = yaml.safe_load(value)
     return data
-
-
-def dump_yaml(model: BaseModel, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(model.model_dump(mode="json"), sort_keys=False))

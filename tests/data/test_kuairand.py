@@ -14,7 +14,7 @@ from infnet.data import layout
 from infnet.data.loader import PreparedDataset
 from infnet.data.prepare import PrepareError
 from infnet.data.schema import Schema
-from infnet.data.sources import kuairand
+from infnet.data.sources import kuairand, kuairand_files
 
 BEHAVIOUR_COLUMN = {"click": "is_click", "like": "is_like", "long_view": "long_view"}
 
@@ -46,7 +46,7 @@ def test_subset_split_rows_and_duplicates(prepared):
 def test_features(prepared):
     data_dir, out, _ = prepared
     schema = Schema.load(out / layout.SCHEMA)
-    users = pl.read_csv(data_dir / kuairand.USER_FILE, n_rows=1).columns
+    users = pl.read_csv(data_dir / kuairand_files.USER_FILE, n_rows=1).columns
     stat = pl.read_csv(
         data_dir / "video_features_statistic_pure.reconstructed.csv", n_rows=1
     ).columns[1:]
@@ -77,8 +77,8 @@ def test_features(prepared):
 
 def test_warm_start_histories(prepared):
     data_dir, out, stats = prepared
-    h = pl.read_parquet(data_dir / kuairand.HISTORY_FILE)
-    for b, col in kuairand.WARM_START_LISTS.items():
+    h = pl.read_parquet(data_dir / kuairand_files.HISTORY_FILE)
+    for b, col in kuairand_files.WARM_START_LISTS.items():
         n = h[col].list.len().sum()
         assert stats["source"]["warm_start"][b] == n == stats["sequences"][b]["warm_start_events"]
     log_start = pl.read_parquet(out / "train" / "part-*.parquet")[layout.TIME].min()
@@ -90,7 +90,7 @@ def test_point_in_time_on_sampled_rows(prepared):
     """Every sequence position of sampled rows is an earlier event of the same user; the
     pointers match a brute-force recount, and the log events match the raw log."""
     data_dir, out, _ = prepared
-    log = pl.read_csv(data_dir / kuairand.SUBSET_LOG).unique()
+    log = pl.read_csv(data_dir / kuairand_files.SUBSET_LOG).unique()
     log_start = log["time_ms"].min()
     rng = np.random.default_rng(0)
     events = {b: pl.read_parquet(out / layout.SEQ_DIR / f"{b}.parquet") for b in BEHAVIOUR_COLUMN}

@@ -17,14 +17,9 @@ from infnet.config import ConfigError
 from infnet.data import layout
 from infnet.data.schema import OOV, Schema
 from infnet.data.sources.condition import parse_condition
-from infnet.data.sources.table import (
-    TableConfig,
-    _time_ms,
-    build_raw,
-    load_config,
-    prepare_table,
-    read_inputs,
-)
+from infnet.data.sources.table import build_raw, prepare_table
+from infnet.data.sources.table_config import TableConfig, load_config, read_inputs
+from infnet.data.sources.table_values import time_ms
 
 from .fixtures import SHOP_YAML, write_shop
 
@@ -224,9 +219,9 @@ def test_ratios_split_cuts_time_ordered_rows(tmp_path):
     ],
 )
 def test_time_conversion(values, unit, expected):
-    from infnet.data.sources.table import Time
+    from infnet.data.sources.table_config import Time
 
-    got = _time_ms(pl.DataFrame({"t": values}), Time(column="t", unit=unit))
+    got = time_ms(pl.DataFrame({"t": values}), Time(column="t", unit=unit))
     assert got.dtype == pl.Int64 and got.to_list() == expected
 
 

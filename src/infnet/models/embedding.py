@@ -106,10 +106,6 @@ class FeatureEmbedding(nn.Module):
         seq = schema.num_behaviours * len(schema.sequences.side_fields) if schema.sequences else 0
         return (schema.num_categorical_tokens + seq) * self.dim
 
-    def l2(self) -> torch.Tensor:
-        """Squared norm of all embedding rows (the trainer's embedding regulariser)."""
-        return sum(t.weight.pow(2).sum() for t in self.tables)
-
 
 def target_query(embedding: FeatureEmbedding, batch: Batch) -> torch.Tensor:
     """The candidate item's side-field embeddings, concatenated: [B, K*d]."""

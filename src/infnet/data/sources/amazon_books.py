@@ -1,4 +1,4 @@
-"""Amazon Books: the public review dumps through configs/datasets/amazon-books.yaml.
+"""Amazon Books: the public review dumps through datasets/amazon-books.yaml.
 
 Reviews: JSON lines with reviewerID, asin, overall, unixReviewTime (2014 release:
 reviews_Books_5.json.gz / reviews_Books.json.gz; 2018 release: Books_5.json.gz /

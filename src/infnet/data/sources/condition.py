@@ -101,8 +101,3 @@ def parse_condition(
                 f"{key}: condition {text!r} names column(s) {missing} that the data does not have"
             )
     return expr.fill_null(False)
-
-
-def condition_columns(text: str) -> set[str]:
-    """The column names a (parseable) condition reads."""
-    return {n.id for n in ast.walk(ast.parse(text.strip(), mode="eval")) if isinstance(n, ast.Name)}

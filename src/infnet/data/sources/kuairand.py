@@ -31,7 +31,6 @@ the logs start on or after 2022-04-25 (with the complete release they would repe
 
 from __future__ import annotations
 
-import glob
 from collections.abc import Sequence
 from datetime import date, timedelta
 from pathlib import Path
@@ -42,28 +41,23 @@ from rich.console import Console
 from rich.table import Table
 
 from infnet.data.prepare import PrepareError, prepare
+from infnet.data.sources.kuairand_files import (
+    HISTORY_END,
+    HISTORY_FILE,
+    RANDOM_LOG,
+    SUBSET_LOG,
+    USER_FILE,
+    VARIANTS,
+    VIDEO_BASIC_FILE,
+    VIDEO_STAT_FILES,
+    data_file,
+    file_parts,
+    history_events,
+    log_files,
+    read_logs,
+)
 from infnet.data.spec import BehaviourSpec, FieldSpec, RawDataset, SplitSpec, TaskSpec
 
-SUBSET_LOG = "log_standard_0425_to_0508_pure.subset.csv"
-STANDARD_LOGS = ("log_standard_4_08_to_4_21_pure.csv", "log_standard_4_22_to_5_08_pure.csv")
-RANDOM_LOG = "log_random_4_22_to_5_08_pure.csv"
-USER_FILE = "user_features_pure.csv"
-VIDEO_BASIC_FILE = "video_features_basic_pure.csv"
-VIDEO_STAT_FILES = (
-    "video_features_statistic_pure.csv",
-    "video_features_statistic_pure.reconstructed.csv",
-)
-# KuaiRand-1K / -27K: the same columns under *_1k.csv / *_27k.csv names; 27K's standard
-# logs and statistic file come in parts (*_27k_part1.csv, ...), read as one table each.
-VARIANTS = ("pure", "1k", "27k")
-HISTORY_FILE = "history_before_0425.parquet"
-HISTORY_END = 20220425  # the warm-start histories hold the days before this date
-
-LOG_COLUMNS = (
-    "user_id", "video_id", "date", "hourmin", "time_ms", "is_click", "is_like", "is_follow",
-    "is_comment", "is_forward", "is_hate", "long_view", "play_time_ms", "duration_ms",
-    "profile_stay_time", "comment_stay_time", "is_profile_enter", "is_rand", "tab",
-)  # fmt: skip
 SUBSET_SPLIT = "2022-04-25:2022-05-04,2022-05-05:2022-05-06,2022-05-07:2022-05-08"
 
 TASKS = {
@@ -84,73 +78,9 @@ TASKS = {
 DEFAULT_TASKS = ("is_click", "is_like", "long_view")
 BEHAVIOURS = {"click": "is_click", "like": "is_like", "long_view": "long_view"}
 DEFAULT_BEHAVIOURS = ("click", "like", "long_view")
-WARM_START_LISTS = {"click": "watch_seq", "like": "like_seq", "long_view": "long_watch_seq"}
 SIDE_FIELDS = ["video_id", "author_id", "tag"]
 USER_COUNTS = ("follow_user_num", "fans_user_num", "friend_user_num", "register_days")
 MISSING = -124  # the release's marker of a missing user feature
-
-
-def _file(data_dir: Path, name: str) -> Path:
-    path = data_dir / name
-    if not path.is_file():
-        raise FileNotFoundError(f"KuaiRand file not found: {path}")
-    return path
-
-
-def _parts(data_dir: Path, stem: str) -> list[Path]:
-    """<stem>.csv, or its parts <stem>_part*.csv (KuaiRand-27K)."""
-    files = sorted(data_dir.glob(f"{stem}.csv")) or sorted(data_dir.glob(f"{stem}_part*.csv"))
-    if not files:
-        raise FileNotFoundError(
-            f"KuaiRand file not found: {data_dir / stem}.csv (or {stem}_part*.csv)"
-        )
-    return files
-
-
-def _log_files(
-    data_dir: Path, logs: Sequence[str] | None, with_random: bool, variant: str = "pure"
-) -> list[Path]:
-    if variant != "pure" and not logs:
-        files = [
-            p
-            for n in STANDARD_LOGS
-            for p in _parts(data_dir, n.replace("_pure.csv", f"_{variant}"))
-        ]
-        if with_random:
-            files.append(_file(data_dir, RANDOM_LOG.replace("_pure", f"_{variant}")))
-        return files
-    if logs:
-        files = []
-        for pattern in logs:
-            full = pattern if Path(pattern).is_absolute() else str(data_dir / pattern)
-            found = sorted(Path(p) for p in glob.glob(full))
-            if not found:
-                raise FileNotFoundError(f"--logs {pattern!r}: no file matches {full}")
-            files += found
-    elif (data_dir / SUBSET_LOG).is_file():
-        files = [data_dir / SUBSET_LOG]
-    else:
-        files = [_file(data_dir, n) for n in STANDARD_LOGS]
-    if with_random:
-        files.append(_file(data_dir, RANDOM_LOG))
-    return list(dict.fromkeys(files))
-
-
-def _read_logs(files: list[Path]) -> pl.DataFrame:
-    frames = []
-    for path in files:
-        header = pl.scan_csv(path, n_rows=0).collect_schema().names()
-        missing = [c for c in LOG_COLUMNS if c not in header]
-        if missing:
-            raise PrepareError(
-                f"{path}: column {missing[0]!r} not found (a KuaiRand log has {list(LOG_COLUMNS)})"
-            )
-        frames.append(
-            pl.scan_csv(path, schema_overrides={c: pl.Int64 for c in LOG_COLUMNS}).select(
-                LOG_COLUMNS
-            )
-        )
-    return pl.concat(frames).collect()
 
 
 def parse_split(text: str) -> SplitSpec:
@@ -224,8 +154,8 @@ def build_raw(
         )
     if variant not in VARIANTS:
         raise PrepareError(f"unknown KuaiRand variant {variant!r} (variants: {list(VARIANTS)})")
-    files = _log_files(data_dir, logs, with_random, variant)
-    log = _read_logs(files)
+    files = log_files(data_dir, logs, with_random, variant)
+    log = read_logs(files)
     rows_read = len(log)
     if not keep_duplicates:
         log = log.unique(maintain_order=True)
@@ -235,13 +165,14 @@ def build_raw(
     )
 
     users = pl.read_csv(
-        _file(data_dir, USER_FILE.replace("_pure", f"_{variant}")), infer_schema_length=None
+        data_file(data_dir, USER_FILE.replace("_pure", f"_{variant}")), infer_schema_length=None
     )
     users = users.with_columns(
         pl.when(pl.col(c) != MISSING).then(pl.col(c)).alias(c) for c in USER_COUNTS
     )
     basic = pl.read_csv(
-        _file(data_dir, VIDEO_BASIC_FILE.replace("_pure", f"_{variant}")), infer_schema_length=None
+        data_file(data_dir, VIDEO_BASIC_FILE.replace("_pure", f"_{variant}")),
+        infer_schema_length=None,
     )
     basic = basic.with_columns(pl.col("tag").cast(pl.String).str.split(",").list.first())
     stat_path = next((data_dir / n for n in VIDEO_STAT_FILES if (data_dir / n).is_file()), None)
@@ -250,7 +181,7 @@ def build_raw(
             f"KuaiRand video statistic file not found in {data_dir}: one of {list(VIDEO_STAT_FILES)}"
         )
     if variant != "pure":
-        stat_files = _parts(data_dir, f"video_features_statistic_{variant}")
+        stat_files = file_parts(data_dir, f"video_features_statistic_{variant}")
         stat = pl.concat(
             [pl.read_csv(p, infer_schema_length=None) for p in stat_files], how="vertical_relaxed"
         )
@@ -277,7 +208,7 @@ def build_raw(
     elif log["date"].min() < HISTORY_END:
         stats["warm_start"] = f"off: the logs start before {HISTORY_END}, which the histories cover"
     else:
-        ws = _warm_start(history, behaviours, log_start=log["time_ms"].min())
+        ws = history_events(history, behaviours, log_start=log["time_ms"].min())
         stats["warm_start"] = {b: int((ws["behaviour"] == b).sum()) for b in behaviours}
 
     return RawDataset(
@@ -299,42 +230,6 @@ def build_raw(
         warm_start=ws,
         stats=stats,
     )
-
-
-def _warm_start(path: Path, behaviours: Sequence[str], log_start: int) -> pl.DataFrame:
-    """user_id, behaviour, video_id, time_ms of the histories' events (see module docstring)."""
-    h = pl.read_parquet(path)
-    missing = [
-        c
-        for c in ["user_id", "last_time_ms", *(WARM_START_LISTS[b] for b in behaviours)]
-        if c not in h.columns
-    ]
-    if missing:
-        raise PrepareError(f"{path}: column {missing[0]!r} not found")
-    last = pl.min_horizontal(pl.col("last_time_ms").fill_null(log_start - 1), pl.lit(log_start - 1))
-    frames = []
-    for b in behaviours:
-        lists = pl.col(WARM_START_LISTS[b])
-        frames.append(
-            h.select(
-                "user_id",
-                pl.lit(b).alias("behaviour"),
-                lists.alias("video_id"),
-                pl.int_ranges(lists.list.len().cast(pl.Int64) - 1, -1, -1).alias(
-                    "age"
-                ),  # L-1-i: 0 = newest
-                last.alias("last"),
-            )
-            .explode(["video_id", "age"])
-            .drop_nulls("video_id")
-            .select(
-                "user_id",
-                "behaviour",
-                "video_id",
-                (pl.col("last") - pl.col("age")).alias("time_ms"),
-            )
-        )
-    return pl.concat(frames)
 
 
 def prepare_kuairand(

@@ -1,4 +1,4 @@
-"""MovieLens-1M: the official ml-1m files through the shipped configs/datasets/movielens-1m.yaml.
+"""MovieLens-1M: the official ml-1m files through the shipped datasets/movielens-1m.yaml.
 
 ratings.dat (UserID::MovieID::Rating::Timestamp), users.dat (UserID::Gender::Age::
 Occupation::Zip-code) and movies.dat (MovieID::Title::Genres), `::` separated, latin-1.

@@ -23,292 +23,29 @@ in stats.json and mapped to OOV (a missing label) or dropped, as `on_unparseable
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Annotated, Literal
 
 import polars as pl
 import typer
-from pydantic import Field, model_validator
 
-from infnet.config import ConfigError, Strict, load_yaml, validate
+from infnet.config import ConfigError
 from infnet.data.prepare import PrepareError, prepare
 from infnet.data.sources.condition import parse_condition
-from infnet.data.sources.files import Format, read_files
+from infnet.data.sources.table_config import (
+    SPLIT_CODE,
+    TIME_MS,
+    Binary,
+    Categorical,
+    Input,
+    Numeric,
+    Policy,
+    TableConfig,
+    load_config,
+    ms,
+    read_inputs,
+)
+from infnet.data.sources.table_values import first_values, history, is_numeric_text, number, time_ms
 from infnet.data.spec import BehaviourSpec, FieldSpec, RawDataset, SplitSpec, TaskSpec
-
-Group = Literal["item", "user", "context"]
-Policy = Literal["drop", "oov"]
-TIME_MS = "__time_ms"
-SPLIT_CODE = "__split"
-
-
-class Input(Strict):
-    path: str | list[str]  # file names or globs, relative to the YAML's folder (or --data-dir)
-    format: Format | None = None  # default: from the file suffix
-    separator: str | None = None  # csv: "," (tsv: tab); may be longer than one character
-    encoding: str = "utf8"
-    header: bool = True
-    names: list[str] | None = None  # column names of a file without a header
-    key: str | None = None  # users / items: the join column, default user_key / item_key
-
-
-class Inputs(Strict):
-    log: Input
-    users: Input | None = None
-    items: Input | None = None
-
-
-class Time(Strict):
-    column: str | None = None
-    unit: Literal["auto", "s", "ms", "us", "ns", "datetime"] = "auto"
-    format: str | None = None  # strptime format of a datetime string, default: inferred
-    row_order: bool = False  # no timestamp: the row order of the log is the time order
-
-    @model_validator(mode="after")
-    def _one(self) -> Time:
-        if (self.column is None) == (not self.row_order):
-            raise ValueError("give either `column` or `row_order: true`")
-        return self
-
-
-class _Column(Strict):
-    column: str | None = None  # source column, default: the key
-    group: Group | None = None  # default: item / user from the table the column is in, else context
-
-
-class Categorical(_Column):
-    type: Literal["categorical"]
-    min_count: int = Field(default=1, ge=1)
-
-
-class Numeric(_Column):
-    type: Literal["numeric"]
-    buckets: Literal["quantile", "log"] = "quantile"
-    num_buckets: int = Field(default=16, ge=2)
-    on_unparseable: Policy | None = None  # default: the top-level policy
-
-
-class MultiCategorical(_Column):
-    """Several values in one cell (a list, or a string with a separator), e.g. genres
-    `Action|Comedy`: a pooled bag. The first max_values distinct values fill the slot
-    fields <name>_1 .. <name>_K (PAD where a row has fewer, OOV in the first slot where it
-    has none); the slots share one vocabulary and the models see one token, the mean of
-    the present values' embeddings (schema field `bag`). `pooled: false` is for an ordered
-    list such as a category path: K independent fields, each its own vocabulary and token
-    (the first K values in order, OOV where a row has fewer)."""
-
-    type: Literal["multi_categorical"]
-    separator: str = "|"
-    max_values: int = Field(default=3, ge=1)
-    min_count: int = Field(default=1, ge=1)
-    pooled: bool = True
-
-
-Column = Annotated[Categorical | Numeric | MultiCategorical, Field(discriminator="type")]
-
-
-class Behaviour(Strict):
-    """Either built from the log (`condition`: which rows are events of this behaviour;
-    "true", the default, is every row), or pre-built (`column`: a log column holding each
-    row's own history of item ids, a list or a string with `separator`)."""
-
-    condition: str | None = None
-    column: str | None = None
-    separator: str = "|"
-    most_recent: Literal["last", "first"] = "last"  # where the column puts the latest id
-    max_len: int | None = Field(default=None, ge=1)  # keep the latest; default sequences.max_len
-    on_unparseable: Policy | None = None  # an id that is not an integer, where ids are
-
-    @model_validator(mode="after")
-    def _kind(self) -> Behaviour:
-        if self.condition is not None and self.column is not None:
-            raise ValueError("give either `condition` (built from the log) or `column` (pre-built)")
-        column_only = {"separator", "most_recent", "max_len", "on_unparseable"}
-        if self.column is None and self.model_fields_set & column_only:
-            raise ValueError(
-                f"{sorted(self.model_fields_set & column_only)} apply to a pre-built `column` only"
-            )
-        return self
-
-
-class Sequences(Strict):
-    side_fields: list[str] = Field(min_length=1)  # item columns each position carries
-    max_len: int = Field(default=50, ge=1)
-    behaviours: dict[str, Behaviour] = Field(min_length=1)
-
-
-class Binary(Strict):
-    kind: Literal["binary"]
-    column: str
-    threshold: float | None = None  # label = column >= threshold; default: the column is 0/1
-    weight: float = Field(default=1.0, ge=0.0)
-
-
-class Regression(Strict):
-    kind: Literal["regression"]
-    column: str
-    transform: Literal["none", "log1p"] = "none"
-    weight: float = Field(default=1.0, ge=0.0)
-
-
-TaskConfig = Annotated[Binary | Regression, Field(discriminator="kind")]
-
-
-class Split(Strict):
-    ratios: tuple[float, float, float] | None = None  # of the time-ordered rows
-    valid_start: date | datetime | None = None  # first instant of valid / test (UTC)
-    test_start: date | datetime | None = None
-    column: str | None = None  # a column naming each row's split
-    values: dict[Literal["train", "valid", "test"], str] = {
-        "train": "train",
-        "valid": "valid",
-        "test": "test",
-    }
-
-    @model_validator(mode="after")
-    def _one(self) -> Split:
-        dates = (self.valid_start is not None, self.test_start is not None)
-        if dates[0] != dates[1]:
-            raise ValueError("give both valid_start and test_start")
-        if dates[0] and _ms(self.test_start) <= _ms(self.valid_start):
-            raise ValueError("test_start must be after valid_start")
-        if sum([self.ratios is not None, dates[0], self.column is not None]) > 1:
-            raise ValueError("give one of ratios, valid_start/test_start, column")
-        return self
-
-
-class TableConfig(Strict):
-    name: str
-    inputs: Inputs
-    user_key: str
-    item_key: str
-    time: Time
-    columns: dict[str, Column] = Field(min_length=1)
-    sequences: Sequences | None = None
-    tasks: dict[str, TaskConfig] = Field(min_length=1)
-    split: Split = Split()
-    on_unparseable: Policy = "oov"
-    dedupe: bool = False  # drop exact duplicate log rows
-
-
-def load_config(path: str | Path) -> TableConfig:
-    return validate(TableConfig, load_yaml(path), where=str(path))
-
-
-def read_inputs(cfg: TableConfig, base: Path) -> dict[str, pl.DataFrame]:
-    """The log and side tables the YAML names, read from `base`."""
-    out = {}
-    for name in ("log", "users", "items"):
-        spec: Input | None = getattr(cfg.inputs, name)
-        if spec is None:
-            continue
-        paths = [spec.path] if isinstance(spec.path, str) else spec.path
-        out[name] = read_files(
-            paths,
-            base,
-            f"inputs.{name}",
-            spec.format,
-            spec.separator,
-            spec.encoding,
-            spec.header,
-            spec.names,
-        )
-    return out
-
-
-# --- parsing ---------------------------------------------------------------------------------
-def _ms(value: date | datetime) -> int:
-    if not isinstance(value, datetime):
-        value = datetime(value.year, value.month, value.day)
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return int(value.timestamp() * 1000)
-
-
-def _time_ms(log: pl.DataFrame, t: Time) -> pl.Series:
-    """The time column as int64 milliseconds; a value that does not convert is an error."""
-    if t.row_order:
-        return pl.Series(TIME_MS, range(len(log)), dtype=pl.Int64)
-    col = log[t.column]
-    if col.null_count():
-        raise ConfigError(f"time.column: column {t.column!r} has {col.null_count()} missing values")
-    if col.dtype == pl.Date or isinstance(col.dtype, pl.Datetime):
-        return col.cast(pl.Datetime("ms")).dt.epoch("ms").rename(TIME_MS)
-    unit = t.unit
-    if unit != "datetime":
-        number = col.cast(pl.Float64, strict=False)
-        if number.null_count() == 0:
-            if unit == "auto":  # seconds until year 5138, then ms, us, ns
-                top = number.abs().max()
-                unit = "s" if top < 1e11 else "ms" if top < 1e14 else "us" if top < 1e17 else "ns"
-            scale = {"s": 1000.0, "ms": 1.0, "us": 1e-3, "ns": 1e-6}[unit]
-            return (number * scale).round().cast(pl.Int64).rename(TIME_MS)
-        if unit != "auto":
-            bad = col.filter(number.is_null())[0]
-            raise ConfigError(
-                f"time.column: column {t.column!r} holds {bad!r}, not a number of {unit}"
-            )
-    try:
-        parsed = col.cast(pl.String).str.to_datetime(t.format, strict=False, time_unit="ms")
-    except pl.exceptions.PolarsError:  # no datetime format fits the first values
-        parsed = pl.Series([None] * len(col), dtype=pl.Datetime("ms"))
-    if parsed.null_count():
-        bad = col.filter(parsed.is_null())[0]
-        raise ConfigError(
-            f"time.column: column {t.column!r} holds {bad!r}, neither a number nor a datetime"
-            + (f" in format {t.format!r}" if t.format else " (set time.format)")
-        )
-    return parsed.dt.epoch("ms").rename(TIME_MS)
-
-
-def _number(values: pl.Series) -> tuple[pl.Series, pl.Series]:
-    """(values as float64, mask of values present but not a number)."""
-    if values.dtype == pl.Boolean or values.dtype.is_numeric():
-        x = values.cast(pl.Float64)
-        return x, pl.Series([False] * len(x))
-    x = values.cast(pl.String).str.strip_chars().cast(pl.Float64, strict=False)
-    return x, x.is_null() & values.is_not_null() & (values.cast(pl.String).str.strip_chars() != "")
-
-
-def _first_values(values: pl.Series, separator: str, k: int, distinct: bool) -> list[pl.Series]:
-    lists = (
-        values if isinstance(values.dtype, pl.List) else values.cast(pl.String).str.split(separator)
-    )
-    lists = lists.list.eval(pl.element().cast(pl.String).str.strip_chars()).list.eval(
-        pl.element().filter(pl.element() != "")
-    )
-    if distinct:  # a bag is a set
-        lists = lists.list.unique(maintain_order=True)
-    return [lists.list.get(i, null_on_oob=True) for i in range(k)]
-
-
-def _history(values: pl.Series, b: Behaviour, integer_ids: bool) -> tuple[pl.Series, pl.Series]:
-    """A pre-built history column as lists of item-id strings, oldest first, and per row the
-    number of entries that are not integers where the item ids are (0 otherwise). A missing
-    or empty cell is an empty history; empty entries ("12||7") are skipped."""
-    lists = (
-        values
-        if isinstance(values.dtype, pl.List)
-        else values.cast(pl.String).str.split(b.separator)
-    )
-    lists = lists.list.eval(pl.element().cast(pl.String).str.strip_chars()).list.eval(
-        pl.element().filter(pl.element() != "")
-    )
-    if b.most_recent == "first":
-        lists = lists.list.reverse()
-    if not integer_ids:
-        return lists, pl.Series([0] * len(lists))
-    bad = lists.list.eval(pl.element().cast(pl.Int64, strict=False).is_null()).list.sum()
-    return lists, bad.fill_null(0)
-
-
-def _is_numeric_text(values: pl.Series) -> bool:
-    """A string column whose values all parse as numbers (text tables are read as strings)."""
-    if values.dtype != pl.String:
-        return False
-    present = values.drop_nulls()
-    return len(present) > 0 and present.cast(pl.Float64, strict=False).null_count() == 0
 
 
 # --- RawDataset ------------------------------------------------------------------------------
@@ -368,12 +105,12 @@ def build_raw(cfg: TableConfig, frames: dict[str, pl.DataFrame]) -> RawDataset:
             )
         return where[column]
 
-    log = log.with_columns(_time_ms(log, cfg.time))
+    log = log.with_columns(time_ms(log, cfg.time))
     drop = pl.Series([False] * len(log))
 
     def parsed(frame: pl.DataFrame, column: str, key: str, policy: Policy) -> pl.Series:
         nonlocal drop
-        x, bad = _number(frame[column])
+        x, bad = number(frame[column])
         if bad.any() and x.null_count() == len(x):
             example = frame[column].filter(bad)[0]
             raise ConfigError(f"{key}: column {column!r} holds no numbers (e.g. {example!r})")
@@ -409,7 +146,7 @@ def build_raw(cfg: TableConfig, frames: dict[str, pl.DataFrame]) -> RawDataset:
             fields.append(FieldSpec(name, group, col, kind=c.buckets, buckets=c.num_buckets))
         else:
             for k, values in enumerate(
-                _first_values(frame[src], c.separator, c.max_values, c.pooled), start=1
+                first_values(frame[src], c.separator, c.max_values, c.pooled), start=1
             ):
                 derived[frame_name][f"__multi__{name}_{k}"] = values
                 fields.append(
@@ -457,7 +194,7 @@ def build_raw(cfg: TableConfig, frames: dict[str, pl.DataFrame]) -> RawDataset:
                 key = f"sequences.behaviours.{name}.column"
                 if need(b.column, key) != "log":
                     raise ConfigError(f"{key}: column {b.column!r} must be a log column")
-                lists, bad = _history(log[b.column], b, integer_ids)
+                lists, bad = history(log[b.column], b, integer_ids)
                 if bad.sum():
                     stats["unparseable"][b.column] = int(bad.sum())
                     if (b.on_unparseable or cfg.on_unparseable) == "drop":
@@ -479,7 +216,7 @@ def build_raw(cfg: TableConfig, frames: dict[str, pl.DataFrame]) -> RawDataset:
                     log = log.join(
                         tables[where[c]].select(k, c), on=k, how="left", maintain_order="left"
                     )
-            numeric = [c for c in names if _is_numeric_text(log[c])]
+            numeric = [c for c in names if is_numeric_text(log[c])]
             behaviours.append(BehaviourSpec(name, parse_condition(condition, key, where, numeric)))
         items = {f.name for f in fields if f.group == "item"}
         for s in cfg.sequences.side_fields:
@@ -497,7 +234,7 @@ def build_raw(cfg: TableConfig, frames: dict[str, pl.DataFrame]) -> RawDataset:
             raise ConfigError(
                 "split: valid_start / test_start need a time column (time.row_order has no dates)"
             )
-        v, t = _ms(cfg.split.valid_start), _ms(cfg.split.test_start)
+        v, t = ms(cfg.split.valid_start), ms(cfg.split.test_start)
         top = int(log[TIME_MS].max()) + 1
         split = SplitSpec(
             bounds={
@@ -595,11 +332,11 @@ def report(stats: dict, out: Path) -> None:
 
 
 # --- built-in datasets: a shipped YAML over the same machinery -------------------------------
-CONFIG_DIR = Path(__file__).resolve().parents[4] / "configs" / "datasets"
+CONFIG_DIR = Path(__file__).resolve().parent / "datasets"  # package data, installed with the code
 
 
 def shipped_config(name: str) -> Path:
-    """configs/datasets/<name>.yaml of this checkout."""
+    """The shipped datasets/<name>.yaml beside this module."""
     path = CONFIG_DIR / f"{name}.yaml"
     if not path.is_file():
         raise FileNotFoundError(

@@ -1,4 +1,4 @@
-"""Tenrec QB-Video: the official QB-video.csv through configs/datasets/tenrec-qb-video.yaml.
+"""Tenrec QB-Video: the official QB-video.csv through datasets/tenrec-qb-video.yaml.
 
 Columns user_id, item_id, click, follow, like, share, video_category, watching_times,
 gender, age. Tasks click, like, follow, share (as in the INFNet paper); histories of
