@@ -35,24 +35,17 @@ Engineering choices the paper leaves open (every one an option of `INFNet.Config
 - `pgu_proxies`: the paper's equation 14 gates with the proxies entering the block
   (C~^(l), "pre"); DESIGN.md writes the updated ones (C~', "post").
 - `sequence_pooling`: sum (paper), mean, or sqrt (sum / sqrt(count)). Sum-pooled proxies
-  grow with history length, which within one user grows with time: on KuaiRand the
-  prototype ranked by it (like gAUC 0.30, below random, at like AUC 0.79).
+  grow with history length, which within one user grows with time, so a model that reads
+  them ranks a user's rows by time (like gAUC below random on KuaiRand).
 - With the heterogeneous flow off, the task tokens' gate reads all proxies (the only path
   left from the inputs to the task tokens; otherwise the heads would be constants).
 
-Defaults (the paper's where it gives them; the rest measured with
-`benchmarks/infnet_defaults.py --data <100k-row simulator, max_len 20> --epochs 2`, test
-MTL-AUC, each line the default except one option; seeds 0, 1, 2 where three are given):
-    default (norm=pre)                0.664 0.662 0.676
-    norm=post                         0.619 0.609 0.608
-    norm=none                         0.611
-    residual=false (norm=post)        0.628
-    pgu_proxies=pre (norm=post)       0.606
-    gate=sigmoid (norm=post)          0.614      gate=residual (norm=post)   0.606
-    sequence_pooling=sum (norm=post)  0.620
+Defaults: the paper's where it gives them; the rest chosen by
+`benchmarks/infnet_defaults.py` (each option against the default on the simulator; the
+figures are in the README, "INFNet's open engineering options"):
 - norm="pre" with residual=True: LayerNorm on the queries and keys of every cross attention,
-  the residual stream left as it is (the usual pre-norm transformer); +0.05 MTL-AUC over
-  post-norm, most of it on the like task (0.63-0.66 against 0.51-0.53).
+  the residual stream left as it is (the usual pre-norm transformer); post-norm lost most
+  on the like task.
 - gate="2sigmoid": starts at 1 (identity), so stacked blocks keep the keys' scale (pitfall).
 - pgu_proxies="post": with the paper's "pre" and 2 blocks, no live path reads the C~ and S~
   updates of any block (block 1 gates with block 1's input proxies, block 2's C, S are
