@@ -46,28 +46,7 @@ class STEMLevel(ExpertLevel):
     (None at the final level). Task k's gate reads every expert, the other tasks' with
     their gradient stopped."""
 
-    def __init__(
-        self,
-        in_dim: int,
-        num_tasks: int,
-        num_specific: int,
-        num_shared: int,
-        expert_hidden: list[int],
-        gate_hidden: list[int],
-        dropout: float,
-        final: bool,
-    ) -> None:
-        super().__init__(
-            in_dim,
-            num_tasks,
-            num_specific,
-            num_shared,
-            expert_hidden,
-            gate_hidden,
-            dropout,
-            final,
-            task_gate_experts=num_tasks * num_specific + num_shared,
-        )
+    task_gates_read_all = True
 
     def forward(
         self, task_in: list[torch.Tensor], shared_in: torch.Tensor

@@ -3,6 +3,8 @@ expert-and-gate construction STEM shares."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from pydantic import Field
 from torch import nn
@@ -20,7 +22,10 @@ def gated_mixture(gate_logits: torch.Tensor, experts: list[torch.Tensor]) -> tor
 class ExpertLevel(nn.Module):
     """One level of experts with their gates (a PLE extraction network, a STEM level):
     num_tasks x num_specific task experts and num_shared shared experts (MLPs), one gate
-    per task over `task_gate_experts` of them and, unless final, a shared gate over all."""
+    per task (over its own and the shared experts, or over all of them when
+    `task_gates_read_all`) and, unless final, a shared gate over all."""
+
+    task_gates_read_all: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -32,9 +37,10 @@ class ExpertLevel(nn.Module):
         gate_hidden: list[int],
         dropout: float,
         final: bool,
-        task_gate_experts: int,
     ) -> None:
         super().__init__()
+        every = num_tasks * num_specific + num_shared
+        task_gate_experts = every if self.task_gates_read_all else num_specific + num_shared
         self.specific = nn.ModuleList(
             nn.ModuleList(MLP(in_dim, expert_hidden, dropout=dropout) for _ in range(num_specific))
             for _ in range(num_tasks)
@@ -45,11 +51,7 @@ class ExpertLevel(nn.Module):
         self.task_gates = nn.ModuleList(
             MLP(in_dim, gate_hidden, task_gate_experts, dropout) for _ in range(num_tasks)
         )
-        self.shared_gate = (
-            None
-            if final
-            else MLP(in_dim, gate_hidden, num_tasks * num_specific + num_shared, dropout)
-        )
+        self.shared_gate = None if final else MLP(in_dim, gate_hidden, every, dropout)
         self.out_dim = expert_hidden[-1]
 
     def experts(
@@ -68,29 +70,6 @@ class ExtractionNetwork(ExpertLevel):
     """One PLE level (a CGC when it is the only one): task inputs + shared input ->
     task outputs + shared output (None at the final level, which has no shared gate).
     Task k's gate mixes its own experts and the shared ones."""
-
-    def __init__(
-        self,
-        in_dim: int,
-        num_tasks: int,
-        num_specific: int,
-        num_shared: int,
-        expert_hidden: list[int],
-        gate_hidden: list[int],
-        dropout: float,
-        final: bool,
-    ) -> None:
-        super().__init__(
-            in_dim,
-            num_tasks,
-            num_specific,
-            num_shared,
-            expert_hidden,
-            gate_hidden,
-            dropout,
-            final,
-            task_gate_experts=num_specific + num_shared,
-        )
 
     def forward(
         self, task_in: list[torch.Tensor], shared_in: torch.Tensor
