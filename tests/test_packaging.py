@@ -9,16 +9,14 @@ import sys
 import zipfile
 from pathlib import Path
 
-import infnet
-
-SRC = Path(infnet.__file__).parent
+ROOT = Path(__file__).resolve().parents[1]  # the checkout, wherever infnet is installed from
+SRC = ROOT / "src" / "infnet"
 
 
 def test_a_non_editable_install_holds_every_module_and_dataset_yaml(tmp_path):
-    root = SRC.parents[1]
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-         "-w", str(tmp_path / "dist"), str(root)],
+         "-w", str(tmp_path / "dist"), str(ROOT)],
         check=True, capture_output=True,
     )  # fmt: skip
     [wheel] = (tmp_path / "dist").glob("infnet-*.whl")

@@ -4,6 +4,8 @@ micro-batching, hot swap under load, A/B arms, and a feature store that goes awa
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import threading
 
 import httpx
@@ -484,3 +486,30 @@ def test_an_overloaded_server_sheds_load_with_503(live_server, model_dir, featur
     )
     roomy = live_server(model=str(model_dir), store=feature_db, max_queued_rows=5)
     assert rank(roomy.url, body).status_code == 200
+
+
+def test_client_keys_never_become_metric_labels(live_server, model_dir, feature_db, cases):
+    server = live_server(model=str(model_dir), store=feature_db)
+    body = cases[0][0]
+    for i in range(200):
+        r = rank(server.url, {**body, f"unknown_{i}": 1})
+        assert r.status_code == 422 and r.json()["field"] == f"unknown_{i}"
+    metrics = httpx.get(f"{server.url}/metrics").text
+    reasons = set(re.findall(r'infnet_errors_total\{reason="([^"]*)"', metrics))
+    assert reasons == {"other"} and "unknown_1" not in metrics
+    assert 'infnet_errors_total{reason="other",status="422"} 200.0' in metrics
+
+
+def test_a_timestamp_past_the_int64_range_is_refused_at_the_edge(
+    live_server, model_dir, feature_db, cases, tmp_path
+):
+    server = live_server(
+        model=str(model_dir), store=feature_db, request_log=str(tmp_path / "log.sqlite")
+    )
+    body = cases[0][0]
+    for ts in (2**63 + 5, 2**64 - 1, 10**20):
+        bad = {**body, "context": {**body["context"], "timestamp": ts}}
+        r = rank(server.url, json.dumps(bad).encode())  # orjson cannot write past int64
+        assert r.status_code == 422 and r.json()["field"] == "context.timestamp", r.text
+    assert rank(server.url, body).status_code == 200
+    assert httpx.get(f"{server.url}/readyz").status_code == 200

@@ -109,7 +109,14 @@ class RequestLog:
         self._queue.put(None)
         self._thread.join(timeout=30)
 
+    @property
+    def alive(self) -> bool:
+        """The writer thread runs (a server whose log stopped is not ready)."""
+        return self._thread.is_alive()
+
     def _write(self) -> None:
+        # One bad record (a value SQLite cannot hold, one orjson cannot encode) costs its
+        # batch, counted in `errors`; the thread goes on for the records after it.
         conn = sqlite3.connect(self.path)
         conn.execute("PRAGMA synchronous=NORMAL")
         sql = (
@@ -126,13 +133,24 @@ class RequestLog:
             if None in records:
                 stop = True
                 records = [r for r in records if r is not None]
-            rows = [_row(r) for r in records]
             try:
+                rows = [_row(r) for r in records]
                 with conn:
                     conn.executemany(sql, rows)
-            except sqlite3.Error:
-                self.errors += len(rows)  # reported by /metrics; serving goes on
+            except Exception:
+                self.errors += len(records)  # reported by /metrics; serving goes on
+                self._write_each(conn, sql, records)
         conn.close()
+
+    def _write_each(self, conn: sqlite3.Connection, sql: str, records: list[ServedRequest]) -> None:
+        """After a failed batch: the records that can be written, one by one."""
+        for r in records:
+            try:
+                with conn:
+                    conn.execute(sql, _row(r))
+                self.errors -= 1
+            except Exception:
+                pass
 
 
 def read_request_log(path: str | Path, *, since_ms: int | None = None) -> Iterator[ServedRequest]:

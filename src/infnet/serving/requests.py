@@ -10,6 +10,15 @@ import orjson
 from starlette.requests import Request
 
 FIELDS = ("request_id", "user_id", "context", "candidates", "bid")
+# What an error may be counted under in /metrics: a fixed set, so no client can add labels.
+REASONS = (*FIELDS, "body", "content-length")
+MAX_TIMESTAMP_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+
+
+def error_reason(field: str) -> str:
+    """The metrics label of a RequestError's field: its top-level name, or "other"."""
+    top = field.split("[")[0].split(".")[0]
+    return top if top in REASONS else "other"
 
 
 class RequestError(ValueError):
@@ -64,10 +73,15 @@ def parse_rank_request(body: bytes, max_candidates: int) -> RankRequest:
     timestamp = context.get("timestamp")
     if timestamp is None:
         raise RequestError("context.timestamp", "missing (required: milliseconds since the epoch)")
-    if not isinstance(timestamp, int) or isinstance(timestamp, bool) or timestamp < 0:
+    if (
+        not isinstance(timestamp, int)
+        or isinstance(timestamp, bool)
+        or not 0 <= timestamp <= MAX_TIMESTAMP_MS
+    ):
         raise RequestError(
             "context.timestamp",
-            f"must be a non-negative integer (ms since the epoch), got {timestamp!r}",
+            f"must be an integer from 0 to {MAX_TIMESTAMP_MS} (ms since the epoch), got {timestamp!r}",
+            limit=MAX_TIMESTAMP_MS,
         )
     candidates = data["candidates"]
     if not isinstance(candidates, list):

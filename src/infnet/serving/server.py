@@ -40,7 +40,13 @@ from infnet.serving.features import compatibility
 from infnet.serving.metrics import Metrics
 from infnet.serving.records import ServedRequest
 from infnet.serving.request_log import RequestLog
-from infnet.serving.requests import RankRequest, RequestError, parse_rank_request, read_body
+from infnet.serving.requests import (
+    RankRequest,
+    RequestError,
+    error_reason,
+    parse_rank_request,
+    read_body,
+)
 from infnet.serving.runtime import ServingModel
 from infnet.serving.stores import Lookup, StoreMeta, StoreUnavailable, decode, open_store
 
@@ -251,9 +257,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             response = _json(content)
         except RequestError as err:
             response = _error(err)
-            metrics.errors.labels(
-                status=str(err.status), reason=err.field.split("[")[0].split(".")[0]
-            ).inc()
+            metrics.errors.labels(status=str(err.status), reason=error_reason(err.field)).inc()
         except StoreUnavailable as err:
             response = _json({"error": f"feature store unavailable: {err}"}, 503)
             metrics.errors.labels(status="503", reason="store").inc()
@@ -277,6 +281,9 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     @app.get("/readyz")
     async def readyz() -> Response:
+        if state.request_log is not None and not state.request_log.alive:
+            error = f"the request log writer stopped ({state.request_log.path})"
+            return _json({"ready": False, "error": error}, 503)
         try:
             return _json(await run_in_threadpool(state.ready))
         except StoreUnavailable as err:
