@@ -123,3 +123,41 @@ def test_hour_and_weekday_from_timestamp_match_beijing_local_time():
     offset = 8 * HOUR_MS
     assert [FROM_TIMESTAMP["hour"](int(x), offset) for x in t] == local.dt.hour().to_list()
     assert [FROM_TIMESTAMP["weekday"](int(x), offset) for x in t] == local.dt.weekday().to_list()
+
+
+class PoisonModel(SlowModel):
+    """Fails any call that holds a row whose first code is negative."""
+
+    def predict(self, categorical, seq_ids, seq_mask, seq_index):
+        if (categorical[:, 0] < 0).any():
+            self.calls.append(len(categorical))
+            raise RuntimeError("index out of range in node Gather_42")
+        return super().predict(categorical, seq_ids, seq_mask, seq_index)
+
+
+def test_a_failing_request_fails_alone_and_its_batch_neighbours_are_scored():
+    batcher = MicroBatcher(max_rows=256, max_wait_ms=50)
+    batcher.start()
+    model = PoisonModel(seconds=0.02)
+    good = [inputs(100 * i, 4) for i in range(1, 6)]
+    bad = Inputs(
+        np.full((3, 3), -5, np.int64), np.zeros((2, 3, 1), np.int64), np.ones((2, 3), bool)
+    )
+
+    async def run() -> list:
+        async def one(x: Inputs):
+            batcher.expect()
+            await asyncio.sleep(0)
+            try:
+                return await batcher.submit(model, x)
+            except RuntimeError as err:
+                return err
+
+        return await asyncio.gather(*(one(x) for x in [*good[:3], bad, *good[3:]]))
+
+    results = asyncio.run(run())
+    batcher.stop()
+    assert isinstance(results[3], RuntimeError) and "inference failed" in str(results[3])
+    for x, out in zip(good, [*results[:3], *results[4:]], strict=True):
+        np.testing.assert_array_equal(out[:, 0], x.categorical[:, 0])
+    assert max(model.calls) > 3  # the poisoned request did share a call before its retry

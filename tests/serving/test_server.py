@@ -513,3 +513,36 @@ def test_a_timestamp_past_the_int64_range_is_refused_at_the_edge(
         assert r.status_code == 422 and r.json()["field"] == "context.timestamp", r.text
     assert rank(server.url, body).status_code == 200
     assert httpx.get(f"{server.url}/readyz").status_code == 200
+
+
+@pytest.mark.parametrize("code", [10**6, -3])
+def test_a_corrupt_store_record_fails_only_its_own_request(
+    live_server, model_dir, small_prepared, test_as_of, cases, tmp_path, code
+):
+    snapshot = snapshot_from_prepared(small_prepared, as_of=test_as_of)
+    good_body, expected = cases[0]
+    bad_item = str(cases[1][0]["candidates"][0])
+    assert bad_item not in [str(c) for c in good_body["candidates"]]
+    snapshot.item_records[snapshot.item_ids.index(bad_item), -1] = code
+    store = str(tmp_path / "corrupt.sqlite")
+    open_store(store).write(snapshot)
+    server = live_server(model=str(model_dir), store=store)
+    bad_body = {**cases[1][0], "request_id": "bad"}
+
+    async def both() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            return await asyncio.gather(
+                *(client.post("/v1/rank", json=b) for b in [good_body, bad_body, good_body])
+            )
+
+    good, bad, again = asyncio.run(both())
+    assert good.status_code == 200 and again.status_code == 200
+    check_scores(good.json(), expected, server.state.arms[0].model.schema.task_names)
+    assert bad.status_code == 500
+    field = snapshot.meta.item_fields[-1]
+    assert (
+        f"field {field!r}" in bad.json()["error"]
+        and "outside its vocabulary" in bad.json()["error"]
+    )
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert 'infnet_errors_total{reason="store_record",status="500"} 1.0' in metrics

@@ -141,16 +141,31 @@ class MicroBatcher:
         with self._lock:
             self.queued_rows -= sum(sizes)
         try:
-            # one history per request, read by its K rows (not repeated K times)
-            categorical = np.concatenate([i.inputs.categorical for i in items])
-            seq_ids = np.stack([i.inputs.seq_ids for i in items])  # [U, F, n, K_side]
-            seq_mask = np.stack([i.inputs.seq_mask for i in items])  # [U, F, n]
-            seq_index = np.repeat(np.arange(len(items)), sizes)  # [B]
-            scores = items[0].model.predict(categorical, seq_ids, seq_mask, seq_index)
-            results: list[np.ndarray | BaseException] = np.split(scores, np.cumsum(sizes)[:-1])
-        except Exception as err:  # one failure fails its batch, never the worker
-            results = [RuntimeError(f"inference failed: {type(err).__name__}: {err}")] * len(items)
+            results: list[np.ndarray | BaseException] = _score(items)
+        except Exception as err:
+            if len(items) == 1:
+                results = [RuntimeError(f"inference failed: {type(err).__name__}: {err}")]
+            else:  # one request's bad inputs must not fail the others of its micro-batch
+                results = [_score_alone(item) for item in items]
         if self.observe is not None:
             self.observe(sum(sizes), len(items), time.perf_counter() - started)
         for item, result in zip(items, results, strict=True):
             item.loop.call_soon_threadsafe(_resolve, item.future, result)
+
+
+def _score(items: list[_Item]) -> list[np.ndarray]:
+    """One model call for the items; each request's history once, read by its K rows."""
+    sizes = [len(i.inputs) for i in items]
+    categorical = np.concatenate([i.inputs.categorical for i in items])
+    seq_ids = np.stack([i.inputs.seq_ids for i in items])  # [U, F, n, K_side]
+    seq_mask = np.stack([i.inputs.seq_mask for i in items])  # [U, F, n]
+    seq_index = np.repeat(np.arange(len(items)), sizes)  # [B]
+    scores = items[0].model.predict(categorical, seq_ids, seq_mask, seq_index)
+    return np.split(scores, np.cumsum(sizes)[:-1])
+
+
+def _score_alone(item: _Item) -> np.ndarray | BaseException:
+    try:
+        return _score([item])[0]
+    except Exception as err:
+        return RuntimeError(f"inference failed: {type(err).__name__}: {err}")

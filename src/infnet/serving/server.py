@@ -48,7 +48,14 @@ from infnet.serving.requests import (
     read_body,
 )
 from infnet.serving.runtime import ServingModel
-from infnet.serving.stores import Lookup, StoreMeta, StoreUnavailable, decode, open_store
+from infnet.serving.stores import (
+    CorruptRecord,
+    Lookup,
+    StoreMeta,
+    StoreUnavailable,
+    decode,
+    open_store,
+)
 
 log = logging.getLogger("infnet.serving")
 
@@ -265,9 +272,14 @@ def create_app(config: ServerConfig) -> FastAPI:
             response = _json({"error": str(err)}, 503)
             response.headers["retry-after"] = "1"
             metrics.errors.labels(status="503", reason="overloaded").inc()
-        except Exception as err:
+        except CorruptRecord as err:  # this request's records only; the store needs a reload
+            log.error("rank %s: %s", req.request_id, err)
+            response = _json({"error": str(err)}, 500)
+            metrics.errors.labels(status="500", reason="store_record").inc()
+        except Exception:
+            # the detail (model node names, paths) goes to the log, not to the client
             log.exception("rank failed")
-            response = _json({"error": f"internal error: {type(err).__name__}: {err}"}, 500)
+            response = _json({"error": "internal error; the server log has the detail"}, 500)
             metrics.errors.labels(status="500", reason="internal").inc()
         elapsed = time.perf_counter() - started
         response.headers["server-timing"] = f"total;dur={elapsed * 1000:.3f}"

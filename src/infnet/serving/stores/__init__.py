@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from infnet.serving.stores.base import (
+    CorruptRecord,
     FeatureStore,
     Lookup,
     Snapshot,
@@ -16,6 +17,7 @@ from infnet.serving.stores.redis import RedisStore
 from infnet.serving.stores.sqlite import SQLiteStore
 
 __all__ = [
+    "CorruptRecord",
     "FeatureStore",
     "Lookup",
     "RedisStore",

@@ -17,6 +17,7 @@ the user and all candidates.
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -80,7 +81,32 @@ class Lookup:
     item_known: np.ndarray  # bool [K]
 
 
+class CorruptRecord(ValueError):
+    """A store record whose codes lie outside the vocabularies: fails only its request."""
+
+
+@functools.lru_cache(maxsize=8)
+def _bounds(schema_text: str, user_fields: tuple, item_fields: tuple, side_fields: tuple):
+    """Vocabulary sizes of the user fields, item fields and side fields, in record order."""
+    sizes = {f.name: f.vocab_size for f in Schema.from_json(schema_text).fields}
+    return tuple(np.array([sizes[f] for f in fs]) for fs in (user_fields, item_fields, side_fields))
+
+
+def _check_codes(codes: np.ndarray, size: np.ndarray, fields: tuple, what: str) -> None:
+    bad = (codes < 0) | (codes >= size)
+    if bad.any():
+        where = np.argwhere(bad)[0]
+        field = fields[where[-1]]
+        if what == "item record":
+            what = f"item record of candidate {where[0]}"
+        raise CorruptRecord(
+            f"feature store {what}: code {int(codes[tuple(where)])} of field {field!r} is outside "
+            f"its vocabulary [0, {int(size[where[-1]])}); reload the store"
+        )
+
+
 def decode(meta: StoreMeta, version: str, user: bytes | None, items: list[bytes | None]) -> Lookup:
+    """The records as codes, each checked against its field's vocabulary size."""
     F, n, Ks = len(meta.behaviours), meta.history_len, len(meta.side_fields)
     Mu, Mi = len(meta.user_fields), len(meta.item_fields)
     if user is None:
@@ -88,14 +114,32 @@ def decode(meta: StoreMeta, version: str, user: bytes | None, items: list[bytes 
         lengths = np.zeros(F, np.int64)
         history = np.zeros((F, n, Ks), np.int64)
     else:
+        if len(user) != 4 * meta.user_record_len:
+            raise CorruptRecord(
+                f"feature store user record: {len(user)} bytes, expected {4 * meta.user_record_len}"
+            )
         rec = np.frombuffer(user, np.int32).astype(np.int64)
         user_codes, lengths = rec[:Mu], rec[Mu : Mu + F]
         history = rec[Mu + F :].reshape(F, n, Ks)
     known = np.array([r is not None for r in items], dtype=bool)
     item_codes = np.full((len(items), Mi), OOV, np.int64)
+    for k, r in enumerate(items):
+        if r is not None and len(r) != 4 * Mi:
+            raise CorruptRecord(
+                f"feature store item record of candidate {k}: {len(r)} bytes, expected {4 * Mi}"
+            )
     if known.any():
         blob = b"".join(r for r in items if r is not None)
         item_codes[known] = np.frombuffer(blob, np.int32).reshape(-1, Mi)
+    fields = (tuple(meta.user_fields), tuple(meta.item_fields), tuple(meta.side_fields))
+    user_size, item_size, side_size = _bounds(meta.schema_text, *fields)
+    _check_codes(user_codes, user_size, fields[0], "user record")
+    _check_codes(history, side_size, fields[2], "user history")
+    if not ((lengths >= 0) & (lengths <= n)).all():
+        raise CorruptRecord(
+            f"feature store user record: history lengths {lengths.tolist()} not in [0, {n}]"
+        )
+    _check_codes(item_codes, item_size, fields[1], "item record")
     mask = np.arange(n) >= (n - lengths)[:, None]  # [F, n], left padding
     return Lookup(version, user_codes, user is not None, history, mask, item_codes, known)
 
