@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import threading
+import time
 
 import httpx
 import numpy as np
@@ -546,3 +548,59 @@ def test_a_corrupt_store_record_fails_only_its_own_request(
     )
     metrics = httpx.get(f"{server.url}/metrics").text
     assert 'infnet_errors_total{reason="store_record",status="500"} 1.0' in metrics
+
+
+def test_admission_counts_requests_still_fetching_features(
+    live_server, model_dir, feature_db, cases
+):
+    server = live_server(model=str(model_dir), store=feature_db, max_queued_rows=12)
+    store = server.state.store
+    fetch = store.fetch
+
+    def slow_fetch(user, items):
+        time.sleep(0.3)
+        return fetch(user, items)
+
+    store.fetch = slow_fetch
+    bodies = [{**cases[0][0], "request_id": f"slow{i}"} for i in range(10)]  # 5 rows each
+    statuses = sorted(r.status_code for r in asyncio.run(_burst(server.url, bodies)))
+    assert statuses.count(200) <= 2 and statuses.count(503) >= 8, statuses
+    assert server.state.admitted_rows == 0  # every admitted row was released
+
+
+def test_a_store_file_moved_over_the_served_one_is_read(
+    live_server, model_dir, small_prepared, test_as_of, cases, tmp_path
+):
+    served = tmp_path / "features.sqlite"
+    open_store(served).write(snapshot_from_prepared(small_prepared, as_of=test_as_of))
+    server = live_server(model=str(model_dir), store=str(served))
+    first = rank(server.url, cases[0][0]).json()["feature_version"]
+    newer = snapshot_from_prepared(small_prepared, as_of=test_as_of + 1)
+    open_store(tmp_path / "next.sqlite").write(newer)
+    os.replace(tmp_path / "next.sqlite", served)
+    assert newer.meta.version != first
+    assert rank(server.url, cases[0][0]).json()["feature_version"] == newer.meta.version
+    assert httpx.get(f"{server.url}/readyz").json()["feature_version"] == newer.meta.version
+
+
+def test_a_slow_store_does_not_stall_the_event_loop(live_server, model_dir, feature_db, cases):
+    # a lookup waiting on a lock (SQLite's busy timeout, a slow Redis) runs on a worker
+    # thread: /healthz answers meanwhile
+    server = live_server(model=str(model_dir), store=feature_db)
+    store = server.state.store
+    fetch = store.fetch
+
+    def blocked_fetch(user, items):
+        time.sleep(1.5)
+        return fetch(user, items)
+
+    store.fetch = blocked_fetch
+    result = {}
+    sender = threading.Thread(target=lambda: result.update(r=rank(server.url, cases[0][0])))
+    sender.start()
+    time.sleep(0.2)
+    started = time.perf_counter()
+    assert httpx.get(f"{server.url}/healthz", timeout=5).status_code == 200
+    assert time.perf_counter() - started < 0.5
+    sender.join(timeout=30)
+    assert result["r"].status_code == 200

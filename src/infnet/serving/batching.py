@@ -56,7 +56,6 @@ class MicroBatcher:
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._carry: _Item | None = None
         self._expected = 0  # admitted requests not yet submitted
-        self.queued_rows = 0  # rows submitted and not yet taken by the worker
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
@@ -77,7 +76,6 @@ class MicroBatcher:
         future = loop.create_future()
         with self._lock:
             self._expected -= 1
-            self.queued_rows += len(inputs)
         self._queue.put(_Item(model, inputs, future, loop, time.perf_counter()))
         return await future
 
@@ -138,8 +136,6 @@ class MicroBatcher:
     def _run(self, items: list[_Item]) -> None:
         started = time.perf_counter()
         sizes = [len(i.inputs) for i in items]
-        with self._lock:
-            self.queued_rows -= sum(sizes)
         try:
             results: list[np.ndarray | BaseException] = _score(items)
         except Exception as err:

@@ -50,7 +50,7 @@ class ServerConfig(Strict):
     max_batch_rows: int = Field(default=512, ge=1)
     # beyond this many rows waiting for the worker, 503 (overloaded): ~0.3 s of queue at
     # 136 us/row, instead of a queue that grows until clients time out
-    max_queued_rows: int = Field(default=2048, ge=1)
+    max_queued_rows: int = Field(default=2048, ge=1)  # rows admitted and not yet answered
     max_wait_ms: float = Field(default=2.0, ge=0)
     inference_threads: int = Field(default=1, ge=1)
     admin_token: str | None = None

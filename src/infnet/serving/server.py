@@ -92,6 +92,7 @@ class ServingState:
             config.max_batch_rows, config.max_wait_ms, self.metrics.observe_batch
         )
         self.request_log = RequestLog(config.request_log) if config.request_log else None
+        self.admitted_rows = 0  # rows of the requests between admission and their answer
         try:
             self._meta_for(self.store.meta().version)
         except StoreUnavailable as err:  # serve once the store is back; /readyz says why not yet
@@ -131,22 +132,25 @@ class ServingState:
         arm = self.arms.route(req.user_id)  # fixed here: a swap after this does not touch it
         context_codes = arm.assembler.encode_context(req.context, req.timestamp)
         items = [str(c) for c in req.candidates]
-        queued, limit = self.batcher.queued_rows, self.config.max_queued_rows
+        # admission counts every admitted row until its request ends: rows still fetching
+        # features count as much as rows queued for the model
+        queued, limit = self.admitted_rows, self.config.max_queued_rows
         if queued + len(items) > limit:
             raise Overloaded(
-                f"server overloaded: {queued} candidate rows are queued (limit {limit}); retry later"
+                f"server overloaded: {queued} candidate rows are admitted (limit {limit}); retry later"
             )
-        self.batcher.expect()
+        self.admitted_rows += len(items)
         try:
-            if self.store.inline:  # an embedded store answers in well under a millisecond
-                lookup = self.lookup(req.user_id, items)
-            else:
+            self.batcher.expect()
+            try:
                 lookup = await run_in_threadpool(self.lookup, req.user_id, items)
-        except BaseException:
-            self.batcher.forget()
-            raise
-        inputs = arm.assembler.build(lookup, context_codes)
-        scores = await self.batcher.submit(arm.model, inputs)  # [K, N_task]
+            except BaseException:
+                self.batcher.forget()
+                raise
+            inputs = arm.assembler.build(lookup, context_codes)
+            scores = await self.batcher.submit(arm.model, inputs)  # [K, N_task]
+        finally:
+            self.admitted_rows -= len(items)
         tasks = arm.model.schema.task_names
         by_task = {t: scores[:, j].astype(np.float64) for j, t in enumerate(tasks)}
         ranking = arm.ranker(by_task, req.bid)

@@ -148,9 +148,6 @@ class FeatureStore(ABC):
     """Bulk versioned writes, batched lookups. Implementations are thread-safe."""
 
     url: str
-    # Lookups are fast and local enough to run on the server's event loop (saving two
-    # thread hops per request); a networked store runs them on worker threads.
-    inline: bool = False
 
     @abstractmethod
     def write(self, snapshot: Snapshot) -> None:

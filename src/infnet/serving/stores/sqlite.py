@@ -7,6 +7,7 @@ the current version) on the calling thread's own connection.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -29,7 +30,9 @@ _FETCH = (
 
 
 class SQLiteStore(FeatureStore):
-    inline = True
+    """A connection per thread, reopened when the file at `path` is another file than the
+    one it has open (a new load moved over it), so the server reads the store on disk.
+    Lookups run on worker threads: a lock held by a writer never stalls the event loop."""
 
     def __init__(self, path: str | Path, *, timeout_s: float = 5.0) -> None:
         self.path = Path(path)
@@ -37,11 +40,22 @@ class SQLiteStore(FeatureStore):
         self.timeout_s = timeout_s
         self._local = threading.local()
 
+    def _file_id(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
     def _connect(self, create: bool = False) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
+        file_id = self._file_id()
         if conn is not None and not create:
-            return conn
-        if not create and not self.path.is_file():
+            if file_id == self._local.file_id:
+                return conn
+            conn.close()  # the file was replaced (or removed): open what is there now
+            self._local.conn = None
+        if not create and file_id is None:
             raise StoreUnavailable(
                 f"feature store {self.path} does not exist; load it with `infnet serve load-features`"
             )
@@ -58,7 +72,7 @@ class SQLiteStore(FeatureStore):
         except sqlite3.Error as err:
             raise StoreUnavailable(f"feature store {self.path}: {err}") from None
         if not create:
-            self._local.conn = conn
+            self._local.conn, self._local.file_id = conn, file_id
         return conn
 
     def write(self, snapshot: Snapshot) -> None:
