@@ -176,3 +176,14 @@ def test_without_run_directory_the_best_weights_are_restored(small_prepared, mon
     for k, v in trainer.model.state_dict().items():
         torch.testing.assert_close(v, snapshots[0][k], msg=k)
     assert any(not torch.equal(v, snapshots[-1][k]) for k, v in trainer.model.state_dict().items())
+
+
+def test_a_hand_edited_config_that_still_fits_the_weights_is_refused(small_prepared, tmp_path):
+    # dropout changes no shape: a loader that trusted config.json would build another model
+    # around the same weights and report other metrics
+    Trainer.from_config(_run(small_prepared, epochs=1), tmp_path / "run", progress=False).fit()
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    config["model_options"]["dropout"] = 0.5
+    (tmp_path / "run" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"model_options: .* in checkpoint"):
+        load_run(tmp_path / "run")

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -50,16 +51,25 @@ from infnet.data.sequences import HistoryIndex, event_table
 from infnet.data.spec import FieldSpec, PrepareError, RawDataset
 from infnet.data.splits import split_ids
 from infnet.data.stats import split_stats
-from infnet.fsutil import atomic_directory
+from infnet.fsutil import atomic_directory, refuse_overlap
 
 __all__ = ["PrepareError", "prepare"]
 
 PART_ROWS = 1_000_000  # rows per part file of a split
 
 
-def prepare(raw: RawDataset, out: Path, *, overwrite: bool = False, progress: bool = True) -> dict:
-    """Prepare `raw` into directory `out`; returns the stats it writes to stats.json."""
+def prepare(
+    raw: RawDataset,
+    out: Path,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    inputs: Sequence[Path] = (),
+) -> dict:
+    """Prepare `raw` into directory `out`; returns the stats it writes to stats.json.
+    `inputs` (the files `raw` was read from) may not be, hold or contain `out`."""
     out = Path(out)
+    refuse_overlap(out, inputs)
     if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(
             f"{out} exists and is not empty; pass overwrite=True (--overwrite) to replace it"

@@ -69,6 +69,7 @@ def experiment(
     from infnet.data.loader import PreparedDataset, RowLimit
     from infnet.experiments.runner import Runner
     from infnet.experiments.suites import ALL, QUICK_ROWS, QUICK_TRAIN, Context, run_suite
+    from infnet.fsutil import refuse_overlap
     from infnet.models import model_class
 
     if suite not in ALL:
@@ -81,6 +82,9 @@ def experiment(
             model_class(name)
         except KeyError as err:
             raise typer.BadParameter(err.args[0], param_hint="--models") from None
+    refuse_overlap(out, [data])
+    if cache is not None:
+        refuse_overlap(cache, [data], "--cache")
     dataset = RowLimit(data, QUICK_ROWS) if quick else PreparedDataset(data)
     train = dict(QUICK_TRAIN) if quick else {}
     if epochs is not None:

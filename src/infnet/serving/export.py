@@ -43,7 +43,7 @@ from torch import nn
 from infnet.data import layout
 from infnet.data.batch import Batch
 from infnet.data.fingerprint import vocab_fingerprint
-from infnet.fsutil import atomic_directory
+from infnet.fsutil import atomic_directory, refuse_overlap
 from infnet.models.base import MultiTaskModel, TaskActivation
 from infnet.models.checkpoint import save_checkpoint
 from infnet.training.rundir import load_run
@@ -352,6 +352,7 @@ def export_run(
     if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out} exists and is not empty; pass --overwrite to replace it")
     config, model, data = load_run(run_dir)
+    refuse_overlap(out, [run_dir, data.path])
     split = "test" if data.num_rows("test") else "valid"
     rows = min(check_rows, data.num_rows(split))
     return export_model(

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from infnet.config import ConfigError, apply_overrides, load_yaml
+from infnet.fsutil import refuse_overlap
 
 console = Console()
 
@@ -85,6 +86,7 @@ def train(
     from infnet.training.trainer import Trainer
 
     run = resolve_run_config(data, model, config, set_ or [])
+    refuse_overlap(out, [Path(run.data)])
     if out.exists() and any(out.iterdir()) and not resume:
         if not overwrite:
             raise typer.BadParameter(

@@ -18,6 +18,7 @@ import typer
 
 from infnet.data.sources.files import python_literal_lines, read_files
 from infnet.data.sources.table import build_raw, load_config, prepare, report, shipped_config
+from infnet.fsutil import refuse_overlap
 
 REVIEW_FILES = [
     "reviews_Books_5.json.gz",
@@ -85,11 +86,14 @@ def prepare_amazon_books(
         raise FileNotFoundError(f"Amazon Books data directory not found: {data_dir}")
     review_path = data_dir / reviews if reviews else _find(data_dir, REVIEW_FILES, "reviews file")
     meta_path = _find(data_dir, [META_FILE], "metadata file")
+    refuse_overlap(Path(out), [review_path, meta_path])
     log = read_files([str(review_path)], data_dir, "reviews", "jsonl", columns=REVIEW_KEYS)
     items = read_metadata(meta_path, set(log["asin"].unique().to_list()))
     raw = build_raw(load_config(shipped_config("amazon-books")), {"log": log, "items": items})
     raw.stats |= {"reviews_file": review_path.name, "metadata_file": meta_path.name}
-    return prepare(raw, Path(out), overwrite=overwrite, progress=progress)
+    return prepare(
+        raw, Path(out), overwrite=overwrite, progress=progress, inputs=[review_path, meta_path]
+    )
 
 
 def command(

@@ -57,6 +57,7 @@ from infnet.data.sources.kuairand_files import (
     read_logs,
 )
 from infnet.data.spec import BehaviourSpec, FieldSpec, RawDataset, SplitSpec, TaskSpec
+from infnet.fsutil import refuse_overlap
 
 SUBSET_SPLIT = "2022-04-25:2022-05-04,2022-05-05:2022-05-06,2022-05-07:2022-05-08"
 
@@ -241,8 +242,15 @@ def prepare_kuairand(
     **options,
 ) -> dict:
     """build_raw(data_dir, **options) prepared into `out`; returns stats.json's content."""
+    data_dir = Path(data_dir)
+    inputs = sorted(data_dir.iterdir()) if data_dir.is_dir() else []
+    refuse_overlap(Path(out), inputs)
     return prepare(
-        build_raw(data_dir, **options), Path(out), overwrite=overwrite, progress=progress
+        build_raw(data_dir, **options),
+        Path(out),
+        overwrite=overwrite,
+        progress=progress,
+        inputs=inputs,
     )
 
 

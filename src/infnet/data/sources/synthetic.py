@@ -4,7 +4,6 @@ fields, tasks, oracles and behaviours, simulated into Parquet parts and prepared
 from __future__ import annotations
 
 import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from infnet.data.sources.simulator import (
     users_frame,
 )
 from infnet.data.spec import BehaviourSpec, FieldSpec, RawDataset, TaskSpec
+from infnet.fsutil import temporary_beside
 
 FIELDS = [
     FieldSpec("video_id", "item"),
@@ -165,8 +165,7 @@ def prepare_synthetic(
         raise FileExistsError(
             f"{out} exists and is not empty; pass overwrite=True (--overwrite) to replace it"
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".synthetic", dir=out.parent))
+    workdir = temporary_beside(out, "synthetic")
     try:
         raw = build_raw(rows, users, items, seed, max_len=max_len, workdir=workdir, tasks=tasks)
         return prepare(raw, out, overwrite=overwrite, progress=progress)

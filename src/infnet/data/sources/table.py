@@ -40,12 +40,14 @@ from infnet.data.sources.table_config import (
     Numeric,
     Policy,
     TableConfig,
+    input_files,
     load_config,
     ms,
     read_inputs,
 )
 from infnet.data.sources.table_values import first_values, history, is_numeric_text, number, time_ms
 from infnet.data.spec import BehaviourSpec, FieldSpec, RawDataset, SplitSpec, TaskSpec
+from infnet.fsutil import refuse_overlap
 
 
 # --- RawDataset ------------------------------------------------------------------------------
@@ -292,9 +294,11 @@ def prepare_table(
     """Read, check and prepare the dataset a YAML file describes; returns stats.json's dict."""
     cfg = load_config(config)
     base = Path(data_dir) if data_dir is not None else Path(config).resolve().parent
+    inputs = [Path(config), *input_files(cfg, base)]
+    refuse_overlap(Path(out), inputs)
     raw = build_raw(cfg, read_inputs(cfg, base))
     try:
-        return prepare(raw, Path(out), overwrite=overwrite, progress=progress)
+        return prepare(raw, Path(out), overwrite=overwrite, progress=progress, inputs=inputs)
     except PrepareError as err:
         raise ConfigError(f"{config}: {err}") from None
 

@@ -11,7 +11,7 @@ import polars as pl
 from pydantic import Field, model_validator
 
 from infnet.config import Strict, load_yaml, validate
-from infnet.data.sources.files import Format, read_files
+from infnet.data.sources.files import Format, expand, read_files
 
 Group = Literal["item", "user", "context"]
 Policy = Literal["drop", "oov"]
@@ -178,6 +178,17 @@ class TableConfig(Strict):
 
 def load_config(path: str | Path) -> TableConfig:
     return validate(TableConfig, load_yaml(path), where=str(path))
+
+
+def input_files(cfg: TableConfig, base: Path) -> list[Path]:
+    """Every file the YAML's inputs name (globs expanded)."""
+    files = []
+    for name in ("log", "users", "items"):
+        spec: Input | None = getattr(cfg.inputs, name)
+        if spec is not None:
+            paths = [spec.path] if isinstance(spec.path, str) else spec.path
+            files += expand(paths, base, f"inputs.{name}")
+    return files
 
 
 def read_inputs(cfg: TableConfig, base: Path) -> dict[str, pl.DataFrame]:
