@@ -539,3 +539,41 @@ def test_prebuilt_bad_input_names_the_key(tmp_path, edit, message):
     with pytest.raises(ConfigError) as err:
         prepare_table_from(cfg, tmp_path)
     assert re.search(message, str(err.value)), str(err.value)
+
+
+def _shop_with(tmp_path, column: str, row: int, value: str) -> Path:
+    write_shop(tmp_path)
+    (tmp_path / "shop.yaml").write_text(SHOP_YAML)
+    path = tmp_path / "log_part1.csv"
+    lines = path.read_text().split("\n")
+    header = lines[0].split(",")
+    cells = lines[row].split(",")
+    cells[header.index(column)] = value
+    lines[row] = ",".join(cells)
+    path.write_text("\n".join(lines))
+    return tmp_path / "shop.yaml"
+
+
+def test_an_infinite_regression_label_is_refused_at_prepare(tmp_path):
+    config = _shop_with(tmp_path, "amount", 3, "inf")
+    with pytest.raises(ConfigError, match=r"task 'spend': 1 labels are infinite"):
+        prepare_table(config, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_text_in_a_condition_column_is_one_message(tmp_path):
+    config = _shop_with(tmp_path, "bought", 5, "yes")
+    with pytest.raises(
+        ConfigError, match=r"behaviours.bought.condition: .*holds text such as 'yes'"
+    ):
+        prepare_table(config, tmp_path / "out", progress=False)
+
+
+def test_a_truncated_last_line_is_refused_naming_the_file(tmp_path):
+    write_shop(tmp_path)
+    (tmp_path / "shop.yaml").write_text(SHOP_YAML)
+    path = tmp_path / "log_part1.csv"
+    text = path.read_text().rstrip("\n")
+    path.write_text(text[: text.rfind(",")])  # the copy stopped mid-line
+    with pytest.raises(ValueError, match=r"log_part1.csv: line \d+, the last, holds .* truncated"):
+        prepare_table(tmp_path / "shop.yaml", tmp_path / "out", progress=False)

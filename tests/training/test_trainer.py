@@ -187,3 +187,16 @@ def test_a_hand_edited_config_that_still_fits_the_weights_is_refused(small_prepa
     (tmp_path / "run" / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match=r"model_options: .* in checkpoint"):
         load_run(tmp_path / "run")
+
+
+def test_a_damaged_split_stops_the_run_before_its_first_step(small_prepared, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(small_prepared, data)
+    part = sorted((data / "test").glob("part-*.parquet"))[0]
+    part.write_bytes(part.read_bytes()[: len(part.read_bytes()) // 2])
+    trainer = Trainer.from_config(_run(data, epochs=1), tmp_path / "run", progress=False)
+    with pytest.raises(ValueError, match=r"test/part-00000.parquet: not a readable part file"):
+        trainer.fit()
+    assert trainer.global_step == 0 and not (tmp_path / "run" / "metrics.jsonl").exists()

@@ -63,6 +63,11 @@ class PreparedDataset:
         """Content hash of schema.json and stats.json: equal data, equal fingerprint."""
         return dataset_fingerprint(self.path)
 
+    def check(self) -> None:
+        """Read every split now, so a damaged one stops a run before its first step."""
+        for split in layout.SPLITS:
+            self._split(split)
+
     def num_rows(self, split: str) -> int:
         return self.schema.split(self._check_split(split)).rows
 
@@ -95,8 +100,21 @@ class PreparedDataset:
         parts = sorted((self.path / split).glob("part-*.parquet"))
         if not parts:
             raise FileNotFoundError(f"no part files in {self.path / split}")
-        df = pl.concat([pl.read_parquet(p) for p in parts])
+        frames = []
+        for part in parts:
+            try:
+                frames.append(pl.read_parquet(part))
+            except Exception as err:  # polars raises several types for a damaged file
+                raise ValueError(
+                    f"{part}: not a readable part file ({type(err).__name__}: {str(err)[:200]})"
+                ) from None
+        df = pl.concat(frames)
         s = self.schema
+        if len(df) != s.split(split).rows:
+            raise ValueError(
+                f"{self.path / split}: {len(df)} rows in the part files, {s.split(split).rows} in "
+                f"{layout.SCHEMA}; the split was changed after prepare"
+            )
         behaviours = s.sequences.behaviours if s.sequences else []
         if self._events is None:
             self._load_events()
@@ -121,10 +139,19 @@ class PreparedDataset:
                 return np.zeros((len(df), 0), dtype=dtype)
             return np.ascontiguousarray(df.select(cols).to_numpy().astype(dtype, copy=False))
 
+        categorical = matrix(s.field_names, np.int32)
+        if len(df):
+            sizes = np.array([f.vocab_size for f in s.fields])
+            bad = (categorical.min(0) < 0) | (categorical.max(0) >= sizes)
+            if bad.any():
+                f = s.fields[int(np.flatnonzero(bad)[0])]
+                raise ValueError(
+                    f"{self.path / split}: field {f.name!r} holds codes outside [0, {f.vocab_size})"
+                )
         start = matrix(list(map(layout.seq_start_col, behaviours)), np.int64) + self._offsets
         end = matrix(list(map(layout.seq_end_col, behaviours)), np.int64) + self._offsets
         data = _Split(
-            categorical=matrix(s.field_names, np.int32),
+            categorical=categorical,
             labels=matrix(list(map(layout.label_col, s.task_names)), np.float32),
             user=df[layout.USER].cast(pl.Int64).to_numpy(),
             start=start,

@@ -242,6 +242,13 @@ def _fit_fields(
 
 def _check_labels(raw: RawDataset, labels: dict[str, np.ndarray]) -> None:
     for t in raw.tasks:
+        y = labels[t.name]
+        infinite = np.isinf(y)
+        if infinite.any():  # NaN is a missing label; an infinity would poison the loss
+            raise PrepareError(
+                f"task {t.name!r}: {int(infinite.sum())} labels are infinite (the first at log "
+                f"row {int(np.flatnonzero(infinite)[0])}); fix or drop those rows"
+            )
         if t.kind == "binary":
             y = labels[t.name]
             bad = ~np.isnan(y) & (y != 0) & (y != 1)

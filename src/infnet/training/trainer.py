@@ -176,6 +176,7 @@ class Trainer:
         """Train until early stopping or the epoch budget; restore the best weights; return
         {"best": ..., "test": test metrics}."""
         tc = self.config.train
+        self.data.check()  # a damaged split stops the run now, not after hours of training
         if self.run is not None:
             self.run.start()
             self.run.log(

@@ -71,6 +71,7 @@ def _read_text_table(
             text = text.replace(separator, _UNIT_SEPARATOR)
             separator = _UNIT_SEPARATOR
         data = text.encode()
+    _check_last_line(path, data, separator)
     frame = pl.read_csv(
         io.BytesIO(data),
         separator=separator,
@@ -85,6 +86,26 @@ def _read_text_table(
             )
         frame.columns = names
     return frame
+
+
+def _check_last_line(path: Path, data: bytes, separator: str) -> None:
+    """A file cut off mid-line (a copy that stopped) has a last line with fewer fields than
+    its first and no final newline: refuse it rather than read a row of missing values."""
+    body = data.rstrip(b"\r")
+    if not body or body.endswith(b"\n"):
+        return
+    first = body.split(b"\n", 1)[0]
+    last_start = body.rfind(b"\n") + 1
+    if last_start == 0:
+        return
+    sep = separator.encode()
+    want, got = first.count(sep) + 1, body[last_start:].count(sep) + 1
+    if got < want:
+        line = body.count(b"\n") + 1
+        raise ValueError(
+            f"{path}: line {line}, the last, holds {got} of {want} fields and no final newline; "
+            "the file looks truncated"
+        )
 
 
 def json_lines(path: Path) -> Iterator[bytes]:

@@ -219,7 +219,9 @@ def build_raw(cfg: TableConfig, frames: dict[str, pl.DataFrame]) -> RawDataset:
                         tables[where[c]].select(k, c), on=k, how="left", maintain_order="left"
                     )
             numeric = [c for c in names if is_numeric_text(log[c])]
-            behaviours.append(BehaviourSpec(name, parse_condition(condition, key, where, numeric)))
+            expr = parse_condition(condition, key, where, numeric)
+            _check_condition(log, expr, key, condition, [c for c in names if c not in numeric])
+            behaviours.append(BehaviourSpec(name, expr))
         items = {f.name for f in fields if f.group == "item"}
         for s in cfg.sequences.side_fields:
             if s not in items:
@@ -281,6 +283,24 @@ def build_raw(cfg: TableConfig, frames: dict[str, pl.DataFrame]) -> RawDataset:
         split=split,
         stats=stats,
     )
+
+
+def _check_condition(
+    log: pl.DataFrame, expr: pl.Expr, key: str, text: str, textual: list[str]
+) -> None:
+    """Evaluate a condition once here, so a comparison polars cannot make (a number against a
+    column that holds text) is one message naming the key and a value, not a traceback."""
+    try:
+        log.select(expr)
+    except pl.exceptions.PolarsError as err:
+        samples = []
+        for c in textual:
+            values = log[c].drop_nulls()
+            bad = values.filter(values.cast(pl.Float64, strict=False).is_null())
+            if values.dtype == pl.String and len(bad):
+                samples.append(f"column {c!r} holds text such as {bad[0]!r}")
+        why = "; ".join(samples) or str(err).splitlines()[0]
+        raise ConfigError(f"{key}: condition {text!r} cannot be evaluated: {why}") from None
 
 
 def prepare_table(
