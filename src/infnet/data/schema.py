@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from infnet.config import Strict
 
@@ -190,13 +190,23 @@ class Schema(Strict):
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"schema file not found: {path}")
-        raw = json.loads(path.read_text())
+        try:
+            raw = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path}: not a readable schema file ({err})") from None
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path}: not a schema (a JSON object is expected)")
         if raw.get("version") != SCHEMA_VERSION:
             raise ValueError(
                 f"{path}: schema version {raw.get('version')!r} is not supported "
                 f"(this infnet reads version {SCHEMA_VERSION}); prepare the dataset again"
             )
-        return cls.model_validate(raw)
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(x) for x in first["loc"])
+            raise ValueError(f"{path}: not a valid schema ({where}: {first['msg']})") from None
 
 
 def schema_differences(saved: Schema, current: Schema) -> list[str]:

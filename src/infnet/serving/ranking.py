@@ -103,6 +103,22 @@ class Ranker:
         if self.plain.uses_bid:
             raise ValueError(f"ranking formula {self.plain.text!r} uses bid; put it in bid_formula")
         self.with_bid = Formula(bid_formula or f"({self.plain.text}) * bid", tasks)
+        self._check(tasks)
+
+    def _check(self, tasks: list[str]) -> None:
+        """Refuse at startup a formula that gives no finite score on ordinary scores (a
+        division by a task difference, an overflow), instead of failing every request."""
+        grid = np.linspace(0.01, 0.99, 7)
+        scores = {t: np.roll(grid, i) for i, t in enumerate(tasks)}
+        for formula, bid in ((self.plain, None), (self.with_bid, np.full(len(grid), 1.5))):
+            env = scores if bid is None else {**scores, "bid": bid}
+            with np.errstate(all="ignore"):  # before __call__'s clipping of inf and NaN
+                out = np.asarray(formula._fn(env), dtype=np.float64)
+            if not np.isfinite(out).all():
+                raise ValueError(
+                    f"ranking formula {formula.text!r} gives non-finite scores on ordinary task "
+                    "scores (0.01..0.99); check divisions and powers"
+                )
 
     def __call__(self, scores: dict[str, np.ndarray], bid: np.ndarray | None) -> np.ndarray:
         return self.plain(scores) if bid is None else self.with_bid(scores, bid)

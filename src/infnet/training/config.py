@@ -12,9 +12,9 @@ from infnet.config import Strict
 
 class TrainConfig(Strict):
     seed: int = 0
-    epochs: int = 20
-    batch_size: int = 4096  # the paper's batch size
-    eval_batch_size: int = 16384
+    epochs: int = Field(default=20, ge=1)
+    batch_size: int = Field(default=4096, ge=1)  # the paper's batch size
+    eval_batch_size: int = Field(default=16384, ge=1)
     optimizer: Literal["adam", "adagrad", "adamw"] = "adam"
     lr: float = Field(default=1e-3, gt=0)
     weight_decay: float = Field(default=0.0, ge=0)  # dense parameters

@@ -82,6 +82,10 @@ class _Translator:
         )
 
 
+def _short(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def parse_condition(
     text: str, key: str, columns: Iterable[str] | None = None, numeric: Collection[str] = ()
 ) -> pl.Expr:
@@ -93,7 +97,11 @@ def parse_condition(
         expr = translate(ast.parse(text.strip(), mode="eval").body)
     except (SyntaxError, ValueError) as err:
         reason = err.msg if isinstance(err, SyntaxError) else str(err)
-        raise ConfigError(f"{key}: condition {text!r} does not parse: {reason}") from None
+        raise ConfigError(f"{key}: condition {_short(text)!r} does not parse: {reason}") from None
+    except (RecursionError, MemoryError):
+        raise ConfigError(
+            f"{key}: condition {_short(text)!r} is nested too deeply to read"
+        ) from None
     if columns is not None:
         missing = sorted(translate.names - set(columns))
         if missing:

@@ -71,6 +71,8 @@ def _read_text_table(
             text = text.replace(separator, _UNIT_SEPARATOR)
             separator = _UNIT_SEPARATOR
         data = text.encode()
+    if not data.strip():
+        raise ValueError(f"{path}: the file is empty")
     _check_last_line(path, data, separator)
     frame = pl.read_csv(
         io.BytesIO(data),
@@ -158,9 +160,12 @@ def read_files(
             frame = _read_text_table(path, sep, encoding, has_header, names)
         frames.append(frame)
     try:
-        return pl.concat(frames, how="vertical_relaxed")
+        frame = pl.concat(frames, how="vertical_relaxed")
     except pl.exceptions.PolarsError as err:
         raise ValueError(f"{key}: the files do not have the same columns: {err}") from None
+    if frame.is_empty():
+        raise ValueError(f"{key}: {', '.join(map(str, paths))} hold no rows (a header at most)")
+    return frame
 
 
 def python_literal_lines(path: Path) -> Iterator[dict]:

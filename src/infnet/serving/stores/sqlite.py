@@ -98,6 +98,11 @@ class SQLiteStore(FeatureStore):
                 conn.execute(
                     "INSERT OR REPLACE INTO meta VALUES ('version', ?)", (snapshot.meta.version,)
                 )
+        except sqlite3.Error as err:  # locked by another writer, disk full: nothing changed
+            raise StoreUnavailable(
+                f"feature store {self.path}: the load was not written ({err}); the previous "
+                "features are unchanged"
+            ) from None
         finally:
             conn.close()
 
