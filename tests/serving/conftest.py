@@ -98,7 +98,7 @@ class LiveServer:
     def __init__(self, config: ServerConfig) -> None:
         import uvicorn
 
-        from infnet.serving.server import create_app
+        from infnet.serving.server import create_app, uvicorn_config
 
         self.app = create_app(config)
         self.state = self.app.state.serving
@@ -106,9 +106,7 @@ class LiveServer:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        self.server = uvicorn.Server(
-            uvicorn.Config(self.app, log_level="warning", access_log=False)
-        )
+        self.server = uvicorn.Server(uvicorn_config(self.app, config, "127.0.0.1", 0))
         self.thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": [sock]}, daemon=True
         )

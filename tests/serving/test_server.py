@@ -7,6 +7,8 @@ import asyncio
 import json
 import os
 import re
+import shutil
+import socket
 import threading
 import time
 
@@ -615,3 +617,53 @@ def test_a_slow_store_does_not_stall_the_event_loop(live_server, model_dir, feat
     assert time.perf_counter() - started < 0.5
     sender.join(timeout=30)
     assert result["r"].status_code == 200
+
+
+def _raw(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=5)
+
+
+def test_slow_clients_are_cut_off_and_a_vanished_one_is_not_a_500(
+    live_server, model_dir, feature_db, cases
+):
+    server = live_server(
+        model=str(model_dir), store=feature_db, header_timeout_s=0.5, body_timeout_s=0.5
+    )
+    stalled = [_raw(server.url) for _ in range(50)]
+    for s in stalled:  # half a request, then nothing
+        s.sendall(b"POST /v1/rank HTTP/1.1\r\nHost: x\r\nContent-")
+    time.sleep(1.5)
+    assert all(s.recv(100) == b"" for s in stalled)  # every one was closed by the server
+    body = orjson.dumps(cases[0][0])
+    trickle = _raw(server.url)
+    trickle.sendall(b"POST /v1/rank HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body))
+    trickle.sendall(body[:10])
+    assert trickle.recv(100).startswith(b"HTTP/1.1 408")
+    gone = _raw(server.url)
+    gone.sendall(b"POST /v1/rank HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body))
+    gone.sendall(body[:10])
+    gone.close()
+    time.sleep(0.3)
+    assert rank(server.url, cases[0][0]).status_code == 200
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert 'status="500"' not in metrics
+    assert 'infnet_errors_total{reason="disconnect",status="499"} 1.0' in metrics
+
+
+def test_reload_takes_only_model_directories_under_the_root(
+    live_server, model_dir, model_b_dir, feature_db, tmp_path
+):
+    outside = tmp_path / "elsewhere" / "model_b"
+    shutil.copytree(model_b_dir, outside)
+    auth = {"authorization": f"Bearer {TOKEN}"}
+    server = live_server(model=str(model_dir), store=feature_db, admin_token=TOKEN)
+    r = httpx.post(f"{server.url}/admin/reload", json={"model": str(outside), "eager": True},
+                   headers=auth, timeout=60)  # fmt: skip
+    assert r.status_code == 422 and "not under the reload root" in r.json()["error"]
+    rooted = live_server(
+        model=str(model_dir), store=feature_db, admin_token=TOKEN, reload_root=str(tmp_path)
+    )
+    r = httpx.post(f"{rooted.url}/admin/reload", json={"model": str(outside), "eager": True},
+                   headers=auth, timeout=60)  # fmt: skip
+    assert r.status_code == 200, r.text

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from starlette.concurrency import run_in_threadpool
@@ -57,6 +58,11 @@ class ArmTable:
         for i, a in enumerate(self._arms):
             self._bucket_arm[a.buckets[0] : a.buckets[1]] = i
         self._lock = asyncio.Lock()
+        self._roots = (
+            [Path(config.reload_root).resolve()]
+            if config.reload_root
+            else sorted({Path(a.model).resolve().parent for a in config.arm_list()})
+        )
 
     def __getitem__(self, i: int) -> Arm:
         return self._arms[i]
@@ -90,6 +96,13 @@ class ArmTable:
         """Load `model_dir` into the arm off the event loop, refuse it if `problems` names
         any (it does not fit the features), then swap it in; (old arm, new arm)."""
         index = self._index(arm_name)
+        target = Path(model_dir).resolve()
+        if not any(target.is_relative_to(root) for root in self._roots):
+            raise RequestError(
+                "model",
+                f"reload refused, {self._arms[index].model.version} keeps serving: {model_dir} "
+                f"is not under the reload root ({', '.join(map(str, self._roots))}; reload_root)",
+            )
         async with self._lock:
             old = self._arms[index]
             config = ArmConfig(name=old.name, model=model_dir, buckets=old.buckets, eager=eager)

@@ -48,12 +48,18 @@ class ServerConfig(Strict):
     # rows per model call: per-row cost grows with the batch (INFNet, 100 candidates of
     # 150 history tokens: 136 us/row at 100 rows, 214 at 1000), so keep batches small
     max_batch_rows: int = Field(default=512, ge=1)
-    # beyond this many rows waiting for the worker, 503 (overloaded): ~0.3 s of queue at
-    # 136 us/row, instead of a queue that grows until clients time out
+    # beyond this many rows admitted and not yet answered, 503 (overloaded): ~0.3 s of
+    # queue at 136 us/row, instead of a queue that grows until clients time out
     max_queued_rows: int = Field(default=2048, ge=1)  # rows admitted and not yet answered
     max_wait_ms: float = Field(default=2.0, ge=0)
     inference_threads: int = Field(default=1, ge=1)
     admin_token: str | None = None
+    # /admin/reload loads only model directories under this folder (default: the folders
+    # holding the models the server started with)
+    reload_root: str | None = None
+    # a slow or stalled client: its connection is closed, its request refused (408)
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    body_timeout_s: float = Field(default=10.0, gt=0)
     utc_offset_hours: float = 8.0  # local time of the hour / weekday context fields
     ranking: RankingConfig = Field(default_factory=RankingConfig)
 

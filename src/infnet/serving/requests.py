@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,7 +121,19 @@ def parse_rank_request(body: bytes, max_candidates: int) -> RankRequest:
     return RankRequest(request_id, str(data["user_id"]), timestamp, context, candidates, bid)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int, timeout_s: float = 10.0) -> bytes:
+    """The body, at most `limit` bytes, within `timeout_s` (a client that trickles it is
+    refused with 408 rather than holding the request open)."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await _read_body(request, limit)
+    except TimeoutError:
+        raise RequestError(
+            "body", f"not received within {timeout_s:g} s", status=408, limit=None
+        ) from None
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
     length = request.headers.get("content-length")
     if length is not None:
         if not length.isdigit():

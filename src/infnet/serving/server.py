@@ -32,12 +32,14 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from infnet.serving.arms import Arm, ArmTable
 from infnet.serving.batching import MicroBatcher
 from infnet.serving.config import ServerConfig
 from infnet.serving.features import compatibility
 from infnet.serving.metrics import Metrics
+from infnet.serving.protocol import guarded_protocol
 from infnet.serving.records import ServedRequest
 from infnet.serving.request_log import RequestLog
 from infnet.serving.requests import (
@@ -261,7 +263,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         started = time.perf_counter()
         arm_name = "none"
         try:
-            body = await read_body(request, config.max_body_bytes)
+            body = await read_body(request, config.max_body_bytes, config.body_timeout_s)
             req = parse_rank_request(body, config.max_candidates)
             arm, content = await state.rank(req)
             arm_name = arm.name
@@ -276,6 +278,9 @@ def create_app(config: ServerConfig) -> FastAPI:
             response = _json({"error": str(err)}, 503)
             response.headers["retry-after"] = "1"
             metrics.errors.labels(status="503", reason="overloaded").inc()
+        except ClientDisconnect:  # nobody to answer: not a server error
+            response = Response(status_code=499)
+            metrics.errors.labels(status="499", reason="disconnect").inc()
         except CorruptRecord as err:  # this request's records only; the store needs a reload
             log.error("rank %s: %s", req.request_id, err)
             response = _json({"error": str(err)}, 500)
@@ -328,7 +333,9 @@ def create_app(config: ServerConfig) -> FastAPI:
                 {"error": "missing or wrong bearer token (Authorization: Bearer TOKEN)"}, 401
             )
         try:
-            data = orjson.loads(await read_body(request, config.max_body_bytes))
+            data = orjson.loads(
+                await read_body(request, config.max_body_bytes, config.body_timeout_s)
+            )
             if not isinstance(data, dict) or not isinstance(data.get("model"), str):
                 raise RequestError("model", "required: the model directory to load")
             for key in data:
@@ -350,6 +357,21 @@ def create_app(config: ServerConfig) -> FastAPI:
     return app
 
 
+def uvicorn_config(app: FastAPI, config: ServerConfig, host: str, port: int):
+    """How the app is served: uvloop, httptools with a header deadline, no access log."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http=guarded_protocol(config.header_timeout_s),
+        log_level="warning",
+        access_log=False,
+    )
+
+
 def run_server(config: ServerConfig, host: str = "127.0.0.1", port: int = 8000) -> None:
     import uvicorn
 
@@ -360,12 +382,4 @@ def run_server(config: ServerConfig, host: str = "127.0.0.1", port: int = 8000) 
             f"arm {a.name} buckets {list(a.buckets)}: {a.model.version} ({'eager' if a.model.eager else 'onnx'}) from {Path(a.model.path)}"
         )
     print(f"feature store {state.store.url}; serving on http://{host}:{port}", flush=True)
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        log_level="warning",
-        access_log=False,
-    )
+    uvicorn.Server(uvicorn_config(app, config, host, port)).run()
