@@ -563,18 +563,23 @@ def test_a_corrupt_store_record_fails_only_its_own_request(
     assert 'infnet_errors_total{reason="store_record",status="500"} 1.0' in metrics
 
 
-def test_admission_counts_requests_still_fetching_features(
-    live_server, model_dir, feature_db, cases
-):
-    server = live_server(model=str(model_dir), store=feature_db, max_queued_rows=12)
+def slow_store(server, seconds: float) -> None:
+    """Every lookup of the live server's store waits `seconds` first (a held lock)."""
     store = server.state.store
     fetch = store.fetch
 
     def slow_fetch(user, items):
-        time.sleep(0.3)
+        time.sleep(seconds)
         return fetch(user, items)
 
     store.fetch = slow_fetch
+
+
+def test_admission_counts_requests_still_fetching_features(
+    live_server, model_dir, feature_db, cases
+):
+    server = live_server(model=str(model_dir), store=feature_db, max_queued_rows=12)
+    slow_store(server, 0.3)
     bodies = [{**cases[0][0], "request_id": f"slow{i}"} for i in range(10)]  # 5 rows each
     statuses = sorted(r.status_code for r in asyncio.run(_burst(server.url, bodies)))
     assert statuses.count(200) <= 2 and statuses.count(503) >= 8, statuses
@@ -600,14 +605,7 @@ def test_a_slow_store_does_not_stall_the_event_loop(live_server, model_dir, feat
     # a lookup waiting on a lock (SQLite's busy timeout, a slow Redis) runs on a worker
     # thread: /healthz answers meanwhile
     server = live_server(model=str(model_dir), store=feature_db)
-    store = server.state.store
-    fetch = store.fetch
-
-    def blocked_fetch(user, items):
-        time.sleep(1.5)
-        return fetch(user, items)
-
-    store.fetch = blocked_fetch
+    slow_store(server, 1.5)
     result = {}
     sender = threading.Thread(target=lambda: result.update(r=rank(server.url, cases[0][0])))
     sender.start()
