@@ -53,6 +53,7 @@ class ServerConfig(Strict):
     max_queued_rows: int = Field(default=2048, ge=1)  # rows admitted and not yet answered
     max_wait_ms: float = Field(default=2.0, ge=0)
     inference_threads: int = Field(default=1, ge=1)
+    lookup_threads: int = Field(default=4, ge=1)  # feature-store lookups in flight at once
     admin_token: str | None = None
     # /admin/reload loads only model directories under this folder (default: the folders
     # holding the models the server started with)

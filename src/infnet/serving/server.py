@@ -20,9 +20,11 @@ appended to the request log.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -95,6 +97,10 @@ class ServingState:
         )
         self.request_log = RequestLog(config.request_log) if config.request_log else None
         self.admitted_rows = 0  # rows of the requests between admission and their answer
+        # store lookups on a small pool of their own: each thread keeps a store connection
+        # (and its cache), so the pool's size bounds them, and a stalled store cannot take
+        # the threads the rest of the server runs on
+        self.lookup_pool = ThreadPoolExecutor(config.lookup_threads, "infnet-lookup")
         try:
             self._meta_for(self.store.meta().version)
         except StoreUnavailable as err:  # serve once the store is back; /readyz says why not yet
@@ -145,7 +151,9 @@ class ServingState:
         try:
             self.batcher.expect()
             try:
-                lookup = await run_in_threadpool(self.lookup, req.user_id, items)
+                lookup = await asyncio.get_running_loop().run_in_executor(
+                    self.lookup_pool, self.lookup, req.user_id, items
+                )
             except BaseException:
                 self.batcher.forget()
                 raise
@@ -228,6 +236,7 @@ class ServingState:
 
     def close(self) -> None:
         self.batcher.stop()
+        self.lookup_pool.shutdown(wait=False, cancel_futures=True)
         if self.request_log is not None:
             self.request_log.close()
         self.store.close()
