@@ -241,6 +241,14 @@ def _without_history(batch: Batch) -> Batch:
     )
 
 
+def _check_target(out: Path, exporter: str, overwrite: bool) -> None:
+    """Before any work: a known exporter, and an output that may be written."""
+    if exporter not in EXPORTERS:
+        raise ValueError(f"exporter {exporter!r}: choose from {sorted(EXPORTERS)}")
+    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"{out} exists and is not empty; pass --overwrite to replace it")
+
+
 def export_model(
     model: MultiTaskModel,
     schema_file: Path,
@@ -259,10 +267,7 @@ def export_model(
     `out`, the ONNX graph checked against eager PyTorch on the real rows of `check`;
     `source` adds to version.json (dataset, run). Returns version.json's content."""
     out = Path(out)
-    if exporter not in EXPORTERS:
-        raise ValueError(f"exporter {exporter!r}: choose from {sorted(EXPORTERS)}")
-    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
-        raise FileExistsError(f"{out} exists and is not empty; pass --overwrite to replace it")
+    _check_target(out, exporter, overwrite)
     model.eval()
     module = ScoringModule(model).eval()
     name = config["model"]
@@ -347,10 +352,7 @@ def export_run(
     """Export the best checkpoint of `run_dir` into `out`, checked on up to `check_rows`
     rows of its test split (valid when test is empty); returns version.json's content."""
     run_dir, out = Path(run_dir), Path(out)
-    if exporter not in EXPORTERS:
-        raise ValueError(f"exporter {exporter!r}: choose from {sorted(EXPORTERS)}")
-    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
-        raise FileExistsError(f"{out} exists and is not empty; pass --overwrite to replace it")
+    _check_target(out, exporter, overwrite)
     config, model, data = load_run(run_dir)
     refuse_overlap(out, [run_dir, data.path])
     split = "test" if data.num_rows("test") else "valid"
