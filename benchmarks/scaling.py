@@ -2,8 +2,9 @@
 
     .venv/bin/python benchmarks/scaling.py [--lengths 64 256 1024 4096] [--batch 256] [--dim 16]
 
-The model under test is `INFNet` with num_blocks=1 (tokens, proxies, one block, heads),
-once with proxies (the paper) and once with use_proxies=false (one full self-attention
+The model under test is `INFNet` (its default preset, v2) with num_blocks=1 (tokens,
+hubs, one block, heads), once with hubs (the paper) and once with use_hubs=false (one full
+self-attention
 over all M + L + N_task tokens: the quadratic reference). F = 4 behaviour types of L / 4
 positions each, every position a real event (the worst case for the proxy path, which does
 not skip padding), M = 6 categorical fields, 3 tasks.
@@ -65,11 +66,12 @@ def _child(variant: str, mode: str, length: int, batch: int, dim: int) -> dict:
         ),
         seq_ids=(torch.rand(batch, F, n, 3) * (vocab - 1)).long() + 1,
         seq_mask=torch.ones(batch, F, n, dtype=torch.bool),
+        seq_gap=torch.randint(1, 20, (batch, F, n)),
         labels=torch.randint(0, 2, (batch, 3)).float(),
         label_mask=torch.ones(batch, 3, dtype=torch.bool),
         user=torch.zeros(batch, dtype=torch.long),
     )
-    config = {"embedding_dim": dim, "num_blocks": 1, "use_proxies": variant == "infnet"}
+    config = {"embedding_dim": dim, "num_blocks": 1, "use_hubs": variant == "infnet"}
     model = build_model("infnet", schema, config)
 
     def call() -> None:

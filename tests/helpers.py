@@ -10,6 +10,7 @@ import torch
 
 from infnet.data.batch import Batch
 from infnet.data.schema import CategoricalField, Schema, SequenceSpec, Task
+from infnet.data.sequences import GAP_BUCKETS
 
 DATA_DIR = Path(
     os.environ.get(
@@ -85,10 +86,12 @@ def make_batch(schema: Schema, batch_size: int = 16, seed: int = 0, empty_rows: 
             if t.kind == "binary"
             else torch.rand(batch_size, generator=g) * 3
         )
+    gaps = torch.randint(1, GAP_BUCKETS, (batch_size, F, n), generator=g)
     return Batch(
         categorical=cat,
         seq_ids=seq_ids,
         seq_mask=seq_mask,
+        seq_gap=gaps * seq_mask,
         labels=labels,
         label_mask=torch.ones(batch_size, T, dtype=torch.bool),
         user=torch.randint(0, 5, (batch_size,), generator=g),

@@ -4,6 +4,7 @@ the prepared files."""
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import polars as pl
@@ -13,6 +14,7 @@ import torch
 from infnet.data import layout
 from infnet.data.loader import PreparedDataset
 from infnet.data.prepare import prepare
+from infnet.data.sequences import GAP_BUCKETS, gap_buckets
 from infnet.data.spec import BehaviourSpec, FieldSpec, RawDataset, SplitSpec, TaskSpec
 
 N, USERS, ITEMS, MAX_LEN = 600, 25, 40, 4
@@ -96,6 +98,33 @@ def test_sequences_match_brute_force(data):
                 ids = batch.seq_ids[i, f].numpy()
                 assert (ids[: MAX_LEN - L] == 0).all()  # padding is PAD
                 np.testing.assert_array_equal(ids[MAX_LEN - L :], recent)  # most recent last
+                gaps = row[layout.TIME] - mine.tail(MAX_LEN)[layout.TIME].to_numpy()
+                want = [0] * (MAX_LEN - L) + [_bucket(g) for g in gaps]
+                assert batch.seq_gap[i, f].tolist() == want
+
+
+def _bucket(gap_ms: int) -> int:
+    """The time-gap bucket, written out: under a minute 1, [2^(g-2), 2^(g-1)) minutes g."""
+    minutes = gap_ms // 60_000
+    return 1 if minutes < 1 else min(int(math.log2(minutes)) + 2, GAP_BUCKETS - 1)
+
+
+def test_gap_buckets_on_known_gaps():
+    minute = 60_000
+    gaps = np.array([1, minute - 1, minute, 2 * minute - 1, 2 * minute, 4 * minute, 10**13, -5])
+    got = gap_buckets(gaps, np.zeros_like(gaps), np.ones(len(gaps), bool))
+    assert got.tolist() == [
+        1,
+        1,
+        2,
+        2,
+        3,
+        4,
+        GAP_BUCKETS - 1,
+        1,
+    ]  # a skewed clock: "under a minute"
+    assert got.tolist() == [_bucket(max(g, 0)) for g in gaps]
+    assert gap_buckets(gaps, gaps, np.zeros(len(gaps), bool)).tolist() == [0] * len(gaps)
 
 
 def test_categorical_and_labels(data):

@@ -9,6 +9,7 @@ last row is all PAD, so a batch's sequences are one vectorised gather:
     pos[b, f, j] = end[b, f] - n + j          j = 0 .. n-1  (most recent last)
     valid        = pos >= start[b, f]          (left padding where the history is short)
     seq_ids      = events[where(valid, pos, E)]                  [B, F, n, K]
+    seq_gap      = gap_buckets(time[b], event_time[pos], valid)  [B, F, n]
 
 In a Batch, missing labels are 0 with label_mask False.
 """
@@ -28,6 +29,7 @@ from infnet.data import layout
 from infnet.data.batch import Batch
 from infnet.data.fingerprint import dataset_fingerprint
 from infnet.data.schema import Schema
+from infnet.data.sequences import gap_buckets
 
 
 @dataclass
@@ -35,6 +37,7 @@ class _Split:
     categorical: np.ndarray  # int32 [N, M]
     labels: np.ndarray  # float32 [N, T], NaN where missing
     user: np.ndarray  # int64 [N]
+    time: np.ndarray  # int64 [N]: time_ms of the row
     start: np.ndarray  # int64 [N, F], offsets into the concatenated event table
     end: np.ndarray  # int64 [N, F]
 
@@ -50,6 +53,7 @@ class PreparedDataset:
         self.schema = Schema.load(self.path / layout.SCHEMA)
         self._splits: dict[str, _Split] = {}
         self._events: np.ndarray | None = None
+        self._event_time: np.ndarray | None = None  # int64 [E + 1], time_ms of each event
         self._offsets: np.ndarray | None = None  # int64 [F]: first row of each behaviour
 
     @property
@@ -79,18 +83,21 @@ class PreparedDataset:
     # --- loading ------------------------------------------------------------------------------
     def _load_events(self) -> None:
         seq = self.schema.sequences
-        tables, offsets, total = [], [], 0
+        tables, times, offsets, total = [], [], [], 0
         for b in seq.behaviours if seq else []:
             path = self.path / layout.SEQ_DIR / f"{b}.parquet"
             if not path.is_file():
                 raise FileNotFoundError(f"behaviour sequence file not found: {path}")
-            t = pl.read_parquet(path, columns=seq.side_fields).to_numpy().astype(np.int32)
-            tables.append(t)
+            t = pl.read_parquet(path, columns=[layout.TIME, *seq.side_fields])
+            tables.append(t.select(seq.side_fields).to_numpy().astype(np.int32))
+            times.append(t[layout.TIME].cast(pl.Int64).to_numpy())
             offsets.append(total)
             total += len(t)
         K = len(seq.side_fields) if seq else 1
         tables.append(np.zeros((1, K), dtype=np.int32))  # the PAD row, index `total`
+        times.append(np.zeros(1, dtype=np.int64))
         self._events = np.ascontiguousarray(np.concatenate(tables))
+        self._event_time = np.concatenate(times)
         self._offsets = np.asarray(offsets, dtype=np.int64)
 
     def _split(self, split: str) -> _Split:
@@ -123,6 +130,7 @@ class PreparedDataset:
             for c in [
                 *s.field_names,
                 layout.USER,
+                layout.TIME,
                 *map(layout.label_col, s.task_names),
                 *map(layout.seq_start_col, behaviours),
                 *map(layout.seq_end_col, behaviours),
@@ -154,6 +162,7 @@ class PreparedDataset:
             categorical=categorical,
             labels=matrix(list(map(layout.label_col, s.task_names)), np.float32),
             user=df[layout.USER].cast(pl.Int64).to_numpy(),
+            time=df[layout.TIME].cast(pl.Int64).to_numpy(),
             start=start,
             end=end,
         )
@@ -169,6 +178,7 @@ class PreparedDataset:
             B = len(idx)
             seq_ids = torch.zeros((B, 0, 1, 1), dtype=torch.int64)
             seq_mask = torch.zeros((B, 0, 1), dtype=torch.bool)
+            seq_gap = torch.zeros((B, 0, 1), dtype=torch.int64)
         else:
             n = seq.max_len
             start, end = np.take(d.start, idx, axis=0), np.take(d.end, idx, axis=0)  # [B, F]
@@ -180,12 +190,17 @@ class PreparedDataset:
                 np.take(self._events, pos, axis=0).astype(np.int64)
             )  # [B, F, n, K]
             seq_mask = torch.from_numpy(valid)
+            row_time = np.take(d.time, idx)[:, None, None]
+            seq_gap = torch.from_numpy(
+                gap_buckets(row_time, np.take(self._event_time, pos), valid)
+            )  # [B, F, n]
         labels = np.take(d.labels, idx, axis=0)
         missing = np.isnan(labels)
         return Batch(
             categorical=torch.from_numpy(np.take(d.categorical, idx, axis=0).astype(np.int64)),
             seq_ids=seq_ids,
             seq_mask=seq_mask,
+            seq_gap=seq_gap,
             labels=torch.from_numpy(np.where(missing, np.float32(0), labels)),
             label_mask=torch.from_numpy(~missing),
             user=torch.from_numpy(np.take(d.user, idx)),

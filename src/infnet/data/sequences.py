@@ -89,3 +89,22 @@ def row_blocks(
         side=side,
     )
     return events, start, end
+
+
+# Time-aware sequence tokens (models/embedding.py): the gap between an event and the row
+# that reads it, in log2 buckets of minutes. 0 is padding; bucket 1 is under a minute,
+# bucket g >= 2 holds gaps of [2^(g-2), 2^(g-1)) minutes, the last one everything longer
+# (2^21 minutes is about four years).
+GAP_BUCKETS = 24
+_MINUTE_MS = 60_000
+
+
+def gap_buckets(row_time: np.ndarray, event_time: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """int64 bucket codes of row_time - event_time (both int64 ms, broadcastable), 0 where
+    not `valid`. Events precede their rows, so a negative gap (a clock skew between the
+    log and the feature store) counts as under a minute."""
+    minutes = np.maximum(row_time - event_time, 0) // _MINUTE_MS
+    bucket = np.where(
+        minutes > 0, np.floor(np.log2(np.maximum(minutes, 1))).astype(np.int64) + 2, 1
+    )
+    return np.where(valid, np.minimum(bucket, GAP_BUCKETS - 1), 0)
