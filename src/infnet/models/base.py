@@ -37,6 +37,14 @@ class ModelConfig(Strict):
     dropout: float = 0.0
 
 
+class SequenceModelConfig(ModelConfig):
+    """Options of the models that read behaviour sequences position by position."""
+
+    # s_t = e(item_t) + p_t + r_t: a learned embedding of the position (recency rank) and
+    # of the bucketed log time gap between the event and the row (models/embedding.py).
+    time_aware: bool = False
+
+
 class ModelOutput(NamedTuple):
     logits: torch.Tensor  # [B, N_task]: logits of binary tasks, values of regression tasks
     auxiliary_loss: torch.Tensor | None = None  # a training term the trainer adds to its loss

@@ -34,7 +34,7 @@ from torch import nn
 
 from infnet.data.batch import Batch
 from infnet.data.schema import Schema
-from infnet.models.base import ModelConfig, ModelOutput, MultiTaskModel, register
+from infnet.models.base import ModelOutput, MultiTaskModel, SequenceModelConfig, register
 from infnet.models.embedding import FeatureEmbedding, target_query
 from infnet.models.layers.dice import Activation, dice_mlp
 from infnet.models.layers.mlp import MLP
@@ -122,7 +122,7 @@ class InterestBranch(nn.Module):
 
 @register("dien")
 class DIEN(MultiTaskModel):
-    class Config(ModelConfig):
+    class Config(SequenceModelConfig):
         gru_hidden: int | None = None  # None: the behaviour embedding size K*d
         aux_hidden: list[int] = [100, 50]
         aux_loss_alpha: float = 1.0
@@ -132,7 +132,7 @@ class DIEN(MultiTaskModel):
     def __init__(self, schema: Schema, config: Config) -> None:
         super().__init__(schema, config)
         d = config.embedding_dim
-        self.embedding = FeatureEmbedding(schema, d)
+        self.embedding = FeatureEmbedding(schema, d, config.time_aware)
         kd = len(self.embedding.side_field_index) * d
         hidden = config.gru_hidden or kd
         self.branches = nn.ModuleList(

@@ -30,7 +30,7 @@ from torch import nn
 
 from infnet.data.batch import Batch
 from infnet.data.schema import Schema
-from infnet.models.base import ModelConfig, ModelOutput, MultiTaskModel, register
+from infnet.models.base import ModelOutput, MultiTaskModel, SequenceModelConfig, register
 from infnet.models.embedding import FeatureEmbedding, target_query
 from infnet.models.layers.dice import Activation, dice_mlp
 from infnet.models.layers.target_attention import TargetAttention
@@ -38,7 +38,7 @@ from infnet.models.layers.target_attention import TargetAttention
 
 @register("din")
 class DIN(MultiTaskModel):
-    class Config(ModelConfig):
+    class Config(SequenceModelConfig):
         attention_hidden: list[int] = [64, 32]
         tower_hidden: list[int] = [200, 80]
         activation: Activation = "dice"
@@ -46,7 +46,7 @@ class DIN(MultiTaskModel):
     def __init__(self, schema: Schema, config: Config) -> None:
         super().__init__(schema, config)
         d = config.embedding_dim
-        self.embedding = FeatureEmbedding(schema, d)
+        self.embedding = FeatureEmbedding(schema, d, config.time_aware)
         kd = len(self.embedding.side_field_index) * d
         self.attention = nn.ModuleList(
             TargetAttention(kd, kd, config.attention_hidden, config.activation)

@@ -9,6 +9,15 @@ mean of its present values' embeddings,
 so it does not depend on the order of the values. A sequence position's side-info field
 (video id, author id, tag) is looked up in the table of the target item's field of the same
 name, so a clicked video and the candidate video live in one space.
+
+Time-aware sequence tokens (`time_aware`, an option of every sequence model): each
+position also carries its order and its age,
+
+    s_t,k = e_k(item_t) + p_t + r_t        p: learned per position (most recent last),
+                                           r: learned per log2 time-gap bucket (Batch.seq_gap)
+
+added to every side field's embedding, so a model's widths do not change; padded positions
+stay zero.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ from torch import nn
 
 from infnet.data.batch import Batch
 from infnet.data.schema import PAD, Schema
+from infnet.data.sequences import GAP_BUCKETS
 from infnet.models.layers.pooling import masked_mean
 
 
@@ -49,7 +59,7 @@ def lookup_tokens(tables: nn.ModuleList, toks: Tokens, categorical: torch.Tensor
 
 
 class FeatureEmbedding(nn.Module):
-    def __init__(self, schema: Schema, dim: int) -> None:
+    def __init__(self, schema: Schema, dim: int, time_aware: bool = False) -> None:
         super().__init__()
         self.dim = dim
         self.tokens = tokens(schema)
@@ -66,6 +76,22 @@ class FeatureEmbedding(nn.Module):
             if schema.sequences is not None
             else []
         )
+        self.time_aware = time_aware
+        if time_aware:
+            seq = schema.sequences
+            if seq is None:
+                raise ValueError("time_aware needs behaviour sequences; the schema has none")
+            if seq.prebuilt:
+                raise ValueError(
+                    f"time_aware: behaviour {seq.prebuilt[0]!r} comes from a pre-built history "
+                    "column, whose events carry no times; set time_aware=false"
+                )
+            self.positions = nn.Embedding(seq.max_len, dim)  # p_t
+            self.gaps = nn.Embedding(GAP_BUCKETS, dim, padding_idx=0)  # r_t
+            nn.init.normal_(self.positions.weight, std=0.01)
+            nn.init.normal_(self.gaps.weight, std=0.01)
+            with torch.no_grad():
+                self.gaps.weight[0].zero_()
 
     def categorical(self, batch: Batch) -> torch.Tensor:  # [B, M_tok, d]
         return lookup_tokens(self.tables, self.tokens, batch.categorical)
@@ -81,13 +107,17 @@ class FeatureEmbedding(nn.Module):
         return self.columns(batch, self.side_field_index)
 
     def sequence(self, batch: Batch) -> torch.Tensor:  # [B, F, n, K, d]
-        return torch.stack(
+        e = torch.stack(
             [
                 self.tables[self.column_table[i]](batch.seq_ids[..., k])
                 for k, i in enumerate(self.side_field_index)
             ],
             dim=-2,
         )
+        if not self.time_aware:
+            return e
+        when = self.positions.weight + self.gaps(batch.seq_gap)  # [B, F, n, d]
+        return e + (when * batch.seq_mask.unsqueeze(-1)).unsqueeze(-2)
 
     def pooled_sequence(self, batch: Batch) -> torch.Tensor:  # [B, F, K * d]
         """Masked mean over positions of each behaviour's side-info embeddings: how models

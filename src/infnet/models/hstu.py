@@ -38,7 +38,7 @@ from torch import nn
 
 from infnet.data.batch import Batch
 from infnet.data.schema import Schema
-from infnet.models.base import ModelConfig, ModelOutput, MultiTaskModel, register
+from infnet.models.base import ModelOutput, MultiTaskModel, SequenceModelConfig, register
 from infnet.models.embedding import FeatureEmbedding
 from infnet.models.layers.mlp import TaskTowers
 
@@ -85,7 +85,7 @@ class HSTUBlock(nn.Module):
 
 @register("hstu")
 class HSTU(MultiTaskModel):
-    class Config(ModelConfig):
+    class Config(SequenceModelConfig):
         dropout: float = 0.2
         model_dim: int = 64
         num_blocks: int = 2
@@ -95,7 +95,7 @@ class HSTU(MultiTaskModel):
     def __init__(self, schema: Schema, config: Config) -> None:
         super().__init__(schema, config)
         d, D = config.embedding_dim, config.model_dim
-        self.embedding = FeatureEmbedding(schema, d)
+        self.embedding = FeatureEmbedding(schema, d, config.time_aware)
         # The candidate token is built from the fields the history shares with it; without
         # sequences, from all item tokens (a bag is one).
         self.item_tokens = [

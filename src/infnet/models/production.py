@@ -31,7 +31,7 @@ from torch import nn
 
 from infnet.data.batch import Batch
 from infnet.data.schema import Schema
-from infnet.models.base import ModelOutput, MultiTaskModel, register
+from infnet.models.base import ModelOutput, MultiTaskModel, SequenceModelConfig, register
 from infnet.models.embedding import FeatureEmbedding, target_query
 from infnet.models.layers.cross import CrossNetworkV2
 from infnet.models.layers.dice import Activation
@@ -42,7 +42,7 @@ from infnet.models.layers.target_attention import TargetAttention
 
 @register("production")
 class Production(MultiTaskModel):
-    class Config(PLEConfig):
+    class Config(PLEConfig, SequenceModelConfig):
         attention_hidden: list[int] = [64, 32]
         attention_activation: Activation = "dice"
         cross_layers: int = Field(default=3, ge=1)
@@ -52,7 +52,7 @@ class Production(MultiTaskModel):
     def __init__(self, schema: Schema, config: Config) -> None:
         super().__init__(schema, config)
         d = config.embedding_dim
-        self.embedding = FeatureEmbedding(schema, d)
+        self.embedding = FeatureEmbedding(schema, d, config.time_aware)
         kd = len(self.embedding.side_field_index) * d  # width of v_A and of each e_(f,j)
         self.attention = nn.ModuleList(
             TargetAttention(kd, kd, config.attention_hidden, config.attention_activation)
