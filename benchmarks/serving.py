@@ -74,9 +74,11 @@ def in_process_ms(model_dir: Path, store: str, data: Path, candidates: int, repe
     lookup = st.lookup(st.meta(), str(body["user_id"]), [str(c) for c in body["candidates"]])
     assembler = Assembler(model.schema, model_dir / "vocab", 8.0)
     context = {k: v for k, v in body["context"].items() if k != "timestamp"}
-    x = assembler.build(lookup, assembler.encode_context(context, body["context"]["timestamp"]))
+    ts = body["context"]["timestamp"]
+    x = assembler.build(lookup, assembler.encode_context(context, ts), ts)
     # as the micro-batcher feeds one request: its history once, read by its K rows
-    args = (x.categorical, x.seq_ids[None], x.seq_mask[None], np.zeros(len(x), np.int64))
+    index = np.zeros(len(x), np.int64)
+    args = (x.categorical, x.seq_ids[None], x.seq_mask[None], index, x.seq_gap[None])
     for _ in range(20):
         model.predict(*args)
     times = []

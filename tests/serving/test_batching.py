@@ -21,7 +21,7 @@ class SlowModel:
         self.seconds, self.fail, self.calls = seconds, fail, []
         self.version = "slow"
 
-    def predict(self, categorical, seq_ids, seq_mask, seq_index):
+    def predict(self, categorical, seq_ids, seq_mask, seq_index, seq_gap=None):
         # one history per request: seq_ids [U, F, n, K], seq_index [B] -> its row's history
         self.calls.append(len(categorical))
         assert seq_ids.shape[1:] == (2, 3, 1) and seq_mask.shape == (len(seq_ids), 2, 3)
@@ -36,7 +36,7 @@ class SlowModel:
 def inputs(first: int, rows: int) -> Inputs:
     categorical = np.arange(first, first + rows, dtype=np.int64)[:, None].repeat(3, axis=1)
     seq_ids = np.full((2, 3, 1), first, np.int64)
-    return Inputs(categorical, seq_ids, np.ones((2, 3), bool))
+    return Inputs(categorical, seq_ids, np.ones((2, 3), bool), np.ones((2, 3), np.int64))
 
 
 async def submit_all(batcher: MicroBatcher, model, requests: list[Inputs]) -> list[np.ndarray]:
@@ -128,7 +128,7 @@ def test_hour_and_weekday_from_timestamp_match_beijing_local_time():
 class PoisonModel(SlowModel):
     """Fails any call that holds a row whose first code is negative."""
 
-    def predict(self, categorical, seq_ids, seq_mask, seq_index):
+    def predict(self, categorical, seq_ids, seq_mask, seq_index, seq_gap=None):
         if (categorical[:, 0] < 0).any():
             self.calls.append(len(categorical))
             raise RuntimeError("index out of range in node Gather_42")
@@ -141,7 +141,10 @@ def test_a_failing_request_fails_alone_and_its_batch_neighbours_are_scored():
     model = PoisonModel(seconds=0.02)
     good = [inputs(100 * i, 4) for i in range(1, 6)]
     bad = Inputs(
-        np.full((3, 3), -5, np.int64), np.zeros((2, 3, 1), np.int64), np.ones((2, 3), bool)
+        np.full((3, 3), -5, np.int64),
+        np.zeros((2, 3, 1), np.int64),
+        np.ones((2, 3), bool),
+        np.zeros((2, 3), np.int64),
     )
 
     async def run() -> list:

@@ -104,7 +104,7 @@ def test_a_model_that_gathers_histories_per_row_reads_shared_ones(tmp_path):
     batch = make_batch(schema, batch_size=12, empty_rows=2)
     torch.manual_seed(0)
     module = ScoringModule(build_model("din", schema).eval()).eval()
-    assert input_names(module) == list(INPUTS)
+    assert input_names(module) == list(INPUTS[:4])  # no seq_gap: DIN is not time-aware here
     compact, index = shared_histories(batch, 3)
     export_onnx(module, batch, tmp_path / "din.onnx", "torchscript")
     assert onnx_parity(module, tmp_path / "din.onnx", [(compact, index)]) <= 1e-5
@@ -122,3 +122,25 @@ def test_a_model_that_gathers_histories_per_row_reads_shared_ones(tmp_path):
     np.testing.assert_allclose(got, repeated, atol=1e-5, rtol=0)
     np.testing.assert_array_equal(gathered, repeated)
     assert np.abs(repeated - own).max() > 1e-4  # the shared histories are not the rows' own
+
+
+@pytest.mark.parametrize("model", ["infnet", "din"])
+def test_a_time_aware_graph_reads_the_time_gaps_of_shared_histories(tmp_path, model):
+    schema = make_schema()
+    batch = make_batch(schema, batch_size=12, empty_rows=2)
+    torch.manual_seed(0)
+    module = ScoringModule(build_model(model, schema, {"time_aware": True}).eval()).eval()
+    assert input_names(module) == list(INPUTS)
+    compact, index = shared_histories(batch, 3)
+    export_onnx(module, batch, tmp_path / "m.onnx", "torchscript")
+    assert onnx_parity(module, tmp_path / "m.onnx", [batch, (compact, index)]) <= 1e-5
+    run = _onnx_runner(tmp_path / "m.onnx", threads=1)
+    feed = {
+        "categorical": compact.categorical.numpy(),
+        "seq_ids": compact.seq_ids.numpy(),
+        "seq_mask": compact.seq_mask.numpy(),
+        "seq_index": index.numpy(),
+        "seq_gap": compact.seq_gap.numpy(),
+    }
+    older = {**feed, "seq_gap": np.minimum(feed["seq_gap"] + 4, 23) * feed["seq_mask"]}
+    assert np.abs(run(feed) - run(older)).max() > 1e-6  # the gaps are read

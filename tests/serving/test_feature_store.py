@@ -6,12 +6,15 @@ from __future__ import annotations
 import sqlite3
 
 import numpy as np
+import polars as pl
 import pytest
 from typer.testing import CliRunner
 
 from infnet.cli import app
+from infnet.data import layout
 from infnet.data.loader import PreparedDataset
 from infnet.data.schema import OOV
+from infnet.data.sequences import gap_buckets
 from infnet.serving.snapshot import snapshot_from_prepared
 from infnet.serving.stores import StoreUnavailable, open_store
 
@@ -33,7 +36,9 @@ def check_against_loader(store, snapshot, prepared, as_of):
     user_pos = [i for i, f in enumerate(schema.fields) if f.group == "user"]
     item_pos = [i for i, f in enumerate(schema.fields) if f.group == "item"]
     video = vocab_values(prepared, "video_id")
+    times = pl.read_parquet(sorted((prepared / "test").glob("part-*.parquet")))[layout.TIME]
     meta = store.meta()
+    assert meta.history_times
     assert meta.version == snapshot.meta.version
     nonempty = 0
     for r in range(len(rows)):
@@ -46,6 +51,9 @@ def check_against_loader(store, snapshot, prepared, as_of):
         np.testing.assert_array_equal(found.item_codes[0], batch.categorical[r, item_pos].numpy())
         np.testing.assert_array_equal(found.history, batch.seq_ids[r].numpy())
         np.testing.assert_array_equal(found.history_mask, batch.seq_mask[r].numpy())
+        # the served time gaps at the row's time are the loader's (time-aware models)
+        gap = gap_buckets(np.int64(times[int(rows[r])]), found.history_time, found.history_mask)
+        np.testing.assert_array_equal(gap, batch.seq_gap[r].numpy())
         nonempty += int(found.history_mask.any())
     assert nonempty >= len(rows) // 2  # the comparison covers real histories
 

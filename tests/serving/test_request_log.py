@@ -28,6 +28,7 @@ def record(request_id: str, ts_ms: int = 1_651_000_000_000) -> ServedRequest:
         categorical=np.arange(6, dtype=np.int64).reshape(2, 3),
         seq_ids=np.arange(8, dtype=np.int64).reshape(2, 2, 2),
         seq_mask=np.array([[True, False], [False, False]]),
+        seq_gap=np.array([[5, 0], [0, 0]]),
     )
 
 

@@ -155,8 +155,9 @@ def _score(items: list[_Item]) -> list[np.ndarray]:
     categorical = np.concatenate([i.inputs.categorical for i in items])
     seq_ids = np.stack([i.inputs.seq_ids for i in items])  # [U, F, n, K_side]
     seq_mask = np.stack([i.inputs.seq_mask for i in items])  # [U, F, n]
+    seq_gap = np.stack([i.inputs.seq_gap for i in items])  # [U, F, n]
     seq_index = np.repeat(np.arange(len(items)), sizes)  # [B]
-    scores = items[0].model.predict(categorical, seq_ids, seq_mask, seq_index)
+    scores = items[0].model.predict(categorical, seq_ids, seq_mask, seq_index, seq_gap)
     return np.split(scores, np.cumsum(sizes)[:-1])
 
 

@@ -52,7 +52,7 @@ ONNX_FILE = "model.onnx"
 WEIGHTS_FILE = "weights.pt"
 CONFIG_FILE = "config.json"
 VERSION_FILE = "version.json"
-INPUTS = ("categorical", "seq_ids", "seq_mask", "seq_index")
+INPUTS = ("categorical", "seq_ids", "seq_mask", "seq_index", "seq_gap")
 # auto: the TorchScript tracer first (seconds), the dynamo exporter when its graph fails
 # the parity check or does not export (it traces what the tracer cannot, but takes minutes
 # on a busy CPU)
@@ -92,6 +92,7 @@ class ScoringModule(nn.Module):
         seq_ids: torch.Tensor | None = None,  # int64 [U, F, n, K] (U = B without seq_index)
         seq_mask: torch.Tensor | None = None,  # bool [U, F, n]
         seq_index: torch.Tensor | None = None,  # int64 [B]: the history each row reads
+        seq_gap: torch.Tensor | None = None,  # int64 [U, F, n]: time-gap buckets
     ) -> torch.Tensor:  # float32 [B, N_task]
         B, T = categorical.shape[0], self.activate.binary.shape[0]
         if seq_ids is None:
@@ -100,10 +101,13 @@ class ScoringModule(nn.Module):
                 (B, *self.seq_shape[:2]), dtype=torch.bool, device=categorical.device
             )
             seq_index = None
+        if seq_gap is None:  # a model that is not time-aware does not read it
+            seq_gap = torch.zeros(seq_mask.shape, dtype=torch.int64, device=categorical.device)
         batch = Batch(
             categorical=categorical,
             seq_ids=seq_ids,
             seq_mask=seq_mask,
+            seq_gap=seq_gap,
             labels=torch.zeros((B, T), device=categorical.device),
             label_mask=torch.ones((B, T), dtype=torch.bool, device=categorical.device),
             user=categorical.new_zeros(B),
@@ -112,8 +116,11 @@ class ScoringModule(nn.Module):
 
 
 def input_names(module: ScoringModule) -> list[str]:
-    """The graph's inputs: categorical, then the histories once per user and seq_index."""
-    return list(INPUTS if module.model.schema.sequences is not None else INPUTS[:1])
+    """The graph's inputs: categorical, then the histories once per user and seq_index,
+    then the histories' time gaps for a time-aware model."""
+    if module.model.schema.sequences is None:
+        return list(INPUTS[:1])
+    return list(INPUTS if getattr(module.model.config, "time_aware", False) else INPUTS[:4])
 
 
 def shared_histories(batch: Batch, users: int) -> tuple[Batch, torch.Tensor]:
@@ -121,7 +128,12 @@ def shared_histories(batch: Batch, users: int) -> tuple[Batch, torch.Tensor]:
     b % U of the batch's first U): (the batch with seq_ids [U, F, n, K] and seq_mask
     [U, F, n], seq_index [B])."""
     compact = Batch(
-        **{**batch.__dict__, "seq_ids": batch.seq_ids[:users], "seq_mask": batch.seq_mask[:users]}
+        **{
+            **batch.__dict__,
+            "seq_ids": batch.seq_ids[:users],
+            "seq_mask": batch.seq_mask[:users],
+            "seq_gap": batch.seq_gap[:users],
+        }
     )
     return compact, torch.arange(len(batch)) % users
 
@@ -135,9 +147,14 @@ def _args(batch: Batch, names: list[str], seq_index: torch.Tensor | None) -> tup
         "seq_ids": batch.seq_ids,
         "seq_mask": batch.seq_mask,
         "seq_index": seq_index,
+        "seq_gap": batch.seq_gap,
     }
     if "seq_index" not in names:  # per-row histories
-        full |= {"seq_ids": batch.seq_ids[seq_index], "seq_mask": batch.seq_mask[seq_index]}
+        full |= {
+            "seq_ids": batch.seq_ids[seq_index],
+            "seq_mask": batch.seq_mask[seq_index],
+            "seq_gap": batch.seq_gap[seq_index],
+        }
     return tuple(full[n] for n in names)
 
 
@@ -172,12 +189,13 @@ def export_onnx(module: ScoringModule, example: Batch, path: Path, exporter: str
                     "seq_ids": users,
                     "seq_mask": users,
                     "seq_index": batch,
+                    "seq_gap": users,
                 }
                 dynamic = {"dynamic_shapes": {n: {0: axes[n]} for n in names}}
             else:
                 axes = {n: "batch" for n in [*names, "scores"]}
                 if index is not None:
-                    axes |= {"seq_ids": "users", "seq_mask": "users"}
+                    axes |= {n: "users" for n in ("seq_ids", "seq_mask", "seq_gap") if n in names}
                 dynamic = {"dynamic_axes": {n: {0: a} for n, a in axes.items()}}
             torch.onnx.export(
                 module,
@@ -212,7 +230,8 @@ def onnx_parity(
     for b in batches:
         b, index = b if isinstance(b, tuple) else (b, None)
         with torch.inference_mode():
-            eager = module(*_args(b, names[:3], index)).numpy()
+            per_row = [n for n in names if n != "seq_index"]
+            eager = module(**dict(zip(per_row, _args(b, per_row, index), strict=True))).numpy()
         feed = {n: a.numpy() for n, a in zip(names, _args(b, names, index), strict=True)}
         try:
             got = session.run(["scores"], feed)[0]
@@ -235,6 +254,7 @@ def _without_history(batch: Batch) -> Batch:
         categorical=batch.categorical,
         seq_ids=torch.zeros_like(batch.seq_ids),
         seq_mask=torch.zeros_like(batch.seq_mask),
+        seq_gap=torch.zeros_like(batch.seq_gap),
         labels=batch.labels,
         label_mask=batch.label_mask,
         user=batch.user,

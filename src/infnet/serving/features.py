@@ -18,6 +18,7 @@ import numpy as np
 
 from infnet.data.encoders import FieldEncoder
 from infnet.data.schema import Schema, schema_differences
+from infnet.data.sequences import gap_buckets
 from infnet.serving.requests import RequestError
 from infnet.serving.stores import Lookup, StoreMeta
 
@@ -30,9 +31,16 @@ FROM_TIMESTAMP: dict[str, Callable[[int, int], int]] = {
 }
 
 
-def compatibility(model_schema: Schema, model_vocab: str, meta: StoreMeta) -> list[str]:
+def compatibility(
+    model_schema: Schema, model_vocab: str, meta: StoreMeta, time_aware: bool = False
+) -> list[str]:
     """Why a model cannot score the store's features (empty when it can)."""
     problems = schema_differences(meta.dataset_schema(), model_schema)
+    if time_aware and model_schema.sequences is not None and not meta.history_times:
+        problems.append(
+            f"the model reads the histories' time gaps, and the feature store (loaded from "
+            f"{meta.source}) holds no event times; reload it with this version of infnet"
+        )
     if model_vocab != meta.vocab_fingerprint:
         problems.append(
             f"vocabularies differ (model {model_vocab}, feature store {meta.vocab_fingerprint} loaded "
@@ -48,6 +56,7 @@ class Inputs:
     categorical: np.ndarray  # int64 [K, M]
     seq_ids: np.ndarray  # int64 [F, n, K_side]
     seq_mask: np.ndarray  # bool [F, n]
+    seq_gap: np.ndarray  # int64 [F, n]: time-gap buckets of the events at the request's time
 
     def __len__(self) -> int:
         return len(self.categorical)
@@ -100,10 +109,13 @@ class Assembler:
             codes[i] = enc.encode(value)
         return codes
 
-    def build(self, lookup: Lookup, context_codes: np.ndarray) -> Inputs:
+    def build(self, lookup: Lookup, context_codes: np.ndarray, timestamp: int) -> Inputs:
         K = len(lookup.item_codes)
         categorical = np.empty((K, self.schema.num_fields), np.int64)
         categorical[:, self.item_pos] = lookup.item_codes
         categorical[:, self.user_pos] = lookup.user_codes
         categorical[:, self.context_pos] = context_codes
-        return Inputs(categorical, lookup.history, lookup.history_mask)
+        # as the loader computes them (a store without event times gives 0: unknown)
+        known = lookup.history_mask & (lookup.history_time > 0)
+        gap = gap_buckets(np.int64(timestamp), lookup.history_time, known)
+        return Inputs(categorical, lookup.history, lookup.history_mask, gap)

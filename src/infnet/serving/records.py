@@ -29,3 +29,4 @@ class ServedRequest:
     categorical: np.ndarray  # int64 [K, M]: the model's field order
     seq_ids: np.ndarray  # int64 [F, n, K_side]: the history the K candidates share
     seq_mask: np.ndarray  # bool [F, n]
+    seq_gap: np.ndarray  # int64 [F, n]: time-gap buckets of the history at ts_ms

@@ -5,7 +5,7 @@ the request path only enqueues. A row holds the request (id, user, timestamp, co
 bid, candidates), who served it (model version, A/B arm, feature version), what it
 answered (task scores and ranking scores in candidate order), and the features as used:
 `categorical` int [K, M] in the model's field order, and `seq_ids` [F, n, K_side] /
-`seq_mask` [F, n] shared by the K candidates (and `seq_shape`, so F = 0 round-trips). `read_request_log` gives them back as
+`seq_mask` / `seq_gap` [F, n] shared by the K candidates (and `seq_shape`, so F = 0 round-trips). `read_request_log` gives them back as
 numpy arrays in a `ServedRequest` (records.py), which is what streaming training joins
 with delayed labels.
 """
@@ -60,6 +60,7 @@ def _row(r: ServedRequest) -> tuple:
         "categorical": r.categorical,
         "seq_ids": r.seq_ids,
         "seq_mask": r.seq_mask,
+        "seq_gap": r.seq_gap,
         "seq_shape": list(r.seq_ids.shape),  # so F = 0 round-trips
     }
     return tuple(orjson.dumps(values[c], option=_OPT) if c in _JSON else values[c] for c in COLUMNS)
@@ -83,6 +84,8 @@ def _record(row: tuple) -> ServedRequest:
         categorical=np.asarray(f["categorical"], dtype=np.int64),
         seq_ids=np.asarray(f["seq_ids"], dtype=np.int64).reshape(shape),
         seq_mask=np.asarray(f["seq_mask"], dtype=bool).reshape(shape[:2]),
+        # logs written before time-aware tokens hold no gaps: 0, "unknown", as padding
+        seq_gap=np.asarray(f.get("seq_gap", 0), dtype=np.int64) * np.ones(shape[:2], np.int64),
     )
 
 

@@ -33,6 +33,7 @@ class ServingModel:
     schema: Schema
     vocab_fingerprint: str
     eager: bool
+    time_aware: bool  # reads the histories' time gaps (the store must hold event times)
     _run: object = field(repr=False)  # (feed dict) -> scores
 
     @property
@@ -45,15 +46,24 @@ class ServingModel:
         seq_ids: np.ndarray,
         seq_mask: np.ndarray,
         seq_index: np.ndarray | None = None,
+        seq_gap: np.ndarray | None = None,
     ) -> np.ndarray:
         """categorical int64 [B, M], seq_ids int64 [U, F, n, K], seq_mask bool [U, F, n],
-        seq_index int64 [B] (the history each row reads; None: U = B, row b reads history b)
+        seq_index int64 [B] (the history each row reads; None: U = B, row b reads history b),
+        seq_gap int64 [U, F, n] (time-gap buckets; None: unknown, 0)
         -> float32 [B, N_task]: probabilities (binary tasks), values (regression tasks)."""
         feed = {"categorical": categorical}
         if self.has_sequences:
             if seq_index is None:
                 seq_index = np.arange(len(categorical))
-            feed |= {"seq_ids": seq_ids, "seq_mask": seq_mask, "seq_index": seq_index}
+            if seq_gap is None:
+                seq_gap = np.zeros(seq_mask.shape, np.int64)
+            feed |= {
+                "seq_ids": seq_ids,
+                "seq_mask": seq_mask,
+                "seq_index": seq_index,
+                "seq_gap": seq_gap,
+            }
         return self._run(feed)
 
     def warm_up(self, rows: int = 64) -> None:
@@ -97,7 +107,7 @@ def _onnx_runner(path: Path, threads: int):
         # a graph exported before every model took seq_index reads per-row histories
         if "seq_index" in feed and "seq_index" not in names:
             index = feed.pop("seq_index")
-            feed |= {"seq_ids": feed["seq_ids"][index], "seq_mask": feed["seq_mask"][index]}
+            feed |= {k: feed[k][index] for k in ("seq_ids", "seq_mask", "seq_gap")}
         return session.run(["scores"], {k: v for k, v in feed.items() if k in names})[0]
 
     return run
@@ -110,12 +120,7 @@ def _eager_runner(path: Path, schema: Schema, threads: int):
 
     def run(feed: dict[str, np.ndarray]) -> np.ndarray:
         with torch.inference_mode():
-            args = [
-                torch.from_numpy(feed[k])
-                for k in ("categorical", "seq_ids", "seq_mask", "seq_index")
-                if k in feed
-            ]
-            return module(*args).numpy()
+            return module(**{k: torch.from_numpy(v) for k, v in feed.items()}).numpy()
 
     return run
 
@@ -132,6 +137,7 @@ def load_model_dir(
             )
     try:
         info = json.loads((path / VERSION_FILE).read_text())
+        options = json.loads((path / CONFIG_FILE).read_text()).get("model_options", {})
         schema = Schema.load(path / layout.SCHEMA)
         if eager:
             run = _eager_runner(path, schema, threads)
@@ -154,6 +160,7 @@ def load_model_dir(
         schema=schema,
         vocab_fingerprint=info["vocab_fingerprint"],
         eager=eager,
+        time_aware=bool(options.get("time_aware", False)),
         _run=run,
     )
     if warm_up:

@@ -113,7 +113,9 @@ class ServingState:
         if meta is None or meta.version != version:
             meta = self.store.meta(version)
             for arm in self.arms:
-                problems = compatibility(arm.model.schema, arm.model.vocab_fingerprint, meta)
+                problems = compatibility(
+                    arm.model.schema, arm.model.vocab_fingerprint, meta, arm.model.time_aware
+                )
                 if problems:
                     raise StoreMismatch(
                         f"feature version {version} does not fit model {arm.model.version} (arm {arm.name}): {'; '.join(problems)}"
@@ -157,7 +159,7 @@ class ServingState:
             except BaseException:
                 self.batcher.forget()
                 raise
-            inputs = arm.assembler.build(lookup, context_codes)
+            inputs = arm.assembler.build(lookup, context_codes, req.timestamp)
             scores = await self.batcher.submit(arm.model, inputs)  # [K, N_task]
         finally:
             self.admitted_rows -= len(items)
@@ -209,6 +211,7 @@ class ServingState:
                     categorical=inputs.categorical,
                     seq_ids=inputs.seq_ids,
                     seq_mask=inputs.seq_mask,
+                    seq_gap=inputs.seq_gap,
                 )
             )
         return arm, response
@@ -220,7 +223,7 @@ class ServingState:
         def problems(model: ServingModel) -> list[str]:
             if self.meta is None:
                 return []
-            return compatibility(model.schema, model.vocab_fingerprint, self.meta)
+            return compatibility(model.schema, model.vocab_fingerprint, self.meta, model.time_aware)
 
         try:
             old, new = await self.arms.reload(model_dir, arm_name, eager, problems)

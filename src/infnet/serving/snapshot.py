@@ -63,6 +63,7 @@ def snapshot_from_prepared(path: str | Path, *, as_of: int | None = None) -> Sna
     F, K = len(behaviours), len(side)
     lengths = np.zeros((len(users), F), np.int32)
     history = np.full((len(users), F, n, K), PAD, np.int32)
+    times = np.zeros((len(users), F, n), np.int64)
     user_index = pl.DataFrame({layout.USER: users[layout.USER], "__u": np.arange(len(users))})
     for f, b in enumerate(behaviours):
         ev = pl.scan_parquet(path / layout.SEQ_DIR / f"{b}.parquet")
@@ -81,12 +82,14 @@ def snapshot_from_prepared(path: str | Path, *, as_of: int | None = None) -> Sna
         )
         u, rank = ev["__u"].to_numpy(), ev["rank"].to_numpy()
         history[u, f, n - 1 - rank] = ev.select(side).to_numpy()
+        times[u, f, n - 1 - rank] = ev[layout.TIME].cast(pl.Int64).to_numpy()
         np.maximum.at(lengths[:, f], u, rank + 1)
     user_records = np.concatenate(
         [
             users.select(user_fields).to_numpy().astype(np.int32),
             lengths,
             history.reshape(len(users), -1),
+            times.reshape(len(users), -1).view(np.int32),  # each time_ms as two int32 words
         ],
         axis=1,
     )
@@ -103,6 +106,7 @@ def snapshot_from_prepared(path: str | Path, *, as_of: int | None = None) -> Sna
         behaviours=behaviours,
         side_fields=side,
         history_len=n,
+        history_times=True,
         users=len(users),
         items=len(items),
     )

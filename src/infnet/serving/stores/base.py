@@ -6,7 +6,10 @@ prepared dataset (serving/snapshot.py):
 
     user record  int32 [M_u + F + F*n*K]: the user's field codes (schema order of the user
                  fields), then the F history lengths, then the F histories [F, n, K] of
-                 side-field codes, most recent last, left-padded with PAD (as the loader)
+                 side-field codes, most recent last, left-padded with PAD (as the loader);
+                 then int64 [F, n], the events' time_ms (0 where padded), which time-aware
+                 models read as gaps to the request's timestamp (absent in stores loaded
+                 before: `history_times` false)
     item record  int32 [M_i]: the item's field codes (schema order of the item fields)
 
 keyed by the raw user key and the raw item id (the item key's vocabulary value). Every
@@ -45,6 +48,7 @@ class StoreMeta(Strict):
     behaviours: list[str]
     side_fields: list[str]
     history_len: int  # n
+    history_times: bool = False  # the user records end with the events' times
     users: int
     items: int
 
@@ -53,8 +57,9 @@ class StoreMeta(Strict):
 
     @property
     def user_record_len(self) -> int:
+        """In 4-byte words: the int32 codes, plus two per event time."""
         F, n, K = len(self.behaviours), self.history_len, len(self.side_fields)
-        return len(self.user_fields) + F + F * n * K
+        return len(self.user_fields) + F + F * n * K + (2 * F * n if self.history_times else 0)
 
 
 @dataclass
@@ -77,6 +82,7 @@ class Lookup:
     user_known: bool
     history: np.ndarray  # int64 [F, n, K_side], PAD where empty
     history_mask: np.ndarray  # bool [F, n]
+    history_time: np.ndarray  # int64 [F, n]: time_ms of each event, 0 where empty or unknown
     item_codes: np.ndarray  # int64 [K, M_i]; OOV rows for unknown items
     item_known: np.ndarray  # bool [K]
 
@@ -113,14 +119,21 @@ def decode(meta: StoreMeta, version: str, user: bytes | None, items: list[bytes 
         user_codes = np.full(Mu, OOV, np.int64)
         lengths = np.zeros(F, np.int64)
         history = np.zeros((F, n, Ks), np.int64)
+        times = np.zeros((F, n), np.int64)
     else:
         if len(user) != 4 * meta.user_record_len:
             raise CorruptRecord(
                 f"feature store user record: {len(user)} bytes, expected {4 * meta.user_record_len}"
             )
-        rec = np.frombuffer(user, np.int32).astype(np.int64)
+        codes = Mu + F + F * n * Ks
+        rec = np.frombuffer(user, np.int32, count=codes).astype(np.int64)
         user_codes, lengths = rec[:Mu], rec[Mu : Mu + F]
         history = rec[Mu + F :].reshape(F, n, Ks)
+        times = (
+            np.frombuffer(user, np.int64, offset=4 * codes).reshape(F, n).copy()
+            if meta.history_times
+            else np.zeros((F, n), np.int64)
+        )
     known = np.array([r is not None for r in items], dtype=bool)
     item_codes = np.full((len(items), Mi), OOV, np.int64)
     for k, r in enumerate(items):
@@ -141,7 +154,9 @@ def decode(meta: StoreMeta, version: str, user: bytes | None, items: list[bytes 
         )
     _check_codes(item_codes, item_size, fields[1], "item record")
     mask = np.arange(n) >= (n - lengths)[:, None]  # [F, n], left padding
-    return Lookup(version, user_codes, user is not None, history, mask, item_codes, known)
+    return Lookup(
+        version, user_codes, user is not None, history, mask, times * mask, item_codes, known
+    )
 
 
 class FeatureStore(ABC):
