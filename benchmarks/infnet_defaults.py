@@ -23,16 +23,18 @@ from infnet.data.sources.synthetic import prepare_synthetic
 from infnet.training.config import RunConfig, TrainConfig
 from infnet.training.trainer import Trainer
 
+# v1's open engineering options (preset v1), and v2's (preset v2)
 VARIANTS: dict[str, dict] = {
-    "default": {},
-    "norm=post": {"norm": "post"},
-    "pgu_proxies=pre (paper eq. 14)": {"pgu_proxies": "pre"},
-    "gate=sigmoid (paper)": {"gate": "sigmoid"},
-    "gate=residual": {"gate": "residual"},
-    "norm=pre": {"norm": "pre"},
-    "norm=none": {"norm": "none"},
-    "residual=false": {"residual": False},
-    "sequence_pooling=sum (paper)": {"sequence_pooling": "sum"},
+    "v1 default": {"preset": "v1"},
+    "v1 norm=post": {"preset": "v1", "norm": "post"},
+    "v1 pgu_hubs=pre (paper eq. 14)": {"preset": "v1", "pgu_hubs": "pre"},
+    "v1 gate=sigmoid (paper)": {"preset": "v1", "gate": "sigmoid"},
+    "v1 gate=residual": {"preset": "v1", "gate": "residual"},
+    "v1 norm=none": {"preset": "v1", "norm": "none"},
+    "v1 residual=false": {"preset": "v1", "residual": False},
+    "v1 sequence_pooling=sum (paper)": {"preset": "v1", "sequence_pooling": "sum"},
+    "v2 default": {"preset": "v2"},
+    "v2 input_norm=false": {"preset": "v2", "input_norm": False},
 }
 
 

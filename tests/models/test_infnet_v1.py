@@ -1,7 +1,9 @@
-"""INFNet: shapes under every ablation switch, padding invariance, empty histories, gradients,
-overfitting a small batch, the cross attention against PyTorch's reference."""
+"""INFNet v1 (preset v1): today's outputs reproduced exactly, shapes under every ablation
+switch, padding invariance, empty histories, gradients, overfitting a small batch."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,24 +14,26 @@ from infnet.data.batch import Batch
 from infnet.models import build_model
 from infnet.models.infnet import INFNet
 
+GOLDEN = Path(__file__).parent / "data" / "infnet_v1_logits.pt"
+
 # The ablations of the paper and of the source document, plus the proxy-count variants.
 ABLATIONS = {
     "default": {},
     "no_task_tokens": {"use_task_tokens": False},
-    "full_attention": {"use_proxies": False},
-    "no_homogeneous": {"homogeneous_flow": False},
-    "no_heterogeneous": {"heterogeneous_flow": False},
+    "full_attention": {"use_hubs": False},
+    "no_homogeneous": {"broadcast": "none"},
+    "no_heterogeneous": {"aggregation": False},
     "untyped": {"structured": False},
-    "full_attention_no_tasks": {"use_proxies": False, "use_task_tokens": False},
+    "full_attention_no_tasks": {"use_hubs": False, "use_task_tokens": False},
     "proxy_counts": {
-        "num_categorical_proxies": 8,
-        "sequence_proxies_per_behaviour": 4,
-        "num_shared_task_tokens": 3,
+        "num_categorical_hubs": 8,
+        "sequence_hubs_per_behaviour": 4,
+        "num_shared_task_hubs": 3,
     },
     "paper_literal": {
         "sequence_pooling": "sum",
         "gate": "sigmoid",
-        "pgu_proxies": "pre",
+        "pgu_hubs": "pre",
         "norm": "none",
     },
     "pre_norm_sqrt": {
@@ -43,7 +47,19 @@ ABLATIONS = {
 
 def _model(config: dict, schema=None, seed: int = 0) -> INFNet:
     torch.manual_seed(seed)
-    return build_model("infnet", schema or make_schema(), config)
+    return build_model("infnet", schema or make_schema(), {"preset": "v1", **config})
+
+
+@pytest.mark.parametrize("name", ["default", "full_attention", "untyped", "paper_literal"])
+def test_preset_v1_reproduces_the_outputs_of_the_v1_code(name: str) -> None:
+    # logits of the v1 model (commit 12e6505, before the presets) on a fixed batch, seed 0
+    golden = torch.load(GOLDEN)
+    batch = Batch(
+        **golden["batch"], seq_gap=torch.zeros_like(golden["batch"]["seq_mask"], dtype=torch.long)
+    )
+    model = _model(ABLATIONS[name], make_schema()).eval()
+    with torch.no_grad():
+        assert torch.equal(model(batch).logits, golden["logits"][name])
 
 
 def _loss(model: INFNet, batch: Batch) -> torch.Tensor:
@@ -173,7 +189,7 @@ def test_attention_maps_are_distributions_over_real_tokens() -> None:
     torch.testing.assert_close(maps["task/sequence"].sum(-1), has.float().unsqueeze(1).expand(7, 3))
     pad = ~batch.seq_mask.flatten(1)
     assert (maps["task/sequence"].masked_select(pad.unsqueeze(1)) == 0).all()
-    full = _model({"use_proxies": False}, schema).attention_maps(batch)
+    full = _model({"use_hubs": False}, schema).attention_maps(batch)
     assert full["task/categorical"].shape == (7, 3, M) and full["task/sequence"].shape == (7, 3, L)
 
 
@@ -185,10 +201,10 @@ def test_sequence_proxies_pooling_and_segments() -> None:
         ("mean", lambda c: c),
         ("sqrt", lambda c: c**0.5),
     ):
-        model = _model({"sequence_pooling": pooling, "sequence_proxies_per_behaviour": 2}, schema)
-        s, m = model._sequence(batch)  # [B, 1, 4, d]
-        got = model._sequence_proxies(s, m)  # [B, 2, d]: positions {3, 2} (recent), {1, 0}
-        phi = model.phi_seq(s) * m.unsqueeze(-1)
+        model = _model({"sequence_pooling": pooling, "sequence_hubs_per_behaviour": 2}, schema)
+        s, m = model.net._sequence(batch)  # [B, 1, 4, d]
+        got = model.net._sequence_proxies(s, m)  # [B, 2, d]: positions {3, 2} (recent), {1, 0}
+        phi = model.net.phi_seq(s) * m.unsqueeze(-1)
         for k, positions in enumerate(([3, 2], [1, 0])):
             count = m[:, 0, positions].sum(1, keepdim=True).float().clamp_min(1)
             want = phi[:, 0, positions].sum(1) / scale(count)
@@ -199,9 +215,13 @@ def test_bad_configs_name_the_problem() -> None:
     schema = make_schema(max_len=4)
     with pytest.raises(ValueError, match="num_heads"):
         _model({"embedding_dim": 16, "num_heads": 3}, schema)
-    with pytest.raises(ValueError, match="heterogeneous_flow"):
-        _model({"use_proxies": False, "heterogeneous_flow": False}, schema)
+    with pytest.raises(ValueError, match="aggregation"):
+        _model({"use_hubs": False, "aggregation": False}, schema)
+    with pytest.raises(ValueError, match="belongs to preset 'v2'"):
+        _model({"fusion": "sum"}, schema)
+    with pytest.raises(ValueError, match="'pgu' or 'none'"):
+        _model({"broadcast": "bgu"}, schema)
     with pytest.raises(ValueError, match="max_len"):
-        _model({"sequence_proxies_per_behaviour": 5}, schema)
+        _model({"sequence_hubs_per_behaviour": 5}, schema)
     with pytest.raises(ValueError, match="num_blok"):
         _model({"num_bloks": 2}, schema)

@@ -1,4 +1,6 @@
-"""INFNet: a task-aware Information Flow Network (Li et al., Kuaishou, arXiv 2508.11565).
+"""INFNet v1: a task-aware Information Flow Network (Li et al., Kuaishou, arXiv 2508.11565v1);
+preset v1 of models/infnet.py. The paper calls hubs "proxies" (C~, S~, T~); the options use
+v2's name, hubs.
 
 Tokens (width d; B the batch, shapes per sample):
     C  [M, d]        categorical tokens, one embedding per field (FeatureEmbedding)
@@ -27,12 +29,12 @@ the history alone and are computed once per history, then gathered per row; ever
 that reads a candidate (the blocks' flows and gates) runs per row as before, so the
 outputs equal those of the repeated histories.
 
-Engineering choices the paper leaves open (every one an option of `INFNet.Config`):
+Engineering choices the paper leaves open (every one an option of `INFNetConfig`):
 - `residual`, `norm`: the updates of proxies and task tokens are X + CA(..) (the paper:
   "residual connections are used"), with LayerNorm after ("post"), before ("pre") or none.
 - `gate`: sigmoid (paper), 2 * sigmoid or 1 + sigmoid. A sigmoid gate starts at 0.5, so
   after two blocks the key/value tokens are a quarter of their size (DESIGN.md pitfall).
-- `pgu_proxies`: the paper's equation 14 gates with the proxies entering the block
+- `pgu_hubs`: the paper's equation 14 gates with the proxies entering the block
   (C~^(l), "pre"); DESIGN.md writes the updated ones (C~', "post").
 - `sequence_pooling`: sum (paper), mean, or sqrt (sum / sqrt(count)). Sum-pooled proxies
   grow with history length, which within one user grows with time, so a model that reads
@@ -47,7 +49,7 @@ figures are in the README, "INFNet's open engineering options"):
   the residual stream left as it is (the usual pre-norm transformer); post-norm lost most
   on the like task.
 - gate="2sigmoid": starts at 1 (identity), so stacked blocks keep the keys' scale (pitfall).
-- pgu_proxies="post": with the paper's "pre" and 2 blocks, no live path reads the C~ and S~
+- pgu_hubs="post": with the paper's "pre" and 2 blocks, no live path reads the C~ and S~
   updates of any block (block 1 gates with block 1's input proxies, block 2's C, S are
   never read), so the flows to categorical and sequence are dead code; "post" keeps them.
 - sequence_pooling="mean": no history-length leak (the paper's sum is an option).
@@ -55,11 +57,12 @@ figures are in the README, "INFNet's open engineering options"):
 
 Ablation switches (one model, DESIGN.md section 4):
     use_task_tokens=False   no T and T~; head i reads the mean of the final proxies
-    use_proxies=False       the quadratic reference: one full multi-head self-attention over
+    use_hubs=False          the quadratic reference: one full multi-head self-attention over
                             all tokens [C; S; T] per block replaces the four flows; each
                             type's PGU gate reads the masked mean of its own tokens
-    homogeneous_flow=False  no PGU: C and S stay the embeddings, T' = T^
-    heterogeneous_flow=False no cross attention: proxies stay as built, T^ = T
+    broadcast="none"        no PGU (homogeneous flow): C and S stay the embeddings, T' = T^
+    aggregation=False       no cross attention (heterogeneous flow): proxies stay as built,
+                            T^ = T
     structured=False        C and S are one untyped feature set X = [C; S] with one proxy set
                             X~ = [C~; S~] that queries all of X (and T), one PGU for X. Task
                             tokens keep their role (removing them is use_task_tokens).
@@ -67,16 +70,14 @@ Ablation switches (one model, DESIGN.md section 4):
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
-from pydantic import Field, model_validator
 from torch import nn
 
 from infnet.data.batch import Batch
 from infnet.data.schema import Schema
-from infnet.models.base import ModelConfig, ModelOutput, MultiTaskModel, register
+from infnet.models.base import ModelOutput, MultiTaskModel
 from infnet.models.embedding import FeatureEmbedding
+from infnet.models.infnet_config import INFNetConfig
 from infnet.models.layers.attention import CrossAttention
 from infnet.models.layers.mlp import MLP
 from infnet.models.layers.pgu import PGU
@@ -99,13 +100,13 @@ class _Block(nn.Module):
         sizes: dict[str, int],  # proxy set -> number of tokens (PGU input width)
         flows: dict[str, list[str]],
         gates: dict[str, list[str]],
-        config: INFNet.Config,
+        config: INFNetConfig,
         full: bool = False,
     ) -> None:
         super().__init__()
         d, c = config.embedding_dim, config
         self.flows, self.gates, self.full = flows, gates, full
-        self.residual, self.norm, self.pgu_proxies = c.residual, c.norm, c.pgu_proxies
+        self.residual, self.norm, self.pgu_hubs = c.residual, c.norm, c.pgu_hubs
         self.attn = nn.ModuleDict(
             {"all": CrossAttention(d, c.num_heads, c.dropout)}
             if full
@@ -135,7 +136,7 @@ class _Block(nn.Module):
         self, h: Tokens, mask: Masks, weights: dict[str, torch.Tensor] | None = None
     ) -> Tokens:
         new = self._full(h, mask, weights) if self.full else self._flows(h, mask, weights)
-        src = new if self.pgu_proxies == "post" or self.full else h
+        src = new if self.pgu_hubs == "post" or self.full else h
         out = dict(new)
         for x, ps in self.gates.items():
             out[x] = self.pgu[x](new[x], torch.cat([src[p] for p in ps], dim=1))
@@ -200,74 +201,33 @@ def _real(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return torch.ones(x.shape[:2], dtype=torch.bool, device=x.device) if mask is None else mask
 
 
-@register("infnet")
-class INFNet(MultiTaskModel):
-    """INFNet (module docstring: equations and code map). `forward(batch) -> [B, N_task]`."""
+class INFNetV1(MultiTaskModel):
+    """INFNet v1 (module docstring: equations and code map); built by models/infnet.py for
+    preset v1."""
 
-    class Config(ModelConfig):
-        """Defaults: the paper's where it gives them (m = 4, one sequence proxy per behaviour,
-        N_s = 2, residual updates); for the rest see "Defaults" in the module docstring."""
+    Config = INFNetConfig
 
-        embedding_dim: int = 16
-        num_blocks: int = Field(default=2, ge=1)
-        num_heads: int = Field(default=2, ge=1)
-        dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
-        num_categorical_proxies: int = Field(default=4, ge=1)  # m
-        sequence_proxies_per_behaviour: int = Field(default=1, ge=1)  # k
-        num_shared_task_tokens: int = Field(default=2, ge=1)  # N_s
-        sequence_pooling: Literal["sum", "mean", "sqrt"] = "mean"
-        proxy_hidden: list[int] = Field(default_factory=lambda: [64])  # phi_cat, phi_seq
-        gate_hidden: list[int] = Field(default_factory=lambda: [32])  # PGU MLPs
-        head_hidden: list[int] = Field(default_factory=lambda: [64])  # MLP_i
-        gate: Literal["sigmoid", "2sigmoid", "residual"] = "2sigmoid"
-        pgu_proxies: Literal["pre", "post"] = "post"
-        residual: bool = True
-        norm: Literal["none", "pre", "post"] = "pre"
-        use_task_tokens: bool = True
-        use_proxies: bool = True
-        homogeneous_flow: bool = True
-        heterogeneous_flow: bool = True
-        structured: bool = True
-
-        @model_validator(mode="after")
-        def _check(self) -> INFNet.Config:
-            if self.embedding_dim % self.num_heads:
-                raise ValueError(
-                    f"embedding_dim ({self.embedding_dim}) must be divisible by num_heads ({self.num_heads})"
-                )
-            if not self.use_proxies and not self.heterogeneous_flow:
-                raise ValueError(
-                    "use_proxies=false replaces the heterogeneous flow by full attention; "
-                    "it needs heterogeneous_flow=true"
-                )
-            if self.use_task_tokens and not (self.heterogeneous_flow or self.homogeneous_flow):
-                raise ValueError(
-                    "with both heterogeneous_flow and homogeneous_flow off the task tokens never "
-                    "see the input; keep one of them on or set use_task_tokens=false"
-                )
-            return self
-
-    def __init__(self, schema: Schema, config: INFNet.Config) -> None:
+    def __init__(self, schema: Schema, config: INFNetConfig) -> None:
         super().__init__(schema, config)
         c, d = config, config.embedding_dim
-        self.embedding = FeatureEmbedding(schema, d)
+        self.embedding = FeatureEmbedding(schema, d, c.time_aware)
         M, T = schema.num_categorical_tokens, schema.num_tasks
         seq = schema.sequences
-        if seq is not None and c.sequence_proxies_per_behaviour > seq.max_len:
+        if seq is not None and c.sequence_hubs_per_behaviour > seq.max_len:
             raise ValueError(
-                f"sequence_proxies_per_behaviour ({c.sequence_proxies_per_behaviour}) exceeds the "
+                f"sequence_hubs_per_behaviour ({c.sequence_hubs_per_behaviour}) exceeds the "
                 f"sequence max_len ({seq.max_len}) of the schema"
             )
         if seq is not None:
             self.seq_proj = nn.Linear(len(seq.side_fields) * d, d)
             self.behaviour = nn.Embedding(len(seq.behaviours), d)
         sizes: dict[str, int] = {}
-        if c.use_proxies:
-            self.phi_cat = MLP(M * d, c.proxy_hidden, c.num_categorical_proxies * d, c.dropout)
-            sizes["Cp"] = c.num_categorical_proxies
+        if c.use_hubs:
+            self.phi_cat = MLP(M * d, c.hub_hidden, c.num_categorical_hubs * d, c.dropout)
+            sizes["Cp"] = c.num_categorical_hubs
             if seq is not None:
-                self.phi_seq = MLP(d, c.proxy_hidden, d, c.dropout)
-                k = c.sequence_proxies_per_behaviour
+                self.phi_seq = MLP(d, c.hub_hidden, d, c.dropout)
+                k = c.sequence_hubs_per_behaviour
                 # segment of each position: recency rank (n-1-p, histories are left-padded
                 # with the most recent last) cut into k equal parts, most recent first.
                 rank = torch.arange(seq.max_len).flip(0)
@@ -279,12 +239,10 @@ class INFNet(MultiTaskModel):
                 sizes["Sp"] = len(seq.behaviours) * k
         if c.use_task_tokens:
             self.task_tokens = nn.Parameter(torch.randn(T, d) * 0.1)  # T
-            if c.use_proxies:
-                self.shared_task_tokens = nn.Parameter(
-                    torch.randn(c.num_shared_task_tokens, d) * 0.1
-                )
-                sizes["Tp"] = c.num_shared_task_tokens
-        if not c.structured and c.use_proxies and seq is not None:
+            if c.use_hubs:
+                self.shared_task_tokens = nn.Parameter(torch.randn(c.num_shared_task_hubs, d) * 0.1)
+                sizes["Tp"] = c.num_shared_task_hubs
+        if not c.structured and c.use_hubs and seq is not None:
             sizes = {"Xp": sizes.pop("Cp") + sizes.pop("Sp"), **sizes}  # X~ = [C~; S~]
         features = ["C", "S"] if seq is not None else ["C"]
         if not c.structured and seq is not None:
@@ -292,25 +250,25 @@ class INFNet(MultiTaskModel):
         tasks = ["T"] if c.use_task_tokens else []
         self.token_names = features + tasks
         flows, gates = self._topology(features, tasks, sizes)
-        if not c.use_proxies:
+        if not c.use_hubs:
             sizes = {f"{n}p": 1 for n in self.token_names}
         # What the heads read, then backwards through the blocks what each block must
         # compute: the paper's last block updates C~, S~ and gates C, S although nothing
         # reads them afterwards, and without the PGU nothing reads any proxy at all.
         proxies = [n for n in sizes if n != "Tp"]
-        self.head_inputs = tasks or (proxies if c.use_proxies else self.token_names)
+        self.head_inputs = tasks or (proxies if c.use_hubs else self.token_names)
         needed, blocks = set(self.head_inputs), []
         for _ in range(c.num_blocks):
-            full = None if c.use_proxies else self.token_names
-            f, g, needed = _live(flows, gates, needed, c.pgu_proxies == "pre", full)
-            blocks.append(_Block(sizes, f, g, c, full=not c.use_proxies))
+            full = None if c.use_hubs else self.token_names
+            f, g, needed = _live(flows, gates, needed, c.pgu_hubs == "pre", full)
+            blocks.append(_Block(sizes, f, g, c, full=not c.use_hubs))
         self.blocks = nn.ModuleList(reversed(blocks))
         self.inputs = needed  # the token and proxy sets the first block reads
-        if c.use_proxies and not {"Cp", "Xp"} & needed:
+        if c.use_hubs and not {"Cp", "Xp"} & needed:
             del self.phi_cat
-        if c.use_proxies and seq is not None and not {"Sp", "Xp"} & needed:
+        if c.use_hubs and seq is not None and not {"Sp", "Xp"} & needed:
             del self.phi_seq
-        if c.use_task_tokens and c.use_proxies and "Tp" not in needed:
+        if c.use_task_tokens and c.use_hubs and "Tp" not in needed:
             del self.shared_task_tokens
         self.heads = nn.ModuleList(MLP(d, c.head_hidden, 1, c.dropout) for _ in range(T))
 
@@ -320,7 +278,7 @@ class INFNet(MultiTaskModel):
         c = self.config
         flows: dict[str, list[str]] = {}
         gates: dict[str, list[str]] = {}
-        if c.use_proxies and c.heterogeneous_flow:
+        if c.use_hubs and c.aggregation:
             for f in features:
                 # typed: a proxy reads the other types (its own type is the homogeneous
                 # flow's); untyped: there is one type, so it reads all features.
@@ -329,10 +287,10 @@ class INFNet(MultiTaskModel):
             if tasks:
                 flows["Tp"] = list(features)
                 flows["T"] = list(features)
-        if c.homogeneous_flow:
+        if c.broadcast != "none":
             for x in features + tasks:
                 gates[x] = [f"{x}p"]
-            if tasks and c.use_proxies and not c.heterogeneous_flow:
+            if tasks and c.use_hubs and not c.aggregation:
                 gates["T"] = [p for p in sizes]  # the only path from the inputs to T
         return flows, gates
 
@@ -359,7 +317,7 @@ class INFNet(MultiTaskModel):
         h: Tokens = {"C": C}
         mask: Masks = {"C": None}
         if hasattr(self, "phi_cat"):
-            h["Cp"] = self.phi_cat(C.flatten(1)).view(B, c.num_categorical_proxies, -1)
+            h["Cp"] = self.phi_cat(C.flatten(1)).view(B, c.num_categorical_hubs, -1)
             mask["Cp"] = None
         if self.schema.sequences is not None:
             s, m = self._sequence(batch)  # [U, F, n, d], [U, F, n]: once per history
@@ -415,23 +373,21 @@ class INFNet(MultiTaskModel):
         and the shared task tokens ("shared", [B, N_s, .]) over the categorical ([., M]) and
         sequence ([., L]) tokens, keyed "task/categorical", "task/sequence", "shared/...".
         Each map is one softmax (rows sum to 1 over real keys; padded keys get 0); under
-        use_proxies=false the single softmax runs over all tokens, sliced here. Under
-        pgu_proxies="pre" nothing reads the final block's T~ update, so "shared/*" come
+        use_hubs=false the single softmax runs over all tokens, sliced here. Under
+        pgu_hubs="pre" nothing reads the final block's T~ update, so "shared/*" come
         from the block before it."""
         c = self.config
-        if not c.use_task_tokens or not c.heterogeneous_flow:
-            raise ValueError(
-                "attention_maps needs use_task_tokens=true and heterogeneous_flow=true"
-            )
+        if not c.use_task_tokens or not c.aggregation:
+            raise ValueError("attention_maps needs use_task_tokens=true and aggregation=true")
         w: dict[str, torch.Tensor] = {}
         self._run(batch, w)
         M = self.schema.num_categorical_tokens
         L = batch.seq_mask[0].numel() if self.schema.sequences is not None else 0
         N = self.schema.num_tasks
         maps: dict[str, torch.Tensor] = {}
-        queries = {"task": "T", "shared": "Tp"} if c.use_proxies else {"task": "T"}
+        queries = {"task": "T", "shared": "Tp"} if c.use_hubs else {"task": "T"}
         for label, q in queries.items():
-            if not c.use_proxies:
+            if not c.use_hubs:
                 rows = w["all"][:, M + L : M + L + N]  # task rows of [C; S; T] x [C; S; T]
                 maps[f"{label}/categorical"] = rows[..., :M]
                 if L:
