@@ -30,12 +30,33 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 def small_grids(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
-        suites.ablation, "ABLATIONS", {"full": {}, "-task tokens": {"use_task_tokens": False}}
+        suites.ablation,
+        "ABLATIONS",
+        {
+            "v2": {
+                "v2 full": {"preset": "v2"},
+                "-task": {"preset": "v2", "use_task_tokens": False},
+            },
+            "v2 micro-ablations": {"fusion=sum": {"preset": "v2", "fusion": "sum"}},
+        },
     )
     monkeypatch.setattr(
-        suites.proxies, "SWEEPS", {"categorical proxies m": ("num_categorical_proxies", [2, 4])}
+        suites.proxies,
+        "SWEEPS",
+        {"v2 categorical hubs n_c": ("num_categorical_hubs", [2, 4], {"preset": "v2"})},
     )
     monkeypatch.setattr(suites.proxies, "QUICK_SWEEPS", {})
+    monkeypatch.setattr(
+        suites.variants,
+        "VARIANTS",
+        {
+            "INFNet v2": ("infnet", {"preset": "v2"}),
+            "v2 + time-aware tokens": ("infnet", {"preset": "v2", "time_aware": True}),
+            "DIN": ("din", {}),
+        },
+    )
+    monkeypatch.setattr(suites.scaling, "QUICK_WIDTHS", [8])
+    monkeypatch.setattr(suites.scaling, "QUICK_DEPTHS", [1, 2])
 
 
 def context(data: PreparedDataset, out: Path, cache: Path, seeds: list[int]) -> suites.Context:
@@ -132,12 +153,29 @@ def test_suite_numbers(paper) -> None:
     corr = results["correlation"]
     labels = np.array(corr["label_correlation"], dtype=float)
     assert np.allclose(np.diag(labels), 1.0) and np.allclose(labels, labels.T)
-    ablation = results["ablation"]["variants"]
-    assert ablation["full"]["relative_loss"]["values"] == [0.0]  # quick: grids run the first seed
-    sweep = results["proxies"]["sweeps"]["categorical proxies m"]
+    ablation = results["ablation"]["tables"]
+    assert ablation["v2"]["v2 full"]["relative_loss"]["values"] == [0.0]  # quick: first seed
+    micro = ablation["v2 micro-ablations"]["fusion=sum"]  # against the v2 table's reference
+    assert micro["relative_loss"]["values"] == pytest.approx(
+        [micro["mtl_auc"]["values"][0] / ablation["v2"]["v2 full"]["mtl_auc"]["values"][0] - 1]
+    )
+    sweep = results["proxies"]["sweeps"]["v2 categorical hubs n_c"]
     assert [e["value"] for e in sweep] == [2, 4]
     assert all(e["latency_ms"] > 0 and e["peak_mb"] > 0 for e in sweep)
-    assert sweep[0]["parameters"] < sweep[1]["parameters"]  # phi_cat's output grows with m
+    assert sweep[0]["parameters"] < sweep[1]["parameters"]  # H_C's MLP output grows with n_c
+    variants = results["variants"]["variants"]
+    din_auc = variants["DIN"]["is_click/auc"]["values"]
+    against = variants["INFNet v2"]["against_din"]["is_click"]
+    t, p = paired_ttest(variants["INFNet v2"]["is_click/auc"]["values"], din_auc)
+    assert (against["t"], against["p_ttest"]) == pytest.approx((t, p), nan_ok=True)
+    oracle = data.stats["oracle_auc"]["test"]["is_click"]
+    assert variants["DIN"]["signal_share"]["is_click"] == pytest.approx(
+        (np.mean(din_auc) - 0.5) / (oracle - 0.5)
+    )
+    scaling = results["scaling"]["models"]
+    for model in ("infnet", "wukong"):
+        flops = [e["flops_per_sample"] for e in scaling[model]]
+        assert len(flops) == 2 and 0 < flops[0] < flops[1]  # one more block or layer costs more
     eff = results["efficiency"]
     assert {m["model"] for m in eff["models"]} == {"fm", "infnet"}
     points = {(p["layer"], p["tokens"]): p for p in eff["scaling"]["points"]}
@@ -154,7 +192,7 @@ def test_suite_numbers(paper) -> None:
     for entry in att["breadth"].values():
         assert 0.0 <= entry["normalized"] <= 1.0 + 1e-9
     assert set(att["maps"]) == {"categorical", "sequence"}
-    assert len(att["maps"]["categorical"]["rows"]) == data.schema.num_tasks + 2  # N_s = 2
+    assert len(att["maps"]["categorical"]["rows"]) == data.schema.num_tasks + 4  # v2: N_s = 4
 
 
 def test_a_rerun_trains_nothing(paper, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -166,10 +204,14 @@ def test_a_rerun_trains_nothing(paper, monkeypatch: pytest.MonkeyPatch) -> None:
     ctx = context(data, out / "again", out / "runs", [0, 1])
     again = suites.run_suite("ablation", ctx)
     assert calls == [] and ctx.runner.trained == 0
-    assert (
-        again["ablation"]["variants"]["full"]["mtl_auc"]["values"]
-        == results["ablation"]["variants"]["full"]["mtl_auc"]["values"]
-    )
+    full = ("tables", "v2", "v2 full", "mtl_auc", "values")
+
+    def get(r: dict, keys: tuple) -> object:
+        for k in keys:
+            r = r[k]
+        return r
+
+    assert get(again["ablation"], full) == get(results["ablation"], full)
     assert {r["status"] for r in again["ablation"]["runs"]} == {"cached"}
 
 
@@ -181,23 +223,25 @@ def test_a_failing_run_is_recorded_and_the_suite_goes_on(
         suites.ablation,
         "ABLATIONS",
         {
-            "full": {},
-            "bad option": {"num_categorical_proxies": 0},
-            "bad build": {"sequence_proxies_per_behaviour": 99},
+            "v2": {
+                "v2 full": {"preset": "v2"},
+                "bad option": {"num_categorical_hubs": 0},
+                "bad build": {"preset": "v1", "sequence_hubs_per_behaviour": 99},
+            }
         },
     )
     result = suites.run_suite("ablation", context(data, out / "failing", out / "runs", [0]))
     runs = {r["label"]: r for r in result["ablation"]["runs"]}
-    assert runs["full"]["status"] == "cached"
+    assert runs["v2 full"]["status"] == "cached"
     assert (
         runs["bad option"]["status"] == "failed"
-        and "num_categorical_proxies" in runs["bad option"]["error"]
+        and "num_categorical_hubs" in runs["bad option"]["error"]
     )
     assert runs["bad build"]["status"] == "failed" and "max_len" in runs["bad build"]["error"]
     assert (Path(runs["bad build"]["run_dir"]) / "error.txt").is_file()
-    assert math.isfinite(result["ablation"]["variants"]["full"]["mtl_auc"]["mean"])
+    assert math.isfinite(result["ablation"]["tables"]["v2"]["v2 full"]["mtl_auc"]["mean"])
     saved = strict_json(out / "failing" / "results.json")
-    assert saved["ablation"]["variants"]["bad option"]["mtl_auc"]["mean"] is None
+    assert saved["ablation"]["tables"]["v2"]["bad option"]["mtl_auc"]["mean"] is None
     report = (out / "failing" / "report.md").read_text()
     assert "Failed runs" in report and "bad build" in report
 
@@ -207,7 +251,7 @@ def test_unknown_suite_and_model_list_the_valid_ones(small_prepared: Path, tmp_p
     result = runner.invoke(
         app, ["experiment", "nope", "--data", str(small_prepared), "--out", str(tmp_path)]
     )
-    assert result.exit_code != 0 and "compare, correlation, ablation" in result.output
+    assert result.exit_code != 0 and "compare, variants, correlation, ablation" in result.output
     result = runner.invoke(
         app,
         [
@@ -259,7 +303,7 @@ def test_workers_train_the_same_runs_as_one_process(small_prepared: Path, tmp_pa
         RunSpec("fm", "fm", {}, TRAIN, 0),
         RunSpec("lr", "lr", {}, TRAIN, 0),
         RunSpec("fm again", "fm", {}, TRAIN, 0),
-        RunSpec("bad", "infnet", {"num_categorical_proxies": 0}, TRAIN, 0),
+        RunSpec("bad", "infnet", {"num_categorical_hubs": 0}, TRAIN, 0),
     ]
     sequential = Runner(data, tmp_path / "one", progress=False).run_all(specs[:2])
     parallel = Runner(data, tmp_path / "two", progress=False, workers=2, threads=1)
@@ -268,7 +312,7 @@ def test_workers_train_the_same_runs_as_one_process(small_prepared: Path, tmp_pa
     finally:
         parallel.close()
     assert [r["status"] for r in records] == ["trained", "trained", "cached", "failed"]
-    assert parallel.trained == 2 and "num_categorical_proxies" in records[3]["error"]
+    assert parallel.trained == 2 and "num_categorical_hubs" in records[3]["error"]
     for a, b in zip(sequential, records[:2], strict=True):
         # thread counts differ (reduction order), so equal up to float noise
         assert a["test"]["mtl_auc"] == pytest.approx(b["test"]["mtl_auc"], abs=1e-4)

@@ -17,7 +17,7 @@ def experiment(
     suite: Annotated[
         str,
         typer.Argument(
-            help="compare, correlation, ablation, proxies, efficiency, attention or paper (all)."
+            help="compare, variants, correlation, ablation, proxies, efficiency, scaling, attention or paper (all)."
         ),
     ],
     data: Annotated[Path, typer.Option(help="Prepared dataset directory.")],

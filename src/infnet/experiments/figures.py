@@ -167,3 +167,33 @@ def bars(
     ax.set_title(title)
     ax.grid(alpha=0.3, axis="y")
     return _save(fig, path)
+
+
+def curves(
+    series: dict[str, tuple[Sequence[float], Sequence[float], Sequence[str]]],
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    path: Path,
+) -> Path:
+    """One labelled point series per name, (x, y, point labels), x on a log scale; each
+    series' points are joined in x order. NaN points are skipped."""
+    fig = Figure(figsize=(7.0, 5.0))
+    ax = fig.subplots()
+    for name, (x, y, labels) in series.items():
+        order = np.argsort(np.asarray(x, dtype=np.float64))
+        xs = np.asarray(x, dtype=np.float64)[order]
+        ys = np.asarray(y, dtype=np.float64)[order]
+        ax.plot(xs, ys, marker="o", label=name)
+        for i in order:
+            if np.isfinite(y[i]):
+                ax.annotate(
+                    labels[i], (x[i], y[i]), textcoords="offset points", xytext=(3, 3), fontsize=7
+                )
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)

@@ -119,3 +119,16 @@ def parameter_bytes(model: torch.nn.Module) -> dict[str, int]:
             p.numel() * p.element_size()
         )
     return sizes
+
+
+def forward_flops(model: torch.nn.Module, batch: Any) -> float:
+    """Forward FLOPs per sample of `model(batch)` in eval mode, as torch.utils.flop_counter
+    counts them (matrix products and attention: 2 FLOPs per multiply-add; elementwise work
+    is not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model.eval()
+    counter = FlopCounterMode(display=False)
+    with counter:  # with autograd on: its module tracker needs grad functions
+        model(batch)
+    return counter.get_total_flops() / len(batch)

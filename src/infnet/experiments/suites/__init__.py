@@ -20,15 +20,19 @@ from infnet.experiments.suites import (
     correlation,
     efficiency,
     proxies,
+    scaling,
+    variants,
 )
 from infnet.experiments.suites.context import QUICK_ROWS, QUICK_TRAIN, Context
 
 SUITES: dict[str, Callable[[Context, Report], dict[str, Any]]] = {
     "compare": compare.run,
+    "variants": variants.run,
     "correlation": correlation.run,
     "ablation": ablation.run,
     "proxies": proxies.run,
     "efficiency": efficiency.run,
+    "scaling": scaling.run,
     "attention": attention.run,
 }
 ALL = [*SUITES, "paper"]

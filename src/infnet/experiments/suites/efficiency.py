@@ -4,11 +4,12 @@
 2. Scaling with the number of tokens n (4.5.1): one attention layer of each kind over the
    same tokens X [B, n, d], time and peak tensor memory as n grows:
      full attention    softmax(Q K^T / sqrt(d_k)) V over all n tokens, O(n^2 d): the layer
-                       INFNet's use_proxies=false runs (layers.CrossAttention);
+                       INFNet's use_hubs=false runs (layers.CrossAttention);
      linear attention  phi(Q) (phi(K)^T V) / (phi(Q) phi(K)^T 1), phi = elu + 1
                        (Katharopoulos et al. 2020), O(n d^2): `LinearAttention` below;
-     INFNet            P = m + F + N_s + N_task proxy/task queries attend over the n
-                       tokens, then the PGU gates all n tokens, O(P n d): `ProxyBlock`.
+     INFNet            P = n_c + F n_s + N_task + N_s hubs (v2 defaults) attend over the n
+                       tokens, then a gated broadcast unit updates all n tokens, O(P n d):
+                       `HubBlock`.
 3. Memory breakdown (4.5.2) of INFNet against its full-attention variant on one test
    batch: embedding tables, other parameters, and the peak tensor memory of the forward by
    class (embeddings looked up, attention weights, other activations; measure.py).
@@ -28,9 +29,9 @@ from infnet.experiments.measure import latency_ms, parameter_bytes, peak_memory
 from infnet.experiments.report import Report, fmt
 from infnet.experiments.suites.context import Context
 from infnet.models import available_models, build_model, model_class
-from infnet.models.infnet import INFNet
+from infnet.models.infnet_config import INFNetConfig
 from infnet.models.layers.attention import CrossAttention
-from infnet.models.layers.pgu import PGU
+from infnet.models.layers.bgu import BGU
 
 MB = 2**20
 
@@ -57,20 +58,21 @@ class LinearAttention(nn.Module):
         return self.out(out.reshape(B, n, d))
 
 
-class ProxyBlock(nn.Module):
-    """INFNet's cost structure on one token set: P learnable queries attend over X, then a
-    PGU gates every token of X with the updated queries."""
+class HubBlock(nn.Module):
+    """INFNet v2's cost structure on one token set: P hubs aggregate X by cross attention,
+    then a gated broadcast unit updates every token of X from them."""
 
     def __init__(self, dim: int, num_heads: int, num_queries: int) -> None:
         super().__init__()
         self.queries = nn.Parameter(torch.randn(num_queries, dim) * 0.1)
         self.attn = CrossAttention(dim, num_heads)
-        self.pgu = PGU(num_queries, dim, [32], gate="2sigmoid")
+        self.norm = nn.LayerNorm(dim)
+        self.bgu = BGU(num_queries, dim, [32])
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         q = self.queries.expand(x.shape[0], -1, -1)
-        q = q + self.attn(q, x, mask)[0]
-        return self.pgu(x, q)
+        q = self.norm(q + self.attn(q, x, mask)[0])
+        return self.bgu(x, q)
 
 
 class FullAttention(nn.Module):
@@ -89,7 +91,7 @@ def scaling(
     layers = {
         "full attention": FullAttention(dim, heads),
         "linear attention": LinearAttention(dim, heads),
-        "INFNet": ProxyBlock(dim, heads, queries),
+        "INFNet": HubBlock(dim, heads, queries),
     }
     out = []
     for n in lengths:
@@ -134,7 +136,7 @@ def _model_costs(
 
 def _breakdown(ctx: Context, batch: Any) -> dict[str, dict[str, float]]:
     out = {}
-    for label, options in (("full attention", {"use_proxies": False}), ("INFNet", {})):
+    for label, options in (("full attention", {"use_hubs": False}), ("INFNet", {})):
         torch.manual_seed(0)
         model = build_model("infnet", ctx.schema, options).eval()
         mem = peak_memory(lambda m=model: m(batch))
@@ -187,11 +189,11 @@ def run(ctx: Context, report: Report) -> dict[str, Any]:
     section.figure(path, "Inference time and parameters of every model (paper Fig. 6)")
 
     # 4.5.1: scaling with the number of tokens
-    cfg, schema = INFNet.Config(), ctx.schema
+    cfg, schema = INFNetConfig(), ctx.schema
     queries = (
-        cfg.num_categorical_proxies
-        + schema.num_behaviours * cfg.sequence_proxies_per_behaviour
-        + cfg.num_shared_task_tokens
+        cfg.num_categorical_hubs
+        + schema.num_behaviours * cfg.sequence_hubs_per_behaviour
+        + cfg.num_shared_task_hubs
         + schema.num_tasks
     )
     lengths = [64, 256, 1024] if ctx.quick else [64, 128, 256, 512, 1024, 2048, 4096]
@@ -202,8 +204,8 @@ def run(ctx: Context, report: Report) -> dict[str, Any]:
     section.text(
         f"Scaling (4.5.1): one layer of each kind over the same n tokens (batch {scale_batch}, d = {d}, "
         f"{cfg.num_heads} heads, a quarter of the tokens padding); INFNet's layer is {queries} queries "
-        f"(m = {cfg.num_categorical_proxies}, F x k = {schema.num_behaviours * cfg.sequence_proxies_per_behaviour}, "
-        f"N_s = {cfg.num_shared_task_tokens}, N_task = {schema.num_tasks}) over the n tokens plus the PGU. "
+        f"(preset {cfg.preset}: n_c = {cfg.num_categorical_hubs}, F x n_s = {schema.num_behaviours * cfg.sequence_hubs_per_behaviour}, "
+        f"N_s = {cfg.num_shared_task_hubs}, N_task = {schema.num_tasks}) over the n tokens plus the broadcast unit. "
         "Operation counts: full n^2 d, linear n d^2, INFNet P n d. Full attention runs torch's fused "
         "scaled-dot-product kernel, which does not keep the n x n weights, so its memory grows slower than n^2."
     )

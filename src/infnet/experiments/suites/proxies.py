@@ -1,5 +1,5 @@
-"""The proxy sweeps (source document 4.4.2, paper Fig. 4): AUC, latency and peak memory
-as the proxy and shared task token counts change."""
+"""The hub (v1: proxy) sweeps (source document 4.4.2, paper Fig. 4): AUC, latency and peak
+memory as the hub and shared task hub counts change, for each design."""
 
 from __future__ import annotations
 
@@ -23,16 +23,27 @@ from infnet.experiments.suites.context import (
 )
 from infnet.models import build_model
 
-# Proxy sweeps (source document 4.4.2, paper Fig. 4): option -> values.
-SWEEPS: dict[str, tuple[str, list[int]]] = {
-    "categorical proxies m": ("num_categorical_proxies", [1, 2, 4, 8, 16]),
-    "sequence proxies per behaviour k": ("sequence_proxies_per_behaviour", [1, 2, 4]),
-    "shared task tokens N_s": ("num_shared_task_tokens", [1, 2, 3]),
+# Sweeps: name -> (option, values, the design's options); v1 as the source document
+# 4.4.2, v2 as the revised paper (n_c categorical hubs; n_s shared task hubs, whose v2
+# default 4 is the middle of its range).
+SWEEPS: dict[str, tuple[str, list[int], dict[str, Any]]] = {
+    "v1 categorical proxies m": ("num_categorical_hubs", [1, 2, 4, 8, 16], {"preset": "v1"}),
+    "v1 sequence proxies per behaviour k": (
+        "sequence_hubs_per_behaviour",
+        [1, 2, 4],
+        {"preset": "v1"},
+    ),
+    "v1 shared task tokens N_s": ("num_shared_task_hubs", [1, 2, 3], {"preset": "v1"}),
+    "v2 categorical hubs n_c": ("num_categorical_hubs", [4, 8, 16, 32, 64], {"preset": "v2"}),
+    "v2 shared task hubs n_s": ("num_shared_task_hubs", [1, 2, 4, 8], {"preset": "v2"}),
 }
-QUICK_SWEEPS = {
-    "num_categorical_proxies": [1, 4, 16],
-    "sequence_proxies_per_behaviour": [1, 2],
-    "num_shared_task_tokens": [1, 2],
+# --quick: the ends and the default of each sweep
+QUICK_SWEEPS: dict[str, list[int]] = {
+    "v1 categorical proxies m": [1, 4, 16],
+    "v1 sequence proxies per behaviour k": [1, 2],
+    "v1 shared task tokens N_s": [1, 2],
+    "v2 categorical hubs n_c": [4, 16, 64],
+    "v2 shared task hubs n_s": [1, 4, 8],
 }
 
 
@@ -45,22 +56,27 @@ def run(ctx: Context, report: Report) -> dict[str, Any]:
             opt,
             [
                 v
-                for v in (QUICK_SWEEPS.get(opt, values) if ctx.quick else values)
-                if opt != "sequence_proxies_per_behaviour" or seq is None or v <= seq.max_len
+                for v in (QUICK_SWEEPS.get(name, values) if ctx.quick else values)
+                if opt != "sequence_hubs_per_behaviour" or seq is None or v <= seq.max_len
             ],
+            base,
         )
-        for name, (opt, values) in SWEEPS.items()
+        for name, (opt, values, base) in SWEEPS.items()
     }
+
+    def label(base: dict[str, Any], opt: str, v: int) -> str:
+        return f"{base.get('preset', 'default')} {opt}={v}"
+
     specs = [
-        ctx.spec(f"{opt}={v}", INFNET, {opt: v}, s)
-        for _, (opt, values) in sweeps.items()
+        ctx.spec(label(base, opt, v), INFNET, {**base, opt: v}, s)
+        for _, (opt, values, base) in sweeps.items()
         for v in values
         for s in ctx.grid_seeds
     ]
     groups = by_label(ctx.runner.run_all(specs, "proxies"))
     batch = ctx.data.batch_at("test", np.arange(min(ctx.latency_batch, ctx.data.num_rows("test"))))
     main = main_task(ctx.schema)
-    section = report.section("Proxy counts (source document 4.4.2, paper Fig. 4)")
+    section = report.section("Hub counts (source document 4.4.2, paper Fig. 4)")
     section.text(
         f"One count varied at a time, the others at their defaults. Latency: median ms of one "
         f"inference batch of {len(batch.user)} test rows over {ctx.reps} repetitions, in process, "
@@ -69,17 +85,18 @@ def run(ctx: Context, report: Report) -> dict[str, Any]:
     )
     results: dict[str, Any] = {}
     panels = []
-    for name, (opt, values) in sweeps.items():
+    for name, (opt, values, base) in sweeps.items():
         rows, entries = [], []
         for v in values:
-            rs = groups[f"{opt}={v}"]
+            rs = groups[label(base, opt, v)]
             torch.manual_seed(0)
-            model = build_model(INFNET, ctx.schema, {opt: v}).eval()
+            model = build_model(INFNET, ctx.schema, {**base, opt: v}).eval()
             ms = latency_ms(lambda m=model: m(batch), ctx.reps)
             mb = peak_memory(lambda m=model: m(batch)).total_peak / 2**20
             entry = {
                 "option": opt,
                 "value": v,
+                "options": {**base, opt: v},
                 "auc": summary([metric(r, f"{main}/auc") for r in rs]),
                 "mtl_auc": summary([metric(r, "mtl_auc") for r in rs]),
                 "latency_ms": ms,
@@ -115,7 +132,7 @@ def run(ctx: Context, report: Report) -> dict[str, Any]:
             )
         )
     path = figures.sweep_panels(panels, figure_path(ctx, "proxies"))
-    section.figure(path, "MTL-AUC (top), latency and peak memory (bottom) against each proxy count")
+    section.figure(path, "MTL-AUC (top), latency and peak memory (bottom) against each hub count")
     all_records = [r for rs in groups.values() for r in rs]
     failures(section, all_records)
     return {
