@@ -96,3 +96,26 @@ def make_batch(schema: Schema, batch_size: int = 16, seed: int = 0, empty_rows: 
         label_mask=torch.ones(batch_size, T, dtype=torch.bool),
         user=torch.randint(0, 5, (batch_size,), generator=g),
     )
+
+
+def task_loss(model, batch: Batch) -> torch.Tensor:
+    """BCE over the binary tasks plus MSE over the regression tasks of a model's logits."""
+    y = model(batch).logits
+    binary = [i for i, t in enumerate(model.schema.tasks) if t.kind == "binary"]
+    reg = [i for i, t in enumerate(model.schema.tasks) if t.kind == "regression"]
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(
+        y[:, binary], batch.labels[:, binary]
+    )
+    return bce + torch.nn.functional.mse_loss(y[:, reg], batch.labels[:, reg])
+
+
+def overfit_ratio(model, batch: Batch, steps: int = 100, lr: float = 1e-2) -> float:
+    """The task loss after `steps` Adam steps on one batch, over the loss before them."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    first = task_loss(model, batch).item()
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = task_loss(model, batch)
+        loss.backward()
+        opt.step()
+    return loss.item() / first

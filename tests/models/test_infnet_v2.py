@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.helpers import make_batch, make_schema
-from torch import nn
+from tests.helpers import make_batch, make_schema, overfit_ratio, task_loss
 
 from infnet.config import ConfigError, validate
 from infnet.data.batch import Batch
@@ -44,14 +43,6 @@ VARIANTS = {
 def _model(config: dict, schema=None, seed: int = 0) -> INFNet:
     torch.manual_seed(seed)
     return build_model("infnet", schema or make_schema(), {"preset": "v2", **config})
-
-
-def _loss(model: INFNet, batch: Batch) -> torch.Tensor:
-    y = model(batch).logits
-    binary = [i for i, t in enumerate(model.schema.tasks) if t.kind == "binary"]
-    reg = [i for i, t in enumerate(model.schema.tasks) if t.kind == "regression"]
-    bce = nn.functional.binary_cross_entropy_with_logits(y[:, binary], batch.labels[:, binary])
-    return bce + nn.functional.mse_loss(y[:, reg], batch.labels[:, reg])
 
 
 def test_preset_fills_every_option_and_an_explicit_one_overrides_it() -> None:
@@ -95,7 +86,7 @@ def test_shapes_finite_and_every_parameter_gets_a_gradient(name: str) -> None:
     model = _model(VARIANTS[name], schema)
     y = model(batch).logits
     assert y.shape == (12, 3) and torch.isfinite(y).all()
-    _loss(model, batch).backward()
+    task_loss(model, batch).backward()
     # parts nothing reads are not built (the last block's C and S broadcasts; without
     # broadcast the C and S hubs), so every parameter is trained
     missing = [
@@ -157,7 +148,7 @@ def test_empty_histories_and_no_sequences_are_finite() -> None:
     empty = make_batch(schema, batch_size=6, empty_rows=6)
     for config in ({}, {"use_hubs": False}, {"candidate_hub": True, "time_aware": True}):
         model = _model(config, schema)
-        loss = _loss(model, empty)
+        loss = task_loss(model, empty)
         loss.backward()
         assert torch.isfinite(loss)
         assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
@@ -211,14 +202,7 @@ def test_overfits_a_small_batch() -> None:
     schema = make_schema()
     batch = make_batch(schema, batch_size=16, seed=3)
     model = _model({"wide_heads": True}, schema)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    first = _loss(model, batch).item()
-    for _ in range(100):
-        opt.zero_grad()
-        loss = _loss(model, batch)
-        loss.backward()
-        opt.step()
-    assert loss.item() < 0.2 * first, (first, loss.item())
+    assert overfit_ratio(model, batch) < 0.2
 
 
 def test_bad_configs_name_the_problem() -> None:
