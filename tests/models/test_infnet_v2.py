@@ -181,7 +181,7 @@ def test_candidate_hub_reads_only_the_sequence_and_the_heads_widen() -> None:
     first = model.net.blocks[0]
     assert first.aggregate["candidate"].views == ["sequence"]
     assert "candidate" in first.reads["task"]
-    assert model.net.heads[0][0].in_features == 16 + 16 * 16  # T_i || Flatten H_C
+    assert model.net.heads[0][0].in_features == 16 + 16 * 16 + 3 * 16  # T_i, H_C, H_cand
 
 
 def test_attention_maps_are_distributions_over_real_tokens() -> None:

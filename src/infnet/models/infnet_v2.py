@@ -44,7 +44,10 @@ Project extensions (off in the preset, measured in the v2 suite):
 - candidate_hub: the candidate item's side-field embeddings [K, d] as one more hub set that
   reads only the sequence tokens (DIN's target attention, inside the linear budget: K x L
   scores), read by the task tokens' broadcast.
-- wide_heads: y_i = MLP_i([T_i || Flatten H_C]): the heads see more than one d-wide token.
+- wide_heads: y_i = MLP_i([T_i || Flatten H_C]): the heads see more than one d-wide token;
+  with the candidate hub as well, MLP_i([T_i || Flatten H_C || Flatten H_cand]), so the
+  candidate's read of the history reaches the heads directly, as DIN's tower reads its
+  attention-pooled history.
 
 Shared histories (serving): S and H_S before the first block depend on the history alone,
 so `forward(batch, seq_index)` builds them once per history and gathers them per row.
@@ -262,10 +265,17 @@ class INFNetV2(MultiTaskModel):
         for h, name in (("categorical", "categorical_hubs"), ("sequence", "sequence_hubs")):
             if h in hub_sizes and h not in first_reads:
                 delattr(self, name)
-        width = d + (c.num_categorical_hubs * d if c.wide_heads else 0)
+        wide = self._wide_hubs(hub_sizes)
+        width = d + sum(hub_sizes[h] for h in wide) * d
         self.heads = nn.ModuleList(MLP(width, c.head_hidden, 1, c.dropout) for _ in range(N))
 
     # --- topology ------------------------------------------------------------------------
+    def _wide_hubs(self, hub_sizes: dict[Group, int]) -> list[Group]:
+        """The hub sets the wide heads read."""
+        if not self.config.wide_heads:
+            return []
+        return ["categorical", *(["candidate"] if "candidate" in hub_sizes else [])]
+
     def _blocks(self, hub_sizes: dict[Group, int]) -> tuple[list[nn.Module], set[Group]]:
         """The blocks, and the hub sets the first one reads."""
         c = self.config
@@ -287,8 +297,7 @@ class INFNetV2(MultiTaskModel):
         # What the heads read, then backwards what each block must compute.
         live_tokens = {"task"} if "task" in self.groups and c.broadcast != "none" else set()
         live_hubs = set() if live_tokens else ({"task"} if "task" in hub_sizes else set(views))
-        if c.wide_heads:
-            live_hubs.add("categorical")
+        live_hubs |= set(self._wide_hubs(hub_sizes))
         blocks = []
         for _ in range(c.num_blocks):
             broadcasts = (
@@ -379,7 +388,7 @@ class INFNetV2(MultiTaskModel):
                 ).mean(0)
             reps = [pooled] * N
         if c.wide_heads:
-            wide = hubs["categorical"].flatten(1)
+            wide = torch.cat([hubs[h].flatten(1) for h in self._wide_hubs(self.hub_sizes)], 1)
             reps = [torch.cat([r, wide], dim=-1) for r in reps]
         return ModelOutput(
             torch.cat([head(r) for head, r in zip(self.heads, reps, strict=True)], -1)

@@ -35,6 +35,10 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "v2 + time-aware tokens": ("infnet", {"preset": "v2", "time_aware": True}),
     "v2 + candidate hub": ("infnet", {"preset": "v2", "candidate_hub": True}),
     "v2 + wide heads": ("infnet", {"preset": "v2", "wide_heads": True}),
+    "v2 + candidate + wide": (
+        "infnet",
+        {"preset": "v2", "candidate_hub": True, "wide_heads": True},
+    ),
     "v2 + time + candidate + wide": (
         "infnet",
         {"preset": "v2", "time_aware": True, "candidate_hub": True, "wide_heads": True},
