@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/scaling.py [--lengths 64 256 1024 4096] [--batch 256] [--dim 16]
 
-The model under test is `INFNet` (its default preset, v2) with num_blocks=1 (tokens,
+The model under test is `INFNet` (its default preset) with num_blocks=1 (tokens,
 hubs, one block, heads), once with hubs (the paper) and once with use_hubs=false (one full
 self-attention
 over all M + L + N_task tokens: the quadratic reference). F = 4 behaviour types of L / 4

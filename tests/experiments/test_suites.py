@@ -192,7 +192,7 @@ def test_suite_numbers(paper) -> None:
     for entry in att["breadth"].values():
         assert 0.0 <= entry["normalized"] <= 1.0 + 1e-9
     assert set(att["maps"]) == {"categorical", "sequence"}
-    assert len(att["maps"]["categorical"]["rows"]) == data.schema.num_tasks + 4  # v2: N_s = 4
+    assert len(att["maps"]["categorical"]["rows"]) == data.schema.num_tasks + 2  # v1: N_s = 2
 
 
 def test_a_rerun_trains_nothing(paper, monkeypatch: pytest.MonkeyPatch) -> None:

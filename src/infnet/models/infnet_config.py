@@ -16,7 +16,7 @@ from pydantic import Field, model_validator
 from infnet.models.base import SequenceModelConfig
 
 Preset = Literal["v1", "v2"]
-DEFAULT_PRESET: Preset = "v2"
+DEFAULT_PRESET: Preset = "v1"
 
 # Per preset, the values of the options whose default depends on it.
 PRESETS: dict[str, dict[str, Any]] = {

@@ -189,7 +189,7 @@ def run(ctx: Context, report: Report) -> dict[str, Any]:
     section.figure(path, "Inference time and parameters of every model (paper Fig. 6)")
 
     # 4.5.1: scaling with the number of tokens
-    cfg, schema = INFNetConfig(), ctx.schema
+    cfg, schema = INFNetConfig(preset="v2"), ctx.schema  # the layer HubBlock measures
     queries = (
         cfg.num_categorical_hubs
         + schema.num_behaviours * cfg.sequence_hubs_per_behaviour

@@ -1,5 +1,5 @@
 """The scaling suite (revised paper's scaling study): test AUC against forward FLOPs per
-sample as the width d and the depth grow, INFNet (its default design) against WuKong, the
+sample as the width d and the depth grow, INFNet (preset v2) against WuKong, the
 model built to scale (Zhang et al. 2024). FLOPs are counted by torch.utils.flop_counter on
 one test batch (matrix products and attention; elementwise work not counted)."""
 
@@ -27,14 +27,15 @@ from infnet.models import build_model
 WIDTHS = [16, 32, 64]
 DEPTHS = [1, 2, 4]
 QUICK_WIDTHS, QUICK_DEPTHS = [16, 32], [1, 2]
-# model -> the option that sets its depth
+# model -> the option that sets its depth, and the model's other options
 MODELS = {"infnet": "num_blocks", "wukong": "num_layers"}
+BASE: dict[str, dict[str, Any]] = {"infnet": {"preset": "v2"}, "wukong": {}}
 
 
 def run(ctx: Context, report: Report) -> dict[str, Any]:
     widths, depths = (QUICK_WIDTHS, QUICK_DEPTHS) if ctx.quick else (WIDTHS, DEPTHS)
     grid = [
-        (model, d, depth, {"embedding_dim": d, option: depth})
+        (model, d, depth, {**BASE[model], "embedding_dim": d, option: depth})
         for model, option in MODELS.items()
         for d in widths
         for depth in depths
