@@ -1,8 +1,9 @@
 """One INFNet block versus the full-attention variant as the total sequence length L grows.
 
     .venv/bin/python benchmarks/scaling.py [--lengths 64 256 1024 4096] [--batch 256] [--dim 16]
+        [--preset v1|v2]
 
-The model under test is `INFNet` (its default preset) with num_blocks=1 (tokens,
+The model under test is `INFNet` (preset v2 by default, --preset) with num_blocks=1 (tokens,
 hubs, one block, heads), once with hubs (the paper) and once with use_hubs=false (one full
 self-attention
 over all M + L + N_task tokens: the quadratic reference). F = 4 behaviour types of L / 4
@@ -33,7 +34,7 @@ import time
 from pathlib import Path
 
 
-def _child(variant: str, mode: str, length: int, batch: int, dim: int) -> dict:
+def _child(variant: str, mode: str, length: int, batch: int, dim: int, preset: str) -> dict:
     import torch
 
     from infnet.data.batch import Batch
@@ -71,7 +72,12 @@ def _child(variant: str, mode: str, length: int, batch: int, dim: int) -> dict:
         label_mask=torch.ones(batch, 3, dtype=torch.bool),
         user=torch.zeros(batch, dtype=torch.long),
     )
-    config = {"embedding_dim": dim, "num_blocks": 1, "use_hubs": variant == "infnet"}
+    config = {
+        "preset": preset,
+        "embedding_dim": dim,
+        "num_blocks": 1,
+        "use_hubs": variant == "infnet",
+    }
     model = build_model("infnet", schema, config)
 
     def call() -> None:
@@ -104,8 +110,11 @@ def _child(variant: str, mode: str, length: int, batch: int, dim: int) -> dict:
     }
 
 
-def _measure(variant: str, mode: str, length: int, batch: int, dim: int, timeout: float) -> dict:
+def _measure(
+    variant: str, mode: str, length: int, batch: int, dim: int, preset: str, timeout: float
+) -> dict:
     cmd = [sys.executable, __file__, "--child", variant, mode, str(length), str(batch), str(dim)]
+    cmd.append(preset)
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -122,20 +131,21 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--dim", type=int, default=16)
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per child")
-    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--preset", default="v2", choices=["v1", "v2"])
+    parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        variant, mode, length, batch, dim = args.child
-        print(json.dumps(_child(variant, mode, int(length), int(batch), int(dim))))
+        variant, mode, length, batch, dim, preset = args.child
+        print(json.dumps(_child(variant, mode, int(length), int(batch), int(dim), preset)))
         return
 
     infnet_ms: dict[int, float] = {}
     last: dict = {}
     for length in args.lengths:
-        row: dict = {"L": length, "batch": args.batch, "dim": args.dim}
+        row: dict = {"L": length, "batch": args.batch, "dim": args.dim, "preset": args.preset}
         for mode, tag in (("forward", "fwd"), ("forward_backward", "fwdbwd")):
             for variant in ("infnet", "full"):
-                r = _measure(variant, mode, length, args.batch, args.dim, args.timeout)
+                r = _measure(variant, mode, length, args.batch, args.dim, args.preset, args.timeout)
                 if "error" in r:
                     row[f"{variant}_{tag}_error"] = r["error"]
                 else:
