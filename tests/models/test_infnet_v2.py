@@ -74,7 +74,7 @@ def test_unknown_preset_or_value_lists_the_valid_ones() -> None:
     with pytest.raises(ConfigError, match="'v1' or 'v2'"):
         validate(INFNetConfig, {"preset": "v3"})
     with pytest.raises(ConfigError, match="'affine', 'scale' or 'shift'"):
-        validate(INFNetConfig, {"bgu_form": "gated"})
+        validate(INFNetConfig, {"preset": "v2", "bgu_form": "gated"})
     with pytest.raises(ConfigError, match="belongs to preset 'v1'"):
         validate(INFNetConfig, {"preset": "v2", "norm": "post"})
 
