@@ -1,4 +1,4 @@
-"""Serving fixtures: a small INFNet trained for one epoch, its export, a loaded feature
+"""Serving fixtures: a small time-aware INFNet v2 trained for one epoch, its export, a loaded feature
 store, live servers on free 127.0.0.1 ports, and a Redis server of the tests' own."""
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from infnet.serving.snapshot import snapshot_from_prepared
 from infnet.serving.stores import open_store
 
 MODEL = "infnet"
-MODEL_OPTIONS = {"embedding_dim": 8, "num_blocks": 1}
+# v2 and time-aware, so every serving test runs the event times -> gaps path offline and online
+MODEL_OPTIONS = {"preset": "v2", "embedding_dim": 8, "num_blocks": 1, "time_aware": True}
 
 
 @pytest.fixture(scope="session")

@@ -34,15 +34,21 @@ def first_test_rows(prepared: Path, as_of: int, count: int) -> list[int]:
 
 
 def eager_scores(
-    run_dir: Path, categorical: np.ndarray, seq_ids: np.ndarray, seq_mask: np.ndarray
+    run_dir: Path,
+    categorical: np.ndarray,
+    seq_ids: np.ndarray,
+    seq_mask: np.ndarray,
+    seq_gap: np.ndarray,
 ) -> np.ndarray:
     from infnet.training.rundir import load_run
 
     _, model, _ = load_run(run_dir)
     module = ScoringModule(model).eval()
+    inputs = {"categorical": categorical, "seq_ids": seq_ids, "seq_mask": seq_mask}
     with torch.inference_mode():
         return module(
-            *(torch.from_numpy(np.ascontiguousarray(a)) for a in (categorical, seq_ids, seq_mask))
+            **{k: torch.from_numpy(np.ascontiguousarray(a)) for k, a in inputs.items()},
+            seq_gap=torch.from_numpy(np.ascontiguousarray(seq_gap)),
         ).numpy()
 
 
@@ -78,6 +84,7 @@ def expected_request(
         categorical,
         batch.seq_ids.numpy().repeat(K, axis=0),
         batch.seq_mask.numpy().repeat(K, axis=0),
+        batch.seq_gap.numpy().repeat(K, axis=0),  # the loader's gaps at the row's time
     )
     body = {
         "request_id": f"row-{row}",

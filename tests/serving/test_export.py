@@ -43,12 +43,14 @@ def test_onnx_runtime_matches_eager_on_real_batches(model_dir, small_prepared):
     import onnxruntime as ort
 
     graph = ort.InferenceSession(str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
-    # INFNet's graph reads each history once: seq_ids [U, F, n, K] and seq_index [B]
+    # INFNet's graph reads each history once: seq_ids [U, F, n, K] and seq_index [B]; the
+    # served model is time-aware, so the histories' gaps come too
     assert [i.name for i in graph.get_inputs()] == [
         "categorical",
         "seq_ids",
         "seq_mask",
         "seq_index",
+        "seq_gap",
     ]
     onnx = load_model_dir(model_dir)
     eager = load_model_dir(model_dir, eager=True)

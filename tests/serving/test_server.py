@@ -283,7 +283,9 @@ def test_request_log_holds_the_exact_features(live_server, model_dir, feature_db
             record.categorical,
             np.broadcast_to(record.seq_ids, (K, *record.seq_ids.shape)).copy(),
             np.broadcast_to(record.seq_mask, (K, *record.seq_mask.shape)).copy(),
+            seq_gap=np.broadcast_to(record.seq_gap, (K, *record.seq_gap.shape)).copy(),
         )
+        assert (record.seq_gap[record.seq_mask] > 0).all()  # the gaps the model read
         served = {str(i["id"]): i["scores"] for i in answer["items"]}
         for k, c in enumerate(record.candidates):
             np.testing.assert_allclose(
