@@ -69,6 +69,7 @@ from infnet.models.embedding import FeatureEmbedding
 from infnet.models.infnet_config import INFNetConfig
 from infnet.models.layers.attention import CrossAttention
 from infnet.models.layers.bgu import BGU
+from infnet.models.layers.hubs import CategoricalHubs, SequenceHubs
 from infnet.models.layers.mlp import MLP
 from infnet.models.layers.pgu import PGU
 from infnet.models.layers.pooling import masked_mean
@@ -76,54 +77,6 @@ from infnet.models.layers.pooling import masked_mean
 Group = str  # "categorical", "sequence", "task"; hubs also "candidate"
 Tokens = dict[Group, torch.Tensor]  # group -> [B, n, d]
 Masks = dict[Group, torch.Tensor | None]  # group -> bool [B, n] (True = real), None: all real
-
-
-class CategoricalHubs(nn.Module):
-    """H_C [B, n_c, d] from C [B, M, d]."""
-
-    def __init__(self, init: str, num_tokens: int, num_hubs: int, dim: int, config) -> None:
-        super().__init__()
-        self.init, self.shape = init, (num_hubs, dim)
-        if init == "mlp":
-            self.mlp = MLP(num_tokens * dim, config.hub_hidden, num_hubs * dim, config.dropout)
-        else:  # mean: offsets from the mean token; random: the hubs themselves
-            self.hubs = nn.Parameter(torch.randn(num_hubs, dim) * 0.1)
-
-    def forward(self, c: torch.Tensor) -> torch.Tensor:
-        if self.init == "mlp":
-            return self.mlp(c.flatten(1)).view(len(c), *self.shape)
-        if self.init == "mean":
-            return c.mean(1, keepdim=True) + self.hubs
-        return self.hubs.expand(len(c), -1, -1)
-
-
-class SequenceHubs(nn.Module):
-    """H_S [B, F * n_s, d] from the sequence tokens s [B, F, n, d] (mask [B, F, n])."""
-
-    def __init__(self, init: str, behaviours: int, per_behaviour: int, dim: int, config) -> None:
-        super().__init__()
-        self.init, self.per_behaviour = init, per_behaviour
-        if init == "mlp":  # MLP_b: one projection per behaviour
-            self.mlps = nn.ModuleList(
-                MLP(dim, config.hub_hidden, per_behaviour * dim, config.dropout)
-                for _ in range(behaviours)
-            )
-        else:
-            self.hubs = nn.Parameter(torch.randn(behaviours, per_behaviour, dim) * 0.1)
-
-    def forward(self, s: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        B, F, n, d = s.shape
-        if self.init == "mlp":
-            pooled = torch.stack(
-                [masked_mean(mlp(s[:, f]), mask[:, f], dim=1) for f, mlp in enumerate(self.mlps)],
-                dim=1,
-            )  # [B, F, n_s * d]
-            return pooled.view(B, F * self.per_behaviour, d)
-        if self.init == "mean":
-            hubs = masked_mean(s, mask, dim=2).unsqueeze(2) + self.hubs  # [B, F, n_s, d]
-        else:
-            hubs = self.hubs.expand(B, -1, -1, -1)
-        return hubs.flatten(1, 2)
 
 
 class Aggregate(nn.Module):
@@ -245,11 +198,18 @@ class INFNetV2(MultiTaskModel):
             self.task_tokens = nn.Parameter(torch.randn(N, d) * 0.1)  # T
         hub_sizes: dict[Group, int] = {}
         if c.use_hubs:
-            self.categorical_hubs = CategoricalHubs(c.hub_init, M, c.num_categorical_hubs, d, c)
+            self.categorical_hubs = CategoricalHubs(
+                c.hub_init, M, c.num_categorical_hubs, d, c.hub_hidden, c.dropout
+            )
             hub_sizes["categorical"] = c.num_categorical_hubs
             if seq is not None:
                 self.sequence_hubs = SequenceHubs(
-                    c.hub_init, len(seq.behaviours), c.sequence_hubs_per_behaviour, d, c
+                    c.hub_init,
+                    len(seq.behaviours),
+                    c.sequence_hubs_per_behaviour,
+                    d,
+                    c.hub_hidden,
+                    c.dropout,
                 )
                 hub_sizes["sequence"] = len(seq.behaviours) * c.sequence_hubs_per_behaviour
             if c.use_task_tokens:
