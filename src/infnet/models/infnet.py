@@ -1,5 +1,7 @@
-"""INFNet, Kuaishou's task-aware Information Flow Network (arXiv 2508.11565), in the design
-of either version of the paper: `preset: v1` (infnet_v1.py, the August 2025 paper: proxies,
+"""INFNet (arXiv 2508.11565), either paper version: preset v1 (default) or v2.
+
+Kuaishou's task-aware Information Flow Network in the design of either version of the
+paper: `preset: v1` (infnet_v1.py, the August 2025 paper: proxies,
 heterogeneous and homogeneous flows) or `preset: v2` (infnet_v2.py, the January 2026
 revision "Aggregate and Broadcast": hubs, aggregate and broadcast phases, width-preserving
 sequence tokens). The options and presets are in infnet_config.py; an explicit option
