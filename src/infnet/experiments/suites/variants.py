@@ -52,7 +52,9 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 def run(ctx: Context, report: Report) -> dict[str, Any]:
     schema = ctx.schema
     binary = [(j, t.name) for j, t in enumerate(schema.tasks) if t.kind == "binary"]
-    variants = VARIANTS  # on data without sequences the sequence options fail, recorded
+    # --models keeps the variants of those models; on data without sequences the sequence
+    # options fail, recorded
+    variants = {k: v for k, v in VARIANTS.items() if not ctx.models or v[0] in ctx.models}
     specs = [
         ctx.spec(label, m, opts, s) for label, (m, opts) in variants.items() for s in ctx.seeds
     ]
