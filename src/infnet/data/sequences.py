@@ -104,7 +104,7 @@ def gap_buckets(row_time: np.ndarray, event_time: np.ndarray, valid: np.ndarray)
     not `valid`. Events precede their rows, so a negative gap (a clock skew between the
     log and the feature store) counts as under a minute."""
     minutes = np.maximum(row_time - event_time, 0) // _MINUTE_MS
-    bucket = np.where(
-        minutes > 0, np.floor(np.log2(np.maximum(minutes, 1))).astype(np.int64) + 2, 1
-    )
-    return np.where(valid, np.minimum(bucket, GAP_BUCKETS - 1), 0)
+    # minutes = m * 2^e with m in [0.5, 1): e = floor(log2(minutes)) + 1, and 0 for 0
+    # minutes; half the time of np.log2, and exact in integers
+    _, e = np.frexp(minutes)
+    return np.where(valid, np.minimum(e.astype(np.int64) + 1, GAP_BUCKETS - 1), 0)

@@ -115,7 +115,10 @@ class Assembler:
         categorical[:, self.item_pos] = lookup.item_codes
         categorical[:, self.user_pos] = lookup.user_codes
         categorical[:, self.context_pos] = context_codes
-        # as the loader computes them (a store without event times gives 0: unknown)
-        known = lookup.history_mask & (lookup.history_time > 0)
-        gap = gap_buckets(np.int64(timestamp), lookup.history_time, known)
+        # as the loader computes them; a store without event times gives 0 (unknown), which
+        # only models that do not read gaps are served from (compatibility())
+        if lookup.history_time is None:
+            gap = np.zeros(lookup.history_mask.shape, np.int64)
+        else:
+            gap = gap_buckets(np.int64(timestamp), lookup.history_time, lookup.history_mask)
         return Inputs(categorical, lookup.history, lookup.history_mask, gap)

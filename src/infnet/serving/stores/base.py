@@ -82,7 +82,8 @@ class Lookup:
     user_known: bool
     history: np.ndarray  # int64 [F, n, K_side], PAD where empty
     history_mask: np.ndarray  # bool [F, n]
-    history_time: np.ndarray  # int64 [F, n]: time_ms of each event, 0 where empty or unknown
+    history_time: np.ndarray | None  # int64 [F, n]: time_ms of each event, 0 where empty;
+    # None from a store loaded without event times
     item_codes: np.ndarray  # int64 [K, M_i]; OOV rows for unknown items
     item_known: np.ndarray  # bool [K]
 
@@ -119,7 +120,7 @@ def decode(meta: StoreMeta, version: str, user: bytes | None, items: list[bytes 
         user_codes = np.full(Mu, OOV, np.int64)
         lengths = np.zeros(F, np.int64)
         history = np.zeros((F, n, Ks), np.int64)
-        times = np.zeros((F, n), np.int64)
+        times = np.zeros((F, n), np.int64) if meta.history_times else None
     else:
         if len(user) != 4 * meta.user_record_len:
             raise CorruptRecord(
@@ -132,7 +133,7 @@ def decode(meta: StoreMeta, version: str, user: bytes | None, items: list[bytes 
         times = (
             np.frombuffer(user, np.int64, offset=4 * codes).reshape(F, n).copy()
             if meta.history_times
-            else np.zeros((F, n), np.int64)
+            else None
         )
     known = np.array([r is not None for r in items], dtype=bool)
     item_codes = np.full((len(items), Mi), OOV, np.int64)
@@ -154,9 +155,8 @@ def decode(meta: StoreMeta, version: str, user: bytes | None, items: list[bytes 
         )
     _check_codes(item_codes, item_size, fields[1], "item record")
     mask = np.arange(n) >= (n - lengths)[:, None]  # [F, n], left padding
-    return Lookup(
-        version, user_codes, user is not None, history, mask, times * mask, item_codes, known
-    )
+    times = None if times is None else times * mask
+    return Lookup(version, user_codes, user is not None, history, mask, times, item_codes, known)
 
 
 class FeatureStore(ABC):
