@@ -25,8 +25,8 @@ Task tokens change only through the broadcast. Heads: y_i = MLP_i(T_i) of the la
 Where v2's text is not precise (each choice an option or measured in the v2 suite):
 - input_norm (on in the preset): C and S are layer-normed before the first block. The
   embeddings start at std 0.01, so without it the first block's hubs (LN(H + update))
-  barely see them; on a 150k-row simulator, 2 epochs, one seed, MTL-AUC 0.640 with it
-  and 0.615 without (with broadcast="pgu", 0.611 and 0.494).
+  barely see them: test MTL-AUC 0.636 with it, 0.609 without (`benchmarks/infnet_defaults.py
+  --variants "v2 default,v2 input_norm=false" --epochs 2`, its 100k-row simulator, seed 0).
 - hub_init "mean": a hub is the group's masked mean token plus a learned offset per hub (so
   the hubs of one group differ); "random": learned hubs, the same for every sample
   (Perceiver latents). Task hubs always start from the learned tokens.
