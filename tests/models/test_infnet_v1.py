@@ -1,4 +1,4 @@
-"""INFNet v1 (preset v1): today's outputs reproduced exactly, shapes under every ablation
+"""INFNet v1 (preset v1): today's outputs reproduced (to float rounding), shapes under every ablation
 switch, padding invariance, empty histories, gradients, overfitting a small batch."""
 
 from __future__ import annotations
@@ -58,7 +58,9 @@ def test_preset_v1_reproduces_the_outputs_of_the_v1_code(name: str) -> None:
     )
     model = _model(ABLATIONS[name], make_schema()).eval()
     with torch.no_grad():
-        assert torch.equal(model(batch).logits, golden["logits"][name])
+        # 1e-6, not equality: CPUs with other vector units round the same sums apart by
+        # ~5e-8 (AMD EPYC against the machine that saved them); a changed model moves 1e-3
+        torch.testing.assert_close(model(batch).logits, golden["logits"][name], rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", list(ABLATIONS))
