@@ -156,11 +156,24 @@ def test_unknown_task_in_loss_config_is_an_error(small_prepared):
         Trainer.from_config(_run(small_prepared, task_weights={"clik": 2.0}), None, progress=False)
 
 
+def _metrics(schema, score):
+    """Validation metrics whose every task scores `score`."""
+    out = {"mtl_auc": score, "mtl_gauc": score}
+    for t in schema.tasks:
+        keys = ("auc", "gauc", "logloss") if t.kind == "binary" else ("mae", "rmse", "r2")
+        out[t.name] = {k: score for k in keys} | {"n": 10}
+    return out
+
+
 def test_without_run_directory_the_best_weights_are_restored(small_prepared, monkeypatch):
     import infnet.training.trainer as trainer_module
 
     scores = iter([0.9, 0.8, 0.7, 0.5])  # the first evaluation is the best
-    monkeypatch.setattr(trainer_module, "evaluate_split", lambda *a, **k: {"mtl_auc": next(scores)})
+    monkeypatch.setattr(
+        trainer_module,
+        "evaluate_split",
+        lambda model, data, *a: _metrics(data.schema, next(scores)),
+    )
     snapshots = []
     original = Trainer._evaluate_and_track
 

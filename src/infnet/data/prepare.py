@@ -125,7 +125,8 @@ def _prepare_into(raw: RawDataset, tmp: Path, console: Console) -> dict:
     step("writing splits")
     oracle = {t: log[layout.oracle_col(t)].to_numpy() for t in raw.oracle}
     splits = _write_splits(raw, tmp, split_rows, codes, user, time_ms, labels, oracle, pointers)
-    _schema(raw, encoded, splits).save(tmp / layout.SCHEMA)
+    scales = _target_scales(raw, labels, split_rows["train"])
+    _schema(raw, encoded, splits, scales).save(tmp / layout.SCHEMA)
 
     stats |= split_stats(raw, split_rows, user, log[raw.item_key], labels, codes, oracle)
     stats["rows_outside_splits"] = int((sid < 0).sum())
@@ -365,7 +366,29 @@ def _write_splits(
     return splits
 
 
-def _schema(raw: RawDataset, encoded: dict[str, Encoded], splits: list[Split]) -> Schema:
+def _target_scales(
+    raw: RawDataset, labels: dict[str, np.ndarray], train_rows: np.ndarray
+) -> dict[str, tuple[float, float]]:
+    """(mean, std) of each standardised regression target over its present train labels;
+    (0, 1), the raw scale, for the rest. A constant target keeps std 1."""
+    scales = {}
+    for t in raw.tasks:
+        y = labels[t.name][train_rows].astype(np.float64)
+        y = y[~np.isnan(y)]
+        if t.kind != "regression" or not t.standardise or len(y) == 0:
+            scales[t.name] = (0.0, 1.0)
+            continue
+        std = float(y.std())
+        scales[t.name] = (float(y.mean()), std if std > 0 else 1.0)
+    return scales
+
+
+def _schema(
+    raw: RawDataset,
+    encoded: dict[str, Encoded],
+    splits: list[Split],
+    scales: dict[str, tuple[float, float]],
+) -> Schema:
     return Schema(
         dataset=raw.name,
         fields=[encoded[f.name].field for f in raw.fields],
@@ -378,7 +401,14 @@ def _schema(raw: RawDataset, encoded: dict[str, Encoded], splits: list[Split]) -
         if raw.behaviours
         else None,
         tasks=[
-            Task(name=t.name, kind=t.kind, weight=t.weight, transform=t.transform)
+            Task(
+                name=t.name,
+                kind=t.kind,
+                weight=t.weight,
+                transform=t.transform,
+                mean=scales[t.name][0],
+                std=scales[t.name][1],
+            )
             for t in raw.tasks
         ],
         user_key=raw.user_key,

@@ -15,7 +15,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from infnet.config import Strict
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: regression tasks carry their train-split mean and std
 PAD = 0  # index 0 is padding in every vocabulary
 OOV = 1  # index 1 is out-of-vocabulary: unseen and rare (below min_count) values
 
@@ -56,10 +56,23 @@ class SequenceSpec(Strict):
 
 
 class Task(Strict):
+    """A prediction target. A regression model predicts z = (y - mean) / std, y after the
+    transform, with the train split's mean and std, so every target starts on the unit
+    scale of a logit; `TaskActivation` maps z back to y for metrics, export and serving.
+    mean 0, std 1: the raw scale (binary tasks, and `standardise: false`)."""
+
     name: str
     kind: Literal["binary", "regression"]
     weight: float = Field(default=1.0, ge=0.0)
     transform: Literal["none", "log1p"] = "none"
+    mean: float = 0.0
+    std: float = Field(default=1.0, gt=0.0)
+
+    @model_validator(mode="after")
+    def _binary_unscaled(self) -> Task:
+        if self.kind == "binary" and (self.mean, self.std) != (0.0, 1.0):
+            raise ValueError(f"task {self.name!r}: a binary task has no mean and std")
+        return self
 
 
 class Split(Strict):
@@ -237,4 +250,11 @@ def schema_differences(saved: Schema, current: Schema) -> list[str]:
         diffs.append(
             f"tasks differ: {[t.name for t in saved.tasks]} in checkpoint, {[t.name for t in current.tasks]} in data"
         )
+    else:
+        diffs += [
+            f"task {a.name!r}: target scale (mean {a.mean:.6g}, std {a.std:.6g}, {a.transform}) in "
+            f"checkpoint, (mean {b.mean:.6g}, std {b.std:.6g}, {b.transform}) in data"
+            for a, b in zip(saved.tasks, current.tasks, strict=True)
+            if (a.mean, a.std, a.transform) != (b.mean, b.std, b.transform)
+        ]
     return diffs

@@ -65,6 +65,8 @@ class TaskSpec:
     transform: Literal["none", "log1p"] = "none"
     threshold: float | None = None  # binary from a numeric column: label = column >= threshold
     weight: float = 1.0
+    # regression: learn (y - mean) / std with the train split's mean and std (data/schema.py)
+    standardise: bool = True
 
 
 @dataclass(frozen=True)

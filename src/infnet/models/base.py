@@ -6,20 +6,22 @@ one output per task:
 
     forward(batch, seq_index=None) -> ModelOutput(logits [B, N_task], auxiliary_loss)
 
-logits for binary tasks and values for regression tasks (`TaskActivation` turns them
-into what is served and scored). `seq_index` int64 [B] says which history row b reads:
+logits for binary tasks and standardised values z for regression tasks (`TaskActivation`
+turns them into what is served and scored). `seq_index` int64 [B] says which history row b reads:
 the batch then holds U <= B histories (`seq_ids` [U, F, n, K]), as when a request's
 candidates share their user's history. A model that can reuse the work on a history does
 it once per history (INFNet); the others gather each row's history first
 (`Batch.per_row_histories`). A model with an auxiliary training loss (DIEN's
 next-behaviour loss) returns it in training mode; it is part of the output, so it
-survives any wrapper (DistributedDataParallel) that only sees what forward returns.
+survives any wrapper (DistributedDataParallel) that only sees what forward returns. A
+model that reads counts of the train split (the reference models) gathers them in
+`fit_statistics` before training.
 Losses and metrics belong to training.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import ClassVar, NamedTuple
 
 import torch
@@ -46,20 +48,23 @@ class SequenceModelConfig(ModelConfig):
 
 
 class ModelOutput(NamedTuple):
-    logits: torch.Tensor  # [B, N_task]: logits of binary tasks, values of regression tasks
+    logits: torch.Tensor  # [B, N_task]: logits of binary tasks, z of regression tasks
     auxiliary_loss: torch.Tensor | None = None  # a training term the trainer adds to its loss
 
 
 class TaskActivation(nn.Module):
-    """logits [B, N_task] -> probabilities for binary tasks, values for regression tasks:
-    the one place that knows which tasks get a sigmoid (training's metrics, export, serving)."""
+    """logits [B, N_task] -> probabilities for binary tasks, values for regression tasks
+    (mean + std * z, the schema's target scale): the one place that knows what a model's
+    outputs mean (training's metrics, export, serving)."""
 
     def __init__(self, schema: Schema) -> None:
         super().__init__()
         self.register_buffer("binary", torch.tensor([t.kind == "binary" for t in schema.tasks]))
+        self.register_buffer("mean", torch.tensor([t.mean for t in schema.tasks]))
+        self.register_buffer("std", torch.tensor([t.std for t in schema.tasks]))
 
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
-        return torch.where(self.binary, torch.sigmoid(logits), logits)
+        return torch.where(self.binary, torch.sigmoid(logits), self.mean + self.std * logits)
 
 
 class MultiTaskModel(nn.Module):
@@ -77,6 +82,11 @@ class MultiTaskModel(nn.Module):
 
     def forward(self, batch: Batch, seq_index: torch.Tensor | None = None) -> ModelOutput:
         raise NotImplementedError
+
+    def fit_statistics(self, batches: Iterable[Batch]) -> None:
+        """Count what the model reads as statistics of the train split (the reference
+        models' label means); the trainer calls it once, before the first step, with the
+        train split's batches. A model without statistics leaves them unread."""
 
     def ignored_inputs(self) -> list[str]:
         """Inputs of the schema this model does not read (logged by the trainer)."""

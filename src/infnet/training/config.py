@@ -24,11 +24,24 @@ class TrainConfig(Strict):
     grad_clip: float | None = Field(default=None, gt=0)
     eval_every: int = Field(default=0, ge=0)  # steps between evaluations; 0 = once per epoch
     patience: int = Field(default=5, ge=1)  # evaluations without improvement (the paper: 5)
-    monitor: str = "mtl_auc"  # a key of the validation metrics, higher is better
+    # Which checkpoint is kept (training/selection.py): "monitor" the best `monitor` (a
+    # validation metric, higher is better: mtl_auc, mtl_gauc, or task.metric such as
+    # is_click.auc or play_time.r2); "weighted" the best weighted mean of the task scores
+    # (AUC of a binary task, R2 of a regression task) with `selection_weights` (the task
+    # weights otherwise); "all_tasks" a checkpoint replaces the kept one only when no task
+    # score is lower and the weighted mean is higher.
+    selection: Literal["monitor", "weighted", "all_tasks"] = "monitor"
+    monitor: str = "mtl_auc"
+    selection_weights: dict[str, float] = Field(default_factory=dict)
     losses: dict[str, Literal["bce", "mse", "huber"]] = Field(default_factory=dict)  # task -> loss
     task_weights: dict[str, float] = Field(
         default_factory=dict
     )  # task -> lambda (schema's otherwise)
+    task_weighting: Literal["fixed", "uncertainty", "normalised"] = "fixed"  # training/losses.py
+    # Budgets: stop (evaluate, keep the best checkpoint, score test) after this many
+    # optimiser steps or seconds of training, whichever comes first; None: the epochs only.
+    max_steps: int | None = Field(default=None, ge=1)
+    time_limit_s: float | None = Field(default=None, gt=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 

@@ -4,6 +4,7 @@ parameters, warmup then constant or cosine."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -11,7 +12,11 @@ from infnet.models.base import MultiTaskModel
 from infnet.training.config import TrainConfig
 
 
-def make_optimizer(model: MultiTaskModel, config: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(
+    model: MultiTaskModel, config: TrainConfig, extra: Sequence[torch.nn.Parameter] = ()
+) -> torch.optim.Optimizer:
+    """Adam (or another) over the model's parameters and `extra` ones (the loss's learned
+    task weights, never decayed)."""
     embedding = [
         p
         for m in model.modules()
@@ -23,6 +28,7 @@ def make_optimizer(model: MultiTaskModel, config: TrainConfig) -> torch.optim.Op
     groups = [
         {"params": dense, "weight_decay": config.weight_decay},
         {"params": embedding, "weight_decay": config.embedding_l2},
+        {"params": list(extra), "weight_decay": 0.0},
     ]
     cls = {"adam": torch.optim.Adam, "adagrad": torch.optim.Adagrad, "adamw": torch.optim.AdamW}[
         config.optimizer

@@ -2,8 +2,10 @@
 
 The trainer receives its model and its batch source (a `PreparedDataset`, or anything with
 its `schema`, `num_rows` and `batches`); each step is `step.train_step`. Evaluation every
-epoch or every k steps; early stopping on validation MTL-AUC; the best checkpoint is
-restored at the end and scored on test. What it writes is described in rundir.py.
+epoch or every k steps; the checkpoint kept and early stopping follow `train.selection`
+(selection.py), and every evaluation names the tasks that are below chance or collapsed;
+training ends at the epoch, step or time budget; the best checkpoint is restored at the
+end and scored on test. What it writes is described in rundir.py.
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ from infnet.data.batch import Batch
 from infnet.data.loader import PreparedDataset
 from infnet.models import build_model, model_class
 from infnet.models.base import MultiTaskModel
-from infnet.models.checkpoint import check_compatible, load_state_strict
+from infnet.models.checkpoint import CheckpointError, check_compatible, load_state_strict
 from infnet.training.config import RunConfig, resolve_device
 from infnet.training.evaluation import Predictions, evaluate_split, predict, score
 from infnet.training.losses import TaskLoss
 from infnet.training.optim import make_optimizer, make_schedule
 from infnet.training.rundir import BEST, LAST, RunDir
+from infnet.training.selection import Selection, task_flags
 from infnet.training.step import train_step
 
 
@@ -50,15 +53,18 @@ class Trainer:
         self.device = resolve_device(config.train.device)
         torch.set_flush_denormal(True)  # denormals made late epochs 7x slower on CPU (DESIGN.md 4)
         self.model = model.to(self.device)
-        self.loss = TaskLoss(self.schema, config.train)
-        self.optimizer = make_optimizer(self.model, config.train)
-        self.steps_per_epoch = math.ceil(data.num_rows("train") / config.train.batch_size)
-        self.scheduler = make_schedule(
-            self.optimizer, config.train, self.steps_per_epoch * config.train.epochs
-        )
+        tc = config.train
+        self.loss = TaskLoss(self.schema, tc).to(self.device)
+        self.selection = Selection(self.schema, tc)
+        self.optimizer = make_optimizer(self.model, tc, list(self.loss.parameters()))
+        self.steps_per_epoch = math.ceil(data.num_rows("train") / tc.batch_size)
+        self.total_steps = min(self.steps_per_epoch * tc.epochs, tc.max_steps or math.inf)
+        self.scheduler = make_schedule(self.optimizer, tc, self.total_steps)
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
+        self.elapsed = 0.0  # seconds of training so far, across resumes (time_limit_s)
         self.best: dict[str, Any] | None = None
         self.last_valid: dict[str, Any] | None = None
+        self.evaluations: list[dict[str, Any]] = []  # every validation result, for task_flags
         self._best_state: dict[str, torch.Tensor] | None = None
         self.test_predictions: Predictions | None = None  # set by finish()
         self.bad_evals = 0
@@ -88,12 +94,15 @@ class Trainer:
             LAST,
             {
                 "model": self.model.state_dict(),
+                "loss": self.loss.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "progress": torch.tensor(
                     [self.epoch, self.step_in_epoch, self.global_step, self.bad_evals]
                 ),
+                "elapsed": torch.tensor(self.elapsed, dtype=torch.float64),
                 "best": json.dumps(self.best),
+                "evaluations": json.dumps(self.evaluations),
                 "rng": torch.get_rng_state(),
             },
         )
@@ -106,18 +115,26 @@ class Trainer:
         path = self.run.path / LAST
         state = self.run.load(LAST)
         check_compatible(path, state["schema"], self.schema)
+        missing = [k for k in ("loss", "elapsed", "evaluations") if k not in state]
+        if missing:
+            raise CheckpointError(
+                f"{path}: written by an older infnet (no {missing}); use a new --out"
+            )
         if state["config"] != self.config.model_dump(mode="json"):
             raise ValueError(
                 f"{path}: the run was started with another config; use a new --out or the same config"
             )
         load_state_strict(path, self.model, state["model"])
+        load_state_strict(path, self.loss, state["loss"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch, self.step_in_epoch, self.global_step, self.bad_evals = (
             int(x) for x in state["progress"]
         )
+        self.elapsed = float(state["elapsed"])
         self.best = json.loads(state["best"])
-        self.last_valid = self.best["valid"] if self.best else None
+        self.evaluations = json.loads(state["evaluations"])
+        self.last_valid = self.evaluations[-1] if self.evaluations else None
         torch.set_rng_state(state["rng"])
         self.run.log(f"resumed at epoch {self.epoch} step {self.global_step}")
         return True
@@ -134,18 +151,16 @@ class Trainer:
         """Evaluate on valid, record, checkpoint; returns True when training should stop."""
         tc = self.config.train
         valid = evaluate_split(self.model, self.data, "valid", tc.eval_batch_size)
-        if tc.monitor not in valid:
-            raise ValueError(
-                f"train.monitor={tc.monitor!r} is not a validation metric; have {sorted(valid)}"
-            )
-        score_ = valid[tc.monitor]
-        improved = self.best is None or (not math.isnan(score_) and score_ > self.best["score"])
+        score_ = self.selection.score(valid)
+        flags = task_flags(self.schema, valid, self.evaluations)
+        improved = self.selection.improves(valid, self.best["valid"] if self.best else None)
         if improved:
             self.best = {
                 "score": score_,
                 "epoch": self.epoch,
                 "step": self.global_step,
                 "valid": valid,
+                "flags": flags,
             }
             self.bad_evals = 0
             if self.run is not None:
@@ -157,24 +172,40 @@ class Trainer:
         else:
             self.bad_evals += 1
         self.last_valid = valid
+        self.evaluations.append(valid)
         if self.run is not None:
+            for flag in flags:
+                self.run.log(f"step {self.global_step}: {flag}")
             self.run.append_metrics(
                 {
                     "epoch": self.epoch,
                     "step": self.global_step,
                     "train_loss": train_loss,
                     "lr": self.scheduler.get_last_lr()[0],
+                    "loss_weights": self.loss.task_scales(),
                     "valid": valid,
+                    "score": score_,
                     "best": improved,
+                    "flags": flags,
                     "time": time.time(),
                 }
             )
             self._save_last()
         return self.bad_evals >= tc.patience
 
+    def _out_of_budget(self) -> bool:
+        tc = self.config.train
+        if tc.max_steps is not None and self.global_step >= tc.max_steps:
+            return True
+        return tc.time_limit_s is not None and self._clock() >= tc.time_limit_s
+
+    def _clock(self) -> float:
+        """Seconds of training so far, the runs before a resume included."""
+        return time.time() - self._clock_zero
+
     def fit(self) -> dict[str, Any]:
-        """Train until early stopping or the epoch budget; restore the best weights; return
-        {"best": ..., "test": test metrics}."""
+        """Train until early stopping or the epoch, step or time budget; restore the best
+        weights; return {"best": ..., "test": test metrics, "flags": ...}."""
         tc = self.config.train
         self.data.check()  # a damaged split stops the run now, not after hours of training
         if self.run is not None:
@@ -184,15 +215,17 @@ class Trainer:
             )
             for note in self.model.ignored_inputs():
                 self.run.log(f"model {self.config.model} ignores: {note}")
+        if self.global_step == 0:  # a resumed run has its statistics in the checkpoint
+            self.model.fit_statistics(
+                b.to(self.device) for b in self.data.batches("train", tc.eval_batch_size)
+            )
         eval_every = tc.eval_every or self.steps_per_epoch
-        stop = False
-        started = time.time()
+        started, steps_before = time.time(), self.global_step
+        self._clock_zero = started - self.elapsed
+        stop = self._out_of_budget()
         with _progress(self.progress) as bar:
             task = bar.add_task(
-                "train",
-                total=tc.epochs * self.steps_per_epoch,
-                completed=self.global_step,
-                status="",
+                "train", total=self.total_steps, completed=self.global_step, status=""
             )
             while self.epoch < tc.epochs and not stop:
                 running, count = 0.0, 0
@@ -208,31 +241,36 @@ class Trainer:
                     count += 1
                     self.step_in_epoch += 1
                     self.global_step += 1
+                    self.elapsed = self._clock()
                     bar.update(
                         task,
                         advance=1,
                         status=f"epoch {self.epoch} loss {running / count:.4f}{self._best_text()}",
                     )
-                    if (
-                        self.global_step % eval_every == 0
-                        and self.step_in_epoch < self.steps_per_epoch
-                    ):
-                        stop = self._evaluate_and_track(running / max(count, 1))
+                    if self.step_in_epoch >= self.steps_per_epoch:
+                        break  # the epoch's end evaluates below
+                    out = self._out_of_budget()
+                    if out or self.global_step % eval_every == 0:
+                        stop = self._evaluate_and_track(running / count) or out
                         if stop:
                             break
                 if not stop:
                     self.epoch, self.step_in_epoch = self.epoch + 1, 0
                     stop = self._evaluate_and_track(running / max(count, 1))
+                    stop = stop or self._out_of_budget()
         if self.run is not None:
+            budget = " (budget reached)" if self._out_of_budget() else ""
             self.run.log(
-                f"trained {self.global_step} steps in {time.time() - started:.1f}s; best {self.best}"
+                f"trained {self.global_step - steps_before} steps in {time.time() - started:.1f}s"
+                f"{budget}; best {self.best}"
             )
         return self.finish()
 
     def _best_text(self) -> str:
         if self.best is None or self.last_valid is None:
             return ""
-        return f" | valid {self.config.train.monitor} {self.last_valid[self.config.train.monitor]:.4f} (best {self.best['score']:.4f})"
+        now = self.selection.score(self.last_valid)
+        return f" | valid {self.selection.name} {now:.4f} (best {self.best['score']:.4f})"
 
     def finish(self) -> dict[str, Any]:
         if self.run is not None and self.run.has(BEST):
@@ -244,8 +282,20 @@ class Trainer:
             self.model, self.data, "test", self.config.train.eval_batch_size
         )
         test = score(self.data, self.test_predictions)
-        result = {"best": self.best, "test": test, "parameters": self.model.num_parameters()}
+        # the kept checkpoint's flags on valid (its collapse judged against the evaluations
+        # before it), and on test the tasks below chance
+        flags = list(self.best["flags"]) if self.best else []
+        flags += task_flags(self.schema, test, split="test")
+        result = {
+            "best": self.best,
+            "test": test,
+            "parameters": self.model.num_parameters(),
+            "steps": self.global_step,
+            "flags": flags,
+        }
         if self.run is not None:
+            for flag in flags:
+                self.run.log(f"kept checkpoint: {flag}")
             self.run.write_test(result)
         return result
 

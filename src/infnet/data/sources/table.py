@@ -177,7 +177,16 @@ def build_raw(cfg: TableConfig, frames: dict[str, pl.DataFrame]) -> RawDataset:
         if isinstance(t, Binary):
             tasks.append(TaskSpec(name, col, "binary", threshold=t.threshold, weight=t.weight))
         else:
-            tasks.append(TaskSpec(name, col, "regression", transform=t.transform, weight=t.weight))
+            tasks.append(
+                TaskSpec(
+                    name,
+                    col,
+                    "regression",
+                    transform=t.transform,
+                    weight=t.weight,
+                    standardise=t.standardise,
+                )
+            )
 
     log = log.with_columns(**derived["log"])
     for name in tables:

@@ -134,6 +134,7 @@ class Regression(Strict):
     column: str
     transform: Literal["none", "log1p"] = "none"
     weight: float = Field(default=1.0, ge=0.0)
+    standardise: bool = True  # learn (y - mean) / std, the train split's, after the transform
 
 
 TaskConfig = Annotated[Binary | Regression, Field(discriminator="kind")]
