@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, TypeVar
+from types import UnionType
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -26,19 +27,48 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False)
 
 
+def _members(annotation: Any) -> list[Any]:
+    """The alternatives of a union (Annotated and Optional unwrapped), else [annotation]."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _members(get_args(annotation)[0])
+    if origin is Union or origin is UnionType:
+        return [m for a in get_args(annotation) for m in _members(a)]
+    return [annotation]
+
+
+def _tags(cls: type[BaseModel]) -> set[Any]:
+    """The Literal values of a model's fields: what a discriminated union's error path names."""
+    return {
+        v
+        for f in cls.model_fields.values()
+        if get_origin(f.annotation) is Literal
+        for v in get_args(f.annotation)
+    }
+
+
 def _valid_keys(cls: type[BaseModel], loc: tuple) -> list[str]:
-    """The field names of the (nested) model at `loc`."""
-    current: Any = cls
+    """The field names of the (nested) model at `loc`, through dicts, lists and (tagged)
+    unions: columns.<name>.<type tag>.<key> names a Categorical's keys."""
+    current: list[Any] = [cls]
     for part in loc[:-1]:
-        field = current.model_fields.get(part) if isinstance(current, type) else None
-        if (
-            field is None
-            or not isinstance(field.annotation, type)
-            or not issubclass(field.annotation, BaseModel)
-        ):
-            return []
-        current = field.annotation
-    return list(current.model_fields) if isinstance(current, type) else []
+        step: list[Any] = []
+        for node in (m for c in current for m in _members(c)):
+            origin = get_origin(node)
+            if isinstance(node, type) and issubclass(node, BaseModel):
+                if part in node.model_fields:
+                    step.append(node.model_fields[part].annotation)
+                elif part in _tags(node):
+                    step.append(node)  # the tag pydantic puts in the path of a union member
+            elif origin is dict:
+                step.append(get_args(node)[1])
+            elif origin in (list, tuple):
+                step.extend(get_args(node)[:1])
+        current = step
+    models = [
+        m for c in current for m in _members(c) if isinstance(m, type) and issubclass(m, BaseModel)
+    ]
+    return sorted({k for m in models for k in m.model_fields})
 
 
 def validate(cls: type[M], data: dict[str, Any], where: str = "config") -> M:

@@ -1,4 +1,5 @@
-"""`infnet demo`: the simulator, INFNet and a baseline, a comparison table and a report."""
+"""`infnet demo`: the simulator, INFNet, a baseline and the reference model, a comparison
+table and a report."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import typer
 from rich.console import Console
 
 console = Console()
+REFERENCE = "mean"  # models/mean.py
 
 
 def demo(
@@ -26,7 +28,8 @@ def demo(
     ] = 8,
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
-    """Simulate data, train INFNet and a baseline, print the comparison, write OUT/report.md."""
+    """Simulate data, train INFNet, a baseline and the `mean` reference (the floor a model
+    must beat), print the comparison, write OUT/report.md."""
     from infnet.data.loader import PreparedDataset
     from infnet.data.sources.synthetic import prepare_synthetic
     from infnet.training.config import RunConfig, TrainConfig
@@ -36,13 +39,13 @@ def demo(
     started = time.time()
     out.mkdir(parents=True, exist_ok=True)
     data_dir = out / "data"
-    console.print(f"[bold]1/3[/bold] simulating {rows:,} impressions -> {data_dir}")
+    console.print(f"[bold]1/4[/bold] simulating {rows:,} impressions -> {data_dir}")
     prepare_synthetic(data_dir, rows=rows, users=users, items=items, seed=seed, overwrite=True)
     data = PreparedDataset(data_dir)
 
-    results = {}
-    for step, model in enumerate(["infnet", baseline], start=2):
-        console.print(f"[bold]{step}/3[/bold] training {model}")
+    results, flags = {}, {}
+    for step, model in enumerate(dict.fromkeys(["infnet", baseline, REFERENCE]), start=2):
+        console.print(f"[bold]{step}/4[/bold] training {model}")
         run = RunConfig(
             data=str(data_dir),
             model=model,
@@ -55,11 +58,21 @@ def demo(
             shutil.rmtree(run_dir)
         result = Trainer.from_config(run, run_dir, data=data).fit()
         results[model] = {**result["test"], "parameters": result["parameters"]}
+        flags[model] = result["flags"]
 
     oracle = data.stats.get("oracle_auc", {}).get("test", {})
     if oracle:
         results["oracle (true probabilities)"] = {t: {"auc": v} for t, v in oracle.items()}
     console.print(rich_table(data.schema, results, title="test split"))
+    floor = results[REFERENCE]["mtl_auc"]
+    lifts = [
+        f"{m} {results[m]['mtl_auc'] - floor:+.4f}" for m in ("infnet", baseline) if m != REFERENCE
+    ]
+    lift_line = f"MTL-AUC lift over the reference `{REFERENCE}` ({floor:.4f}): {', '.join(lifts)}"
+    console.print(lift_line)
+    flag_lines = [f"- {m}: {f}" for m, fs in flags.items() for f in fs]
+    for line in flag_lines:
+        console.print(f"[yellow]flagged[/yellow] {line[2:]}")
 
     header, table_rows = metric_rows(data.schema, results)
     report = [
@@ -72,8 +85,13 @@ def demo(
         "",
         markdown_table(header, table_rows),
         "",
-        "The oracle row scores the simulator's true label probabilities: the best AUC any model can reach.",
+        "The oracle row scores the simulator's true label probabilities: the best AUC any model can reach. "
+        f"`{REFERENCE}` is the reference: each item's and user's train-split label means, shrunk "
+        "to the global one (models/mean.py), the floor a model must beat.",
         "",
+        lift_line + ".",
+        "",
+        *(["## Flagged tasks", "", *flag_lines, ""] if flag_lines else []),
         "## Parameters",
         "",
         *[f"- {m}: {r['parameters']:,}" for m, r in results.items() if "parameters" in r],

@@ -293,3 +293,33 @@ def test_log_bucketization_and_lazy_log(tmp_path):
     # train dur 1..8: log1p evenly from log(2) to log(9) in 3 steps
     expected = np.expm1(np.linspace(math.log(2), math.log(9), 4)[1:-1])
     np.testing.assert_allclose(schema.field("dur").boundaries, expected)
+
+
+def test_regression_targets_carry_the_train_splits_mean_and_std(prepared, tmp_path):
+    out, _ = prepared
+    tasks = {t.name: t for t in Schema.load(out / layout.SCHEMA).tasks}
+    train_watch = np.log1p([0, 1, 3, 7, 0, 0, 1, 0])  # after the transform, train rows only
+    assert tasks["watch"].mean == pytest.approx(train_watch.mean())
+    assert tasks["watch"].std == pytest.approx(train_watch.std())
+    assert (tasks["click"].mean, tasks["click"].std) == (0.0, 1.0)  # binary: no scale
+    assert (tasks["long"].mean, tasks["long"].std) == (0.0, 1.0)
+    # the stored labels stay on their (transformed) scale: the model's z is mapped back
+    np.testing.assert_allclose(
+        read_split(out, "train")[layout.label_col("watch")].to_numpy(), train_watch, rtol=1e-6
+    )
+    raw_scale = prepare(
+        tiny(tasks=[TaskSpec("watch", "watch", kind="regression", standardise=False)], oracle={}),
+        tmp_path / "raw",
+        progress=False,
+    )
+    assert raw_scale["rows"]["train"] == 8
+    watch = Schema.load(tmp_path / "raw" / layout.SCHEMA).tasks[0]
+    assert (watch.mean, watch.std) == (0.0, 1.0)
+
+
+def test_shares_of_rows_unseen_in_train(prepared):
+    _, stats = prepared
+    # test rows by time: items 13, 10 (t=200), 99 (210), 11 (220); train saw 10, 11, 12
+    assert stats["unseen"]["test"] == {"user": 0.0, "item": 0.5, "either": 0.5}
+    assert stats["unseen"]["valid"] == {"user": 0.0, "item": 0.0, "either": 0.0}
+    assert stats["unseen"]["train"] == {"user": 0.0, "item": 0.0, "either": 0.0}

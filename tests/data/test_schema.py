@@ -56,3 +56,20 @@ def test_load_errors_name_the_file(tmp_path):
         Schema.load(tmp_path / "schema.json")
     with pytest.raises(KeyError, match="no field 'nope'"):
         make_schema().field("nope")
+
+
+def test_a_binary_task_has_no_scale_and_a_changed_scale_is_a_difference():
+    from infnet.data.schema import Task, schema_differences
+
+    with pytest.raises(ValueError, match="a binary task has no mean and std"):
+        Task(name="click", kind="binary", std=2.0)
+    with pytest.raises(ValueError):
+        Task(name="watch", kind="regression", std=0.0)
+    a = make_schema()
+    tasks = [
+        t if t.kind == "binary" else t.model_copy(update={"mean": 3.0, "std": 2.0}) for t in a.tasks
+    ]
+    b = a.model_copy(update={"tasks": tasks})
+    assert schema_differences(a, b) == [
+        "task 'watch': target scale (mean 0, std 1, none) in checkpoint, (mean 3, std 2, none) in data"
+    ]

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
+import torch
 import yaml
 from typer.testing import CliRunner
 
@@ -577,3 +579,74 @@ def test_a_truncated_last_line_is_refused_naming_the_file(tmp_path):
     path.write_text(text[: text.rfind(",")])  # the copy stopped mid-line
     with pytest.raises(ValueError, match=r"log_part1.csv: line \d+, the last, holds .* truncated"):
         prepare_table(tmp_path / "shop.yaml", tmp_path / "out", progress=False)
+
+
+def test_columns_with_colons_in_backticks_and_numbers_in_a_float_column():
+    df = pl.DataFrame({"rating:float": [1.0, 4.0, 5.0, 3.5], "watch time": [1, 2, 3, 4]})
+
+    def rows(text: str) -> list[bool]:
+        return df.select(parse_condition(text, "k", df.columns)).to_series().to_list()
+
+    assert rows("`rating:float` >= 4") == [False, True, True, False]
+    assert rows("`rating:float` in [4, 5]") == [False, True, True, False]  # 4 is 4.0
+    assert rows("`rating:float` not in [1] and `watch time` > 1") == [False, True, True, True]
+    with pytest.raises(ConfigError, match=r"goes in backticks: `rating:float` >= 4"):
+        parse_condition("rating:float >= 4", "k", df.columns)
+    with pytest.raises(ConfigError, match="a backtick is not closed"):
+        parse_condition("`rating:float >= 4", "k", df.columns)
+    with pytest.raises(ConfigError, match=r"names column\(s\) \['rating'\]"):
+        parse_condition("`rating` >= 4", "k", df.columns)
+
+
+def test_a_misspelt_key_inside_a_column_spec_says_did_you_mean(tmp_path):
+    text = _bad(tmp_path, _set("columns.brand", {"type": "categorical", "min_cout": 2}))
+    assert "unknown key 'columns.brand.categorical.min_cout'; did you mean 'min_count'?" in text
+    text = _bad(
+        tmp_path,
+        _set("tasks.spend", {"kind": "regression", "column": "amount", "transfrom": "log1p"}),
+    )
+    assert "did you mean 'transform'?" in text
+
+
+def test_messages_name_the_yaml_columns_never_the_internal_ones(tmp_path):
+    text = _bad(tmp_path, _set("tasks.click.column", "dwell"))  # 0..99, not 0/1
+    assert "'dwell' (tasks.click.column) must be 0/1" in text
+    assert "__" not in text
+    text = _bad(tmp_path, _set("sequences.behaviours.clicked.condition", "page == 3"))
+    assert "column 'page' holds text such as" in text and "quote the value" in text
+    assert "__" not in text
+
+
+def test_a_bag_is_a_side_field_with_all_its_values_pooled(tmp_path):
+    from infnet.data.loader import PreparedDataset
+    from infnet.models.embedding import FeatureEmbedding
+
+    write_shop(tmp_path)
+    cfg = yaml.safe_load(SHOP_YAML)
+    cfg["sequences"]["side_fields"] = ["sku", "tag"]
+    prepare_table_from(cfg, tmp_path)
+    data = PreparedDataset(tmp_path / "out")
+    schema = data.schema
+    assert schema.sequences.side_fields == ["sku", "tag_1", "tag_2"]
+    assert schema.side_tokens == [[0], [1, 2]] and schema.num_side_tokens == 2
+    batch = next(data.batches("train", 500))
+    two = (batch.seq_ids[..., 2] > 0) & batch.seq_mask  # positions with a second tag
+    assert two.any()
+    torch.manual_seed(0)
+    embedding = FeatureEmbedding(schema, 4)
+    e = embedding.sequence(batch)
+    assert e.shape[-2] == 2  # [B, F, n, K_tok = 2, d]
+    swapped = batch.seq_ids.clone()
+    swapped[..., [1, 2]] = swapped[..., [2, 1]]
+    torch.testing.assert_close(embedding.sequence(replace(batch, seq_ids=swapped)), e)
+    other = batch.seq_ids.clone()
+    other[..., 2] = torch.where(two, 1, other[..., 2])  # the second tag becomes OOV
+    changed = embedding.sequence(replace(batch, seq_ids=other))
+    assert not torch.allclose(changed[two][:, 1], e[two][:, 1])  # the second value counts
+    torch.testing.assert_close(changed[two][:, 0], e[two][:, 0])  # the sku token is untouched
+    # every model reads it
+    from infnet.models import build_model
+
+    for name in ("din", "infnet", "hstu", "mmoe"):
+        y = build_model(name, schema, {"embedding_dim": 4}).eval()(batch).logits
+        assert y.shape == (len(batch), 3) and torch.isfinite(y).all(), name

@@ -65,7 +65,7 @@ def context(data: PreparedDataset, out: Path, cache: Path, seeds: list[int]) -> 
         out=out,
         runner=Runner(data, cache, progress=False),
         seeds=seeds,
-        models=["fm", "infnet", "din"],
+        models=["fm", "infnet", "din", "mean"],
         quick=True,
         train=TRAIN,
         latency_batch=256,
@@ -134,7 +134,9 @@ def test_relative_improvement_and_significance_follow_from_the_runs(paper) -> No
     assert [s["task"] for s in compare["significance"]] == data.schema.task_names
     for j, sig in enumerate(compare["significance"]):
         key, best = sig["metric"], sig["baseline"]
-        means = {m: compare["per_task"][m][f"{sig['task']}/{key}"]["mean"] for m in ("fm", "din")}
+        means = {
+            m: compare["per_task"][m][f"{sig['task']}/{key}"]["mean"] for m in ("fm", "din", "mean")
+        }
         assert best == max(means, key=means.get)  # the best baseline of the task
         t, p = paired_ttest(
             *([runs[m, s]["test"][sig["task"]][key] for s in (0, 1)] for m in ("infnet", best))
@@ -178,7 +180,7 @@ def test_suite_numbers(paper) -> None:
         flops = [e["flops_per_sample"] for e in scaling[model]]
         assert len(flops) == 2 and 0 < flops[0] < flops[1]  # one more block or layer costs more
     eff = results["efficiency"]
-    assert {m["model"] for m in eff["models"]} == {"fm", "infnet", "din"}
+    assert {m["model"] for m in eff["models"]} == {"fm", "infnet", "din", "mean"}
     points = {(p["layer"], p["tokens"]): p for p in eff["scaling"]["points"]}
     # full attention's work grows as n^2: 16x the tokens cost more than 16x the time of INFNet's growth
     assert (
@@ -323,3 +325,29 @@ def test_workers_train_the_same_runs_as_one_process(small_prepared: Path, tmp_pa
     assert [r["status"] for r in again.run_all(specs[:2], "zoo")] == ["cached", "cached"]
     assert again.trained == 0
     assert "zoo: 1/2 fm 'fm' seed 0: cached" in log.getvalue()
+
+
+def test_compare_shows_the_lift_over_the_reference(paper) -> None:
+    out, results, _ = paper
+    compare = results["compare"]
+    runs = {(r["model"], r["seed"]): r for r in compare["runs"]}
+    lifts = [
+        runs["infnet", s]["test"]["mtl_auc"] - runs["mean", s]["test"]["mtl_auc"] for s in (0, 1)
+    ]
+    lift = compare["overall"]["infnet"]["lift"]
+    assert lift["mean"] == pytest.approx(np.mean(lifts))
+    assert lift["std"] == pytest.approx(np.std(lifts, ddof=1))
+    report = (out / "compare" / "report.md").read_text()
+    assert "lift vs mean" in report and "the floor a model must beat" in report
+
+
+def test_a_flagged_task_is_marked_in_the_comparison(flipped_prepared: Path, tmp_path: Path) -> None:
+    data = PreparedDataset(flipped_prepared)
+    ctx = context(data, tmp_path / "out", tmp_path / "runs", [0])
+    ctx.models = ["shared_bottom", "mean"]
+    results = suites.run_suite("compare", ctx)
+    runs = {r["model"]: r for r in results["compare"]["runs"]}
+    assert any(f.startswith("flipped: valid AUC") for f in runs["shared_bottom"]["flags"])
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "| shared_bottom ⚠ |" in report
+    assert "Runs with a flagged task" in report and "flipped: test AUC" in report

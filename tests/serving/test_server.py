@@ -667,3 +667,28 @@ def test_reload_takes_only_model_directories_under_the_root(
     r = httpx.post(f"{rooted.url}/admin/reload", json={"model": str(outside), "eager": True},
                    headers=auth, timeout=60)  # fmt: skip
     assert r.status_code == 200, r.text
+
+
+def test_a_reference_model_exports_and_serves_like_any_model(
+    live_server, small_prepared, feature_db, test_as_of, tmp_path
+):
+    # the `mean` reference: its train-split counts are buffers, constants of the ONNX graph
+    from infnet.serving.export import export_run
+    from infnet.training.config import RunConfig, TrainConfig
+    from infnet.training.trainer import Trainer
+
+    run = RunConfig(
+        data=str(small_prepared), model="mean", train=TrainConfig(epochs=1, batch_size=1024)
+    )
+    Trainer.from_config(run, tmp_path / "run", progress=False).fit()
+    export_run(tmp_path / "run", tmp_path / "model")  # ONNX, checked against eager on real rows
+    server = live_server(model=str(tmp_path / "model"), store=feature_db)
+    tasks = server.state.arms[0].model.schema.task_names
+    video = vocab_values(small_prepared, "video_id")
+    for row in first_test_rows(small_prepared, test_as_of, 3):
+        body, expected = expected_request(
+            small_prepared, tmp_path / "run", row, [video[2], video[3]]
+        )
+        r = rank(server.url, body)
+        assert r.status_code == 200, r.text
+        check_scores(r.json(), expected, tasks)

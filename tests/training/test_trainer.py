@@ -1,4 +1,5 @@
 import json
+import math
 
 import numpy as np
 import pytest
@@ -213,3 +214,53 @@ def test_a_damaged_split_stops_the_run_before_its_first_step(small_prepared, tmp
     with pytest.raises(ValueError, match=r"test/part-00000.parquet: not a readable part file"):
         trainer.fit()
     assert trainer.global_step == 0 and not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_a_task_below_chance_is_flagged_in_the_log_metrics_and_test_metrics(
+    flipped_prepared, tmp_path
+):
+    result = Trainer.from_config(_run(flipped_prepared), tmp_path / "run", progress=False).fit()
+    assert result["test"]["flipped"]["auc"] < 0.5 < result["test"]["is_click"]["auc"]
+    assert any(f.startswith("flipped: valid AUC") and "below chance" in f for f in result["flags"])
+    assert any(f.startswith("flipped: test AUC") for f in result["flags"])
+    assert not any(f.startswith(("is_click", "long_view")) for f in result["flags"])
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(any(f.startswith("flipped") for f in x["flags"]) for x in lines)
+    saved = json.loads((tmp_path / "run" / "test_metrics.json").read_text())
+    assert saved["flags"] == result["flags"]
+    assert "kept checkpoint: flipped: valid AUC" in (tmp_path / "run" / "log.txt").read_text()
+
+
+def test_max_steps_ends_training_and_keeps_the_best_checkpoint(small_prepared, tmp_path):
+    trainer = Trainer.from_config(
+        _run(small_prepared, epochs=5, max_steps=3), tmp_path / "run", progress=False
+    )
+    result = trainer.fit()
+    assert trainer.global_step == result["steps"] == 3
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [3]  # evaluated once, where the budget ended
+    assert math.isfinite(result["test"]["mtl_auc"])
+
+
+def test_a_time_limit_ends_training_and_counts_across_a_resume(small_prepared, tmp_path):
+    run = _run(small_prepared, epochs=50, time_limit_s=1e-6)
+    trainer = Trainer.from_config(run, tmp_path / "run", progress=False)
+    trainer.fit()
+    assert trainer.global_step == 1  # the budget is checked after every step
+    resumed = Trainer.from_config(run, tmp_path / "run", progress=False)
+    assert resumed.resume() and resumed.elapsed >= trainer.elapsed > 0
+    resumed.fit()
+    assert resumed.global_step == 1  # spent already: nothing more is trained
+
+
+def test_uncertainty_weights_are_trained_and_resumed(small_prepared, tmp_path, monkeypatch):
+    run = _run(small_prepared, epochs=2, task_weighting="uncertainty")
+    trainer = Trainer.from_config(run, tmp_path / "run", progress=False)
+    trainer.fit()
+    learned = trainer.loss.log_var.detach().clone()
+    assert (learned != 0).all()  # in the optimiser: every task's log variance moved
+    resumed = Trainer.from_config(run, tmp_path / "run", progress=False)
+    resumed.resume()
+    torch.testing.assert_close(resumed.loss.log_var.detach(), learned)
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert set(lines[-1]["loss_weights"]) == set(trainer.schema.task_names)

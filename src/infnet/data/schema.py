@@ -38,7 +38,9 @@ class SequenceSpec(Strict):
     """Behaviour sequences: F behaviour types, n positions, K side-info fields."""
 
     behaviours: list[str] = Field(min_length=1)
-    # Names of item fields whose embedding tables the sequence positions share.
+    # Names of item fields whose embedding tables the sequence positions share: the K
+    # columns of Batch.seq_ids. A bag's slots (all of them, adjacent) are one side token,
+    # the mean of its present values, as the bag is one categorical token.
     side_fields: list[str] = Field(min_length=1)
     max_len: int = Field(ge=1)
     # Behaviours from a pre-built history column: every row owns a block of events (its
@@ -105,6 +107,17 @@ class Schema(Strict):
                 raise ValueError(
                     f"sequence side_fields {missing} are not item fields of the schema"
                 )
+            side = self.sequences.side_fields
+            for bag, cols in self._bags().items():
+                slots = [self.fields[i].name for i in cols]
+                taken = [n for n in side if n in slots]
+                if taken and (
+                    taken != slots or side[side.index(slots[0]) :][: len(slots)] != slots
+                ):
+                    raise ValueError(
+                        f"sequence side_fields: bag {bag!r} rides the positions whole, its slots "
+                        f"{slots} adjacent and in order (side_fields: {side})"
+                    )
         for bag, cols in self._bags().items():
             members = [self.fields[i] for i in cols]
             if cols != list(range(cols[0], cols[0] + len(cols))):
@@ -163,6 +176,27 @@ class Schema(Strict):
     @property
     def num_categorical_tokens(self) -> int:  # M_tok <= M: what models embed and attend over
         return len(self.token_columns)
+
+    @property
+    def side_tokens(self) -> list[list[int]]:
+        """Positions k of seq_ids' side columns behind each side token: [k] for a field,
+        the slots of a bag (the target item's side tokens follow the same grouping)."""
+        if self.sequences is None:
+            return []
+        groups: list[list[int]] = []
+        previous = None
+        for k, name in enumerate(self.sequences.side_fields):
+            bag = self.field(name).bag
+            if bag is not None and bag == previous:
+                groups[-1].append(k)
+            else:
+                groups.append([k])
+            previous = bag
+        return groups
+
+    @property
+    def num_side_tokens(self) -> int:  # K_tok <= K: the side embeddings a position gives models
+        return len(self.side_tokens)
 
     @property
     def num_behaviours(self) -> int:  # F

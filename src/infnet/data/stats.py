@@ -1,5 +1,6 @@
 """The per-split figures prepare writes to stats.json: rows, users, items, label rates and
-means, missing labels, OOV rates, and the simulator's oracle AUC."""
+means, missing labels, OOV rates, the rows whose user or item train never saw, and the
+simulator's oracle AUC."""
 
 from __future__ import annotations
 
@@ -47,6 +48,18 @@ def split_stats(
             for f in raw.fields
         },
     }
+    item = item.to_numpy()
+    train_users, train_items = (
+        np.unique(user[split_rows["train"]]),
+        np.unique(item[split_rows["train"]]),
+    )
+    out["unseen"] = {}  # share of a split's rows whose user / item has no train row
+    for s, r in split_rows.items():
+        new_user, new_item = ~np.isin(user[r], train_users), ~np.isin(item[r], train_items)
+        out["unseen"][s] = {
+            k: float(v.mean()) if len(r) else 0.0
+            for k, v in (("user", new_user), ("item", new_item), ("either", new_user | new_item))
+        }
     for s, r in split_rows.items():
         out["nan_labels"][s] = {t: int(np.isnan(y[r]).sum()) for t, y in labels.items()}
         out["label_rate"][s] = {
@@ -65,3 +78,23 @@ def split_stats(
                 ok = ~np.isnan(y) & ~np.isnan(p)
                 out["oracle_auc"][s][t] = _nan_none(auc(y[ok], p[ok]))
     return out
+
+
+def unseen_rows(stats: dict) -> list[tuple[str, list[str]]]:
+    """Rows of a prepare summary: per split, the share of rows whose user, item, or either
+    has no train row (cold start the models meet on valid and test)."""
+    splits = list(stats["rows"])
+    return [
+        (f"{what} unseen in train", [f"{stats['unseen'][s][key]:.1%}" for s in splits])
+        for key, what in (("user", "users"), ("item", "items"), ("either", "user or item"))
+    ]
+
+
+def unseen_line(stats: dict) -> str:
+    """The same as one line: "rows whose user or item is unseen in train: valid 3.1% ..."."""
+    parts = [
+        f"{s} {u['either']:.1%} (user {u['user']:.1%}, item {u['item']:.1%})"
+        for s, u in stats["unseen"].items()
+        if s != "train"
+    ]
+    return "rows whose user or item is unseen in train: " + "; ".join(parts)

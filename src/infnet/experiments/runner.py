@@ -291,6 +291,7 @@ class Runner:
             "run_dir": str(run_dir),
             "test": result["test"],
             "best": result["best"],
+            "flags": result["flags"],
             "parameters": result["parameters"],
             "seconds": time.time() - started,
             "predictions": str(run_dir / PREDICTIONS),

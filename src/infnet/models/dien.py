@@ -133,7 +133,7 @@ class DIEN(MultiTaskModel):
         super().__init__(schema, config)
         d = config.embedding_dim
         self.embedding = FeatureEmbedding(schema, d, config.time_aware)
-        kd = len(self.embedding.side_field_index) * d
+        kd = self.embedding.num_side_tokens * d
         hidden = config.gru_hidden or kd
         self.branches = nn.ModuleList(
             InterestBranch(kd, hidden, config.aux_hidden) for _ in range(schema.num_behaviours)

@@ -47,7 +47,7 @@ class DIN(MultiTaskModel):
         super().__init__(schema, config)
         d = config.embedding_dim
         self.embedding = FeatureEmbedding(schema, d, config.time_aware)
-        kd = len(self.embedding.side_field_index) * d
+        kd = self.embedding.num_side_tokens * d
         self.attention = nn.ModuleList(
             TargetAttention(kd, kd, config.attention_hidden, config.activation)
             for _ in range(schema.num_behaviours)

@@ -8,7 +8,9 @@ mean of its present values' embeddings,
 
 so it does not depend on the order of the values. A sequence position's side-info field
 (video id, author id, tag) is looked up in the table of the target item's field of the same
-name, so a clicked video and the candidate video live in one space.
+name, so a clicked video and the candidate video live in one space; a bag among the side
+fields (a video's genres) is one side token of each position, its values' mean, as it is
+one token of the candidate.
 
 Time-aware sequence tokens (`time_aware`, an option of every sequence model): each
 position also carries its order and its age,
@@ -76,6 +78,8 @@ class FeatureEmbedding(nn.Module):
             if schema.sequences is not None
             else []
         )
+        self.side_tokens = schema.side_tokens  # side columns k behind each side token
+        self.num_side_tokens = len(self.side_tokens)  # K_tok
         self.time_aware = time_aware
         if time_aware:
             seq = schema.sequences
@@ -102,11 +106,26 @@ class FeatureEmbedding(nn.Module):
             [self.tables[self.column_table[i]](batch.categorical[:, i]) for i in index], dim=1
         )
 
-    def target(self, batch: Batch) -> torch.Tensor:  # [B, K, d]
-        """The candidate item's side fields, as a sequence position carries them."""
-        return self.columns(batch, self.side_field_index)
+    def _side(self, e: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """e [..., K, d] of ids [..., K] -> [..., K_tok, d]: each bag's slots pooled."""
+        if self.num_side_tokens == e.shape[-2]:
+            return e  # no bag among the side fields
+        return torch.stack(
+            [
+                e[..., g[0], :]
+                if len(g) == 1
+                else masked_mean(e[..., g, :], ids[..., g] != PAD, dim=-2)
+                for g in self.side_tokens
+            ],
+            dim=-2,
+        )
 
-    def sequence(self, batch: Batch) -> torch.Tensor:  # [B, F, n, K, d]
+    def target(self, batch: Batch) -> torch.Tensor:  # [B, K_tok, d]
+        """The candidate item's side tokens, as a sequence position carries them."""
+        ids = batch.categorical[:, self.side_field_index]
+        return self._side(self.columns(batch, self.side_field_index), ids)
+
+    def sequence(self, batch: Batch) -> torch.Tensor:  # [B, F, n, K_tok, d]
         e = torch.stack(
             [
                 self.tables[self.column_table[i]](batch.seq_ids[..., k])
@@ -114,15 +133,16 @@ class FeatureEmbedding(nn.Module):
             ],
             dim=-2,
         )
+        e = self._side(e, batch.seq_ids)
         if not self.time_aware:
             return e
         when = self.positions.weight + self.gaps(batch.seq_gap)  # [B, F, n, d]
         return e + (when * batch.seq_mask.unsqueeze(-1)).unsqueeze(-2)
 
-    def pooled_sequence(self, batch: Batch) -> torch.Tensor:  # [B, F, K * d]
+    def pooled_sequence(self, batch: Batch) -> torch.Tensor:  # [B, F, K_tok * d]
         """Masked mean over positions of each behaviour's side-info embeddings: how models
         without sequence modelling of their own read the histories (FuxiCTR does the same)."""
-        s = self.sequence(batch).flatten(-2)  # [B, F, n, K*d]
+        s = self.sequence(batch).flatten(-2)  # [B, F, n, K_tok*d]
         return masked_mean(s, batch.seq_mask, dim=2)
 
     def flat_input(self, batch: Batch) -> torch.Tensor:  # [B, M_tok*d + F*K*d]
@@ -133,17 +153,17 @@ class FeatureEmbedding(nn.Module):
         return torch.cat(parts, dim=1)
 
     def flat_dim(self, schema: Schema) -> int:
-        seq = schema.num_behaviours * len(schema.sequences.side_fields) if schema.sequences else 0
+        seq = schema.num_behaviours * schema.num_side_tokens
         return (schema.num_categorical_tokens + seq) * self.dim
 
 
 def target_query(embedding: FeatureEmbedding, batch: Batch) -> torch.Tensor:
-    """The candidate item's side-field embeddings, concatenated: [B, K*d]."""
+    """The candidate item's side-token embeddings, concatenated: [B, K_tok*d]."""
     return embedding.target(batch).flatten(1)
 
 
 def field_tokens(embedding: FeatureEmbedding, batch: Batch) -> torch.Tensor:  # [B, M_tok + F*K, d]
-    """Field embeddings plus one mean-pooled token per (behaviour, side field)."""
+    """Field embeddings plus one mean-pooled token per (behaviour, side token)."""
     tokens = embedding.categorical(batch)
     if batch.seq_ids.shape[1]:
         pooled = embedding.pooled_sequence(batch)  # [B, F, K*d]
@@ -152,7 +172,7 @@ def field_tokens(embedding: FeatureEmbedding, batch: Batch) -> torch.Tensor:  # 
 
 
 def num_field_tokens(schema: Schema) -> int:
-    seq = schema.num_behaviours * len(schema.sequences.side_fields) if schema.sequences else 0
+    seq = schema.num_behaviours * schema.num_side_tokens
     return schema.num_categorical_tokens + seq
 
 

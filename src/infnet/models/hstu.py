@@ -103,7 +103,7 @@ class HSTU(MultiTaskModel):
             for t, cols in enumerate(schema.token_columns)
             if schema.fields[cols[0]].group == "item"
         ]
-        width = len(self.embedding.side_field_index or self.item_tokens)
+        width = self.embedding.num_side_tokens or len(self.item_tokens)
         self.max_len = schema.sequences.max_len if schema.sequences else 0
         self.item_proj = nn.Linear(width * d, D)
         self.type_embedding = nn.Embedding(schema.num_behaviours + 1, D)  # last: the target

@@ -219,7 +219,7 @@ class INFNetV1(MultiTaskModel):
                 f"sequence max_len ({seq.max_len}) of the schema"
             )
         if seq is not None:
-            self.seq_proj = nn.Linear(len(seq.side_fields) * d, d)
+            self.seq_proj = nn.Linear(schema.num_side_tokens * d, d)
             self.behaviour = nn.Embedding(len(seq.behaviours), d)
         sizes: dict[str, int] = {}
         if c.use_hubs:

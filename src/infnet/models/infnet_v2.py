@@ -188,7 +188,7 @@ class INFNetV2(MultiTaskModel):
             raise ValueError("candidate_hub reads the behaviour sequences; the schema has none")
         self.embedding = FeatureEmbedding(schema, d, c.time_aware)
         if seq is not None:
-            self.seq_proj = nn.Linear(len(seq.side_fields) * d, d)  # W_s
+            self.seq_proj = nn.Linear(schema.num_side_tokens * d, d)  # W_s
             self.behaviour = nn.Embedding(len(seq.behaviours), d)  # e_b
         self.groups: list[Group] = ["categorical", *(["sequence"] if seq else [])]
         if c.input_norm:
@@ -221,7 +221,7 @@ class INFNetV2(MultiTaskModel):
                     c.num_shared_task_hubs if c.task_hubs != "specific" else 0
                 )
             if c.candidate_hub:
-                hub_sizes["candidate"] = len(seq.side_fields)
+                hub_sizes["candidate"] = schema.num_side_tokens
         self.hub_sizes = hub_sizes
         blocks, first_reads = self._blocks(hub_sizes)
         self.blocks = nn.ModuleList(blocks)

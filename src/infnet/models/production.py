@@ -53,7 +53,7 @@ class Production(MultiTaskModel):
         super().__init__(schema, config)
         d = config.embedding_dim
         self.embedding = FeatureEmbedding(schema, d, config.time_aware)
-        kd = len(self.embedding.side_field_index) * d  # width of v_A and of each e_(f,j)
+        kd = self.embedding.num_side_tokens * d  # width of v_A and of each e_(f,j)
         self.attention = nn.ModuleList(
             TargetAttention(kd, kd, config.attention_hidden, config.attention_activation)
             for _ in range(schema.num_behaviours)

@@ -81,7 +81,12 @@ def train(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
-    """Train a model on a prepared dataset; writes config, metrics.jsonl, checkpoints, test metrics."""
+    """Train a model on a prepared dataset; writes config, metrics.jsonl, checkpoints, test metrics.
+
+    Budgets: --set epochs=N, --set max_steps=N (optimiser steps), --set time_limit_s=S (seconds of training, counted across --resume); the first reached ends training, and the best checkpoint so far is kept and scored on test.
+
+    Tasks: --set task_weighting=fixed|uncertainty|normalised (how the task losses combine); --set selection=monitor|weighted|all_tasks and --set monitor=mtl_auc|TASK.METRIC (which checkpoint is kept). A task below chance or collapsed is flagged in log.txt, metrics.jsonl, test_metrics.json and here.
+    """
     from infnet.training.tables import rich_table
     from infnet.training.trainer import Trainer
 
@@ -101,6 +106,8 @@ def train(
     console.print(
         rich_table(trainer.schema, {run.model: result["test"]}, title=f"test metrics ({out})")
     )
+    for flag in result["flags"]:  # also in log.txt and test_metrics.json
+        console.print(f"[yellow]flagged task[/yellow] {flag}")
 
 
 def evaluate(
@@ -111,6 +118,7 @@ def evaluate(
     """Score a run's best checkpoint on a split: AUC, gAUC, LogLoss (and MAE, RMSE, R2), MTL averages."""
     from infnet.training.evaluation import evaluate_split
     from infnet.training.rundir import load_run
+    from infnet.training.selection import task_flags
     from infnet.training.tables import rich_table
 
     if split not in ("train", "valid", "test"):
@@ -119,12 +127,15 @@ def evaluate(
         )
     config, model, data = load_run(run)
     result = evaluate_split(model, data, split)
+    flags = task_flags(data.schema, result, split=split)
     if as_json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps({**result, "flags": flags}, indent=2))
     else:
         console.print(
             rich_table(data.schema, {config.model: result}, title=f"{split} metrics ({run})")
         )
+        for flag in flags:
+            console.print(f"[yellow]flagged task[/yellow] {flag}")
 
 
 def models() -> None:

@@ -46,7 +46,8 @@ class TaskLoss(nn.Module):
         if self.weighting == "uncertainty":
             self.log_var = nn.Parameter(torch.zeros(T))  # s_i; sigma_i = 1 at the start
             self.register_buffer(
-                "coefficient", torch.tensor([1.0 if t.kind == "binary" else 0.5 for t in schema.tasks])
+                "coefficient",
+                torch.tensor([1.0 if t.kind == "binary" else 0.5 for t in schema.tasks]),
             )
         if self.weighting == "normalised":
             self.register_buffer("running", torch.full((T,), float("nan")))  # m_i, NaN: unseen

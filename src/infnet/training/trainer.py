@@ -222,7 +222,7 @@ class Trainer:
         eval_every = tc.eval_every or self.steps_per_epoch
         started, steps_before = time.time(), self.global_step
         self._clock_zero = started - self.elapsed
-        stop = self._out_of_budget()
+        stop = self.global_step > 0 and self._out_of_budget()  # a resumed run that spent it
         with _progress(self.progress) as bar:
             task = bar.add_task(
                 "train", total=self.total_steps, completed=self.global_step, status=""

@@ -3,13 +3,16 @@
 The text is parsed with Python's `ast` and only a whitelist is translated: comparisons
 (chained too), `in` / `not in` over a list of constants, `and` / `or` / `not`, names
 (columns) and numeric, string or boolean constants. Nothing is ever evaluated, so a
-condition in a YAML file cannot run code.
+condition in a YAML file cannot run code. A column whose name is not a Python identifier
+(`rating:float` of an atomic-file header, `watch time`) is written in backticks, as in
+SQL: "`rating:float` >= 4".
 """
 
 from __future__ import annotations
 
 import ast
 import operator
+import re
 from collections.abc import Collection, Iterable
 
 import polars as pl
@@ -36,12 +39,38 @@ def _constant(node: ast.expr) -> int | float | str | bool:
     raise ValueError(f"{ast.unparse(node)!r} is not a column or a constant")
 
 
+_QUOTED = re.compile(r"`([^`]*)`")
+
+
+def _unquote(text: str) -> tuple[str, dict[str, str]]:
+    """Backtick-quoted names replaced by identifiers: (text, identifier -> column name)."""
+    names: dict[str, str] = {}
+
+    def replace(match: re.Match[str]) -> str:
+        if not match.group(1):
+            raise ValueError("an empty `` names no column")
+        ident = f"_q{len(names)}_" + "_" * text.count("_q")  # never a name the text has
+        names[ident] = match.group(1)
+        return ident
+
+    out = _QUOTED.sub(replace, text)
+    if "`" in out:
+        raise ValueError("a backtick is not closed")
+    return out, names
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 class _Translator:
-    def __init__(self, numeric: Collection[str]) -> None:
+    def __init__(self, numeric: Collection[str], quoted: dict[str, str]) -> None:
         self.numeric = set(numeric)
+        self.quoted = quoted
         self.names: set[str] = set()
 
     def column(self, name: str) -> pl.Expr:
+        name = self.quoted.get(name, name)
         self.names.add(name)
         # Text tables are read as strings; a column holding numbers compares as numbers.
         return pl.col(name).cast(pl.Float64) if name in self.numeric else pl.col(name)
@@ -67,7 +96,12 @@ class _Translator:
                         raise ValueError(
                             f"`in` needs a list of constants, got {ast.unparse(right)!r}"
                         )
-                    term = self.operand(left).is_in([_constant(e) for e in right.elts])
+                    values = [_constant(e) for e in right.elts]
+                    column = self.operand(left)
+                    if values and all(_is_number(v) for v in values):
+                        # 4 in a float column is 4.0: compare numbers as numbers
+                        column, values = column.cast(pl.Float64), [float(v) for v in values]
+                    term = column.is_in(values)
                     terms.append(~term if isinstance(op, ast.NotIn) else term)
                 elif type(op) in _COMPARE:
                     terms.append(_COMPARE[type(op)](self.operand(left), self.operand(right)))
@@ -92,11 +126,14 @@ def parse_condition(
     """`text` as a boolean polars expression (a null compares as false); `key` names the
     YAML key in every error. With `columns`, every name in the condition must be one of
     them; the `numeric` ones (string columns holding numbers) are cast to float."""
-    translate = _Translator(numeric)
     try:
-        expr = translate(ast.parse(text.strip(), mode="eval").body)
+        plain, quoted = _unquote(text.strip())
+        translate = _Translator(numeric, quoted)
+        expr = translate(ast.parse(plain, mode="eval").body)
     except (SyntaxError, ValueError) as err:
         reason = err.msg if isinstance(err, SyntaxError) else str(err)
+        if isinstance(err, SyntaxError) and re.search(r"[\w]:[\w]", _QUOTED.sub("", text)):
+            reason += "; a column name with ':' goes in backticks: `rating:float` >= 4"
         raise ConfigError(f"{key}: condition {_short(text)!r} does not parse: {reason}") from None
     except (RecursionError, MemoryError):
         raise ConfigError(

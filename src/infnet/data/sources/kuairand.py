@@ -32,6 +32,7 @@ the logs start on or after 2022-04-25 (with the complete release they would repe
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -57,6 +58,7 @@ from infnet.data.sources.kuairand_files import (
     read_logs,
 )
 from infnet.data.spec import BehaviourSpec, FieldSpec, RawDataset, SplitSpec, TaskSpec
+from infnet.data.stats import unseen_rows
 from infnet.fsutil import refuse_overlap
 
 SUBSET_SPLIT = "2022-04-25:2022-05-04,2022-05-05:2022-05-06,2022-05-07:2022-05-08"
@@ -143,6 +145,7 @@ def build_raw(
     split: str | None = None,
     min_count: int = 1,
     variant: str = "pure",
+    raw_targets: bool = False,
 ) -> RawDataset:
     """The KuaiRand-Pure files in `data_dir` as a RawDataset (see the module docstring)."""
     data_dir = Path(data_dir)
@@ -221,7 +224,7 @@ def build_raw(
             else FieldSpec(f.name, f.group, f.column, min_count=min_count)
             for f in _fields(stat_columns, users.columns)
         ],
-        tasks=[TASKS[t] for t in tasks],
+        tasks=[replace(TASKS[t], standardise=not raw_targets) for t in tasks],
         users=users,
         items=items,
         behaviours=[BehaviourSpec(b, pl.col(BEHAVIOURS[b]) == 1) for b in behaviours],
@@ -269,6 +272,8 @@ def summary_table(stats: dict) -> Table:
             table.add_row(f"{task} {kind}", *(_fmt(stats[key][s][task]) for s in splits))
     for b, seq in stats.get("sequences", {}).items():
         table.add_row(f"{b} history (mean len)", *(f"{seq['mean_len'][s]:.1f}" for s in splits))
+    for name, values in unseen_rows(stats):
+        table.add_row(name, *values)
     return table
 
 
@@ -316,6 +321,11 @@ def command(
         "--variant",
         help="pure, 1k or 27k: which release's file names (*_pure.csv, *_1k.csv, *_27k[_partN].csv).",
     ),
+    raw_targets: bool = typer.Option(
+        False,
+        "--raw-targets",
+        help="Learn regression tasks (play_time) on their raw scale, not standardised with the train split's mean and std (to compare).",
+    ),
 ) -> None:
     """Prepare KuaiRand-Pure (official files, or the 04-25..05-08 subset) into OUT."""
     console = Console()
@@ -334,6 +344,7 @@ def command(
             split=split,
             min_count=min_count,
             variant=variant,
+            raw_targets=raw_targets,
         )
     except (PrepareError, FileNotFoundError, FileExistsError) as err:
         console.print(f"[red]error:[/red] {err}")

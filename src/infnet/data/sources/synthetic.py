@@ -23,6 +23,7 @@ from infnet.data.sources.simulator import (
     users_frame,
 )
 from infnet.data.spec import BehaviourSpec, FieldSpec, RawDataset, TaskSpec
+from infnet.data.stats import unseen_rows
 from infnet.fsutil import temporary_beside
 
 FIELDS = [
@@ -187,6 +188,8 @@ def summary_table(stats: dict) -> Table:
         for task in stats.get(key, {}).get(splits[0], {}):
             values = [stats[key][s][task] for s in splits]
             table.add_row(f"{task} {what}", *["-" if v is None else f"{v:.4f}" for v in values])
+    for name, values in unseen_rows(stats):
+        table.add_row(name, *values)
     return table
 
 

@@ -37,6 +37,7 @@ from infnet.data.sources.table_config import (
     Binary,
     Categorical,
     Input,
+    MultiCategorical,
     Numeric,
     Policy,
     TableConfig,
@@ -47,6 +48,7 @@ from infnet.data.sources.table_config import (
 )
 from infnet.data.sources.table_values import first_values, history, is_numeric_text, number, time_ms
 from infnet.data.spec import BehaviourSpec, FieldSpec, RawDataset, SplitSpec, TaskSpec
+from infnet.data.stats import unseen_line
 from infnet.fsutil import refuse_overlap
 
 
@@ -232,12 +234,19 @@ def build_raw(cfg: TableConfig, frames: dict[str, pl.DataFrame]) -> RawDataset:
             _check_condition(log, expr, key, condition, [c for c in names if c not in numeric])
             behaviours.append(BehaviourSpec(name, expr))
         items = {f.name for f in fields if f.group == "item"}
+        slots = {
+            b: [f.name for f in fields if f.bag == b] for b in {f.bag for f in fields} - {None}
+        }
         for s in cfg.sequences.side_fields:
-            if s not in items:
+            if s in slots and all(n in items for n in slots[s]):
+                side_fields += slots[s]  # a bag: every value of it rides each position, pooled
+            elif s in items:
+                side_fields.append(s)
+            else:
+                known = sorted((items - {n for v in slots.values() for n in v}) | set(slots))
                 raise ConfigError(
-                    f"sequences.side_fields: {s!r} is not an item column (item fields: {sorted(items)})"
+                    f"sequences.side_fields: {s!r} is not an item column (item columns: {known})"
                 )
-        side_fields = list(cfg.sequences.side_fields)
 
     split = SplitSpec()
     if cfg.split.ratios is not None:
@@ -307,7 +316,10 @@ def _check_condition(
             values = log[c].drop_nulls()
             bad = values.filter(values.cast(pl.Float64, strict=False).is_null())
             if values.dtype == pl.String and len(bad):
-                samples.append(f"column {c!r} holds text such as {bad[0]!r}")
+                samples.append(
+                    f"column {c!r} holds text such as {bad[0]!r}, so it does not compare with "
+                    "a number; quote the value to compare text ('1990'), or clean the column"
+                )
         why = "; ".join(samples) or str(err).splitlines()[0]
         raise ConfigError(f"{key}: condition {text!r} cannot be evaluated: {why}") from None
 
@@ -329,7 +341,31 @@ def prepare_table(
     try:
         return prepare(raw, Path(out), overwrite=overwrite, progress=progress, inputs=inputs)
     except PrepareError as err:
-        raise ConfigError(f"{config}: {err}") from None
+        raise ConfigError(f"{config}: {in_yaml_terms(str(err), cfg)}") from None
+
+
+def in_yaml_terms(message: str, cfg: TableConfig) -> str:
+    """A message with the columns build_raw derives (__task__like) named as the YAML names
+    them: the key and the source column."""
+    names = {TIME_MS: f"'{cfg.time.column or 'row order'}' (time.column)"}
+    if cfg.split.column is not None:
+        names[SPLIT_CODE] = f"'{cfg.split.column}' (split.column)"
+    for name, t in cfg.tasks.items():
+        names[f"__task__{name}"] = f"'{t.column}' (tasks.{name}.column)"
+    for name, c in cfg.columns.items():
+        src = c.column or name
+        names[f"__numeric__{name}"] = f"'{src}' (columns.{name})"
+        if isinstance(c, MultiCategorical):
+            for k in range(1, c.max_values + 1):
+                names[f"__multi__{name}_{k}"] = f"'{src}' (columns.{name}, value {k})"
+    for name, b in cfg.sequences.behaviours.items() if cfg.sequences else []:
+        if b.column is not None:
+            names[f"__history__{name}"] = f"'{b.column}' (sequences.behaviours.{name}.column)"
+    for internal in sorted(names, key=len, reverse=True):
+        message = message.replace(f"'{internal}'", names[internal]).replace(
+            internal, names[internal]
+        )
+    return message
 
 
 def command(
@@ -359,6 +395,7 @@ def report(stats: dict, out: Path) -> None:
     typer.echo(
         f"{stats['dataset']}: rows {rows}; users {stats['users']['all']:,}, items {stats['items']['all']:,}"
     )
+    typer.echo(unseen_line(stats))
     typer.echo(
         f"train label rates: {rates or '-'}; unparseable values: {bad or 'none'}; written to {out}"
     )

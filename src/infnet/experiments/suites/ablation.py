@@ -12,6 +12,7 @@ from infnet.experiments.suites.context import (
     by_label,
     failures,
     figure_path,
+    flag_table,
     main_task,
     metric,
     relative,
@@ -115,4 +116,5 @@ def run(ctx: Context, report: Report) -> dict[str, Any]:
         section.figure(path, f"MTL-AUC of each variant, {title}")
     all_records = [r for rs in groups.values() for r in rs]
     failures(section, all_records)
+    flag_table(section, all_records)
     return {"main_task": main, "tables": results, "runs": run_table(all_records)}

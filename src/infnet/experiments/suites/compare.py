@@ -9,18 +9,22 @@ from typing import Any
 
 import numpy as np
 
+from infnet.data.schema import Schema
 from infnet.experiments import figures
 from infnet.experiments.report import Report, Section, fmt, fmt_mean_std, fmt_p, fmt_pct
 from infnet.experiments.runner import load_predictions, ok
 from infnet.experiments.stats import delong, paired_ttest
 from infnet.experiments.suites.context import (
+    FLOORS,
     INFNET,
     REFERENCE,
     Context,
     by_label,
     failures,
     figure_path,
+    flag_table,
     main_task,
+    marked,
     metric,
     relative,
     run_table,
@@ -39,11 +43,19 @@ def run(ctx: Context, report: Report) -> dict[str, Any]:
     )
     groups = by_label(records)
     section = report.section("Comparison (source document 4.2.1, 4.2.2)")
+    floor = next((f for f in reversed(FLOORS) if f in groups), None)
     section.text(
         f"Test split, {len(ctx.seeds)} seed(s) {ctx.seeds}, mean ± std over seeds. AUC, gAUC and "
         f"LogLoss are the main task's (`{main}`, the first binary task); MTL-AUC is the "
         "task-weighted mean AUC of the binary tasks; relative improvement is MTL-AUC / "
-        "MTL-AUC(FM) - 1 per seed against FM's run of the same seed."
+        "MTL-AUC(FM) - 1 per seed against FM's run of the same seed"
+        + (
+            f"; lift is MTL-AUC - MTL-AUC({floor}) per seed, over the reference `{floor}` "
+            "(shrunk item and user label means of the train split, models/mean.py): the floor "
+            "a model must beat to have learned anything."
+            if floor
+            else "."
+        )
     )
     overall: dict[str, Any] = {}
     rows = []
@@ -56,19 +68,22 @@ def run(ctx: Context, report: Report) -> dict[str, Any]:
         entry["relative_improvement"] = (
             summary(relative(rs, groups[REFERENCE])) if REFERENCE in groups else None
         )
+        entry["lift"] = summary(_lift(rs, groups[floor])) if floor else None
         entry["parameters"] = next((r["parameters"] for r in rs if ok(r)), None)
         overall[m] = entry
-        rel = entry["relative_improvement"]
+        rel, lift = entry["relative_improvement"], entry["lift"]
         rows.append(
-            [m]
+            [marked(m, rs)]
             + [
                 fmt_mean_std(entry[k]["mean"], entry[k]["std"])
                 for k in (f"{main}/auc", f"{main}/gauc", f"{main}/logloss", "mtl_auc", "mtl_gauc")
             ]
             + ["-" if rel is None or m == REFERENCE else fmt_pct(rel["mean"], rel["std"])]
+            + ([] if floor is None else ["-" if m == floor else _fmt_lift(lift)])
         )
     section.table(
-        ["model", "AUC", "gAUC", "LogLoss", "MTL-AUC", "MTL-gAUC", "rel. impr. vs FM"],
+        ["model", "AUC", "gAUC", "LogLoss", "MTL-AUC", "MTL-gAUC", "rel. impr. vs FM"]
+        + ([] if floor is None else [f"lift vs {floor}"]),
         rows,
         caption="Table 4.2.1: overall",
     )
@@ -89,7 +104,7 @@ def run(ctx: Context, report: Report) -> dict[str, Any]:
             for k in ms
         }
         rows.append(
-            [m]
+            [marked(m, groups[m])]
             + [
                 fmt_mean_std(per_task[m][f"{n}/{k}"]["mean"], per_task[m][f"{n}/{k}"]["std"])
                 for n, ms in cols
@@ -99,6 +114,12 @@ def run(ctx: Context, report: Report) -> dict[str, Any]:
     section.table(
         header, rows, caption="Table 4.2.2: per task (binary: AUC, gAUC; regression: R2, MAE)"
     )
+    below = _below_floor(schema, per_task, floor) if floor else []
+    if below:
+        section.text(
+            f"Not above the reference `{floor}` (mean over seeds; AUC of a binary task, R2 of a "
+            "regression task): " + "; ".join(below) + "."
+        )
 
     significance = _significance(ctx, groups, per_task) if INFNET in groups else []
     if significance:
@@ -145,6 +166,7 @@ def run(ctx: Context, report: Report) -> dict[str, Any]:
         section.text("INFNet was not among the models: no significance test.")
     _compare_figure(ctx, section, models, overall)
     failures(section, records)
+    flag_table(section, records)
     return {
         "main_task": main,
         "overall": overall,
@@ -152,6 +174,32 @@ def run(ctx: Context, report: Report) -> dict[str, Any]:
         "significance": significance,
         "runs": run_table(records),
     }
+
+
+def _lift(records: list[dict[str, Any]], floor: list[dict[str, Any]]) -> list[float]:
+    """Per seed: MTL-AUC(record) - MTL-AUC(the floor's run of the same seed)."""
+    base = {r["seed"]: metric(r, "mtl_auc") for r in floor}
+    return [metric(r, "mtl_auc") - base.get(r["seed"], float("nan")) for r in records]
+
+
+def _fmt_lift(lift: dict[str, Any]) -> str:
+    if not math.isfinite(lift["mean"]):
+        return "-"
+    std = f" ± {lift['std']:.4f}" if math.isfinite(lift["std"]) else ""
+    return f"{lift['mean']:+.4f}{std}"
+
+
+def _below_floor(schema: Schema, per_task: dict[str, Any], floor: str) -> list[str]:
+    out = []
+    for t in schema.tasks:
+        key = f"{t.name}/{'auc' if t.kind == 'binary' else 'r2'}"
+        ref = per_task[floor][key]["mean"]
+        out += [
+            f"{m} on {t.name} ({v[key]['mean']:.4f} vs {ref:.4f})"
+            for m, v in per_task.items()
+            if m not in FLOORS and math.isfinite(ref) and not v[key]["mean"] > ref
+        ]
+    return out
 
 
 def _significance(

@@ -28,6 +28,10 @@ from infnet.experiments.stats import mean_std
 from infnet.metrics import relative_improvement
 
 INFNET, REFERENCE = "infnet", "fm"
+# The floors a model must beat (models/popularity.py, models/mean.py), strongest last: the
+# lift over the strongest present is shown beside every model in `compare`.
+FLOORS = ("popularity", "mean")
+FLAG = " ⚠"  # after a model's name in a table: one of its runs has a flagged task
 
 # --quick: 1 epoch on the most recent rows of each split (data.loader.RowLimit), batch 256
 # (about 117 steps: enough for the AUCs to separate from 0.5 on the simulator),
@@ -121,6 +125,7 @@ def run_table(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         "seconds",
         "config",
         "test",
+        "flags",
         "predictions",
     )
     return [{k: r[k] for k in keep if k in r} for r in records]
@@ -133,6 +138,32 @@ def failures(section: Section, records: list[dict[str, Any]]) -> None:
             ["run", "model", "seed", "error"],
             [[r["label"], r["model"], str(r["seed"]), r.get("error", "")] for r in failed],
             caption="Failed runs (recorded; the suite went on without them)",
+        )
+
+
+def flagged(records: list[dict[str, Any]]) -> bool:
+    """Whether a run among `records` kept a checkpoint with a task below chance or collapsed."""
+    return any(ok(r) and r.get("flags") for r in records)
+
+
+def marked(name: str, records: list[dict[str, Any]]) -> str:
+    return name + (FLAG if flagged(records) else "")
+
+
+def flag_table(section: Section, records: list[dict[str, Any]]) -> None:
+    """Every run whose kept checkpoint has a flagged task (training/selection.py), with why."""
+    rows = [
+        [r["label"], r["model"], str(r["seed"]), flag]
+        for r in records
+        if ok(r)
+        for flag in r.get("flags") or []
+    ]
+    if rows:
+        section.table(
+            ["run", "model", "seed", "flag"],
+            rows,
+            caption=f"Runs with a flagged task ({FLAG.strip()} in the tables): a task below "
+            "chance, or collapsed from its best earlier validation score",
         )
 
 

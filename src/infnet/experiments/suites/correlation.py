@@ -14,6 +14,7 @@ from infnet.experiments.suites.context import (
     Context,
     failures,
     figure_path,
+    flag_table,
     run_table,
 )
 from infnet.metrics import label_correlation
@@ -27,6 +28,7 @@ def run(ctx: Context, report: Report) -> dict[str, Any]:
     if not ok(record):
         failures(section, [record])
         return {"model": model, "runs": run_table([record])}
+    flag_table(section, [record])
     p = load_predictions(record)
     labels = label_correlation(p.labels, p.label_mask)
     scores = label_correlation(p.outputs, np.ones_like(p.label_mask))

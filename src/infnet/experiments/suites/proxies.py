@@ -16,6 +16,7 @@ from infnet.experiments.suites.context import (
     by_label,
     failures,
     figure_path,
+    flag_table,
     main_task,
     metric,
     run_table,
@@ -135,6 +136,7 @@ def run(ctx: Context, report: Report) -> dict[str, Any]:
     section.figure(path, "MTL-AUC (top), latency and peak memory (bottom) against each hub count")
     all_records = [r for rs in groups.values() for r in rs]
     failures(section, all_records)
+    flag_table(section, all_records)
     return {
         "main_task": main,
         "latency_batch": len(batch.user),

@@ -18,6 +18,7 @@ from infnet.experiments.suites.context import (
     by_label,
     failures,
     figure_path,
+    flag_table,
     metric,
     run_table,
     summary,
@@ -103,4 +104,5 @@ def run(ctx: Context, report: Report) -> dict[str, Any]:
         )
     records = [r for rs in groups.values() for r in rs]
     failures(section, records)
+    flag_table(section, records)
     return {"models": results, "runs": run_table(records)}

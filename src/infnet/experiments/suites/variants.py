@@ -22,6 +22,7 @@ from infnet.experiments.suites.context import (
     by_label,
     failures,
     figure_path,
+    flag_table,
     metric,
     run_table,
     summary,
@@ -141,6 +142,7 @@ def run(ctx: Context, report: Report) -> dict[str, Any]:
     section.figure(path, "MTL-AUC of every variant (mean ± std over seeds)")
     records = [r for rs in groups.values() for r in rs]
     failures(section, records)
+    flag_table(section, records)
     return {"reference": REFERENCE, "variants": results, "runs": run_table(records)}
 
 
