@@ -94,3 +94,13 @@ def test_a_formula_without_finite_scores_is_refused_at_startup(formula):
     with pytest.raises(ValueError, match="non-finite scores"):
         Ranker(["is_click", "long_view"], formula)
     Ranker(["is_click", "long_view"], "is_click + 0.5 * long_view")  # an ordinary one loads
+
+
+def test_a_misspelt_monitor_stops_before_training(monkeypatch, capsys, small_prepared, tmp_path):
+    line = run(monkeypatch, capsys, "train", "--data", str(small_prepared), "--out",
+               str(tmp_path / "r"), "--set", "monitor=is_clik.auc", "--no-progress")  # fmt: skip
+    assert (
+        "train.monitor='is_clik.auc' is not a validation metric; did you mean 'is_click.auc'?"
+        in line
+    )
+    assert not (tmp_path / "r" / "metrics.jsonl").exists()

@@ -110,7 +110,8 @@ def loss(model, batch: Batch) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("num_behaviours", [2, 0])
-@pytest.mark.parametrize("name", available_models())
+# the reference models read the item and user keys only (models/popularity.py, mean.py)
+@pytest.mark.parametrize("name", sorted(set(available_models()) - {"popularity", "mean"}))
 def test_every_model_trains_on_a_bag(name, num_behaviours):
     schema = bag_schema(num_behaviours)
     torch.manual_seed(0)

@@ -30,6 +30,15 @@ def test_monitor_reads_top_level_and_task_metrics_and_suggests_a_close_one():
         monitored(v, "lke.auc")
 
 
+def test_a_loss_or_an_error_is_best_lowest():
+    low, high = _valid(0.7, 0.6, 0.2), _valid(0.7, 0.6, 0.2)
+    low["click"]["logloss"], high["click"]["logloss"] = 0.40, 0.45
+    assert Selection(SCHEMA, TrainConfig(monitor="click.logloss")).improves(low, high)
+    assert not Selection(SCHEMA, TrainConfig(monitor="click.logloss")).improves(high, low)
+    low["watch"]["rmse"], high["watch"]["rmse"] = 1.0, 2.0
+    assert Selection(SCHEMA, TrainConfig(monitor="watch.rmse")).improves(low, high)
+
+
 def test_the_mean_hides_a_broken_task_and_all_tasks_does_not():
     kept, new = _valid(0.70, 0.65, 0.30), _valid(0.95, 0.45, 0.30)  # like breaks, the mean rises
     assert Selection(SCHEMA, TrainConfig()).improves(new, kept)

@@ -39,8 +39,8 @@ class SequenceSpec(Strict):
 
     behaviours: list[str] = Field(min_length=1)
     # Names of item fields whose embedding tables the sequence positions share: the K
-    # columns of Batch.seq_ids. A bag's slots (all of them, adjacent) are one side token,
-    # the mean of its present values, as the bag is one categorical token.
+    # columns of Batch.seq_ids. Adjacent slots of one bag are one side token, the mean of
+    # its present values, as the bag is one categorical token.
     side_fields: list[str] = Field(min_length=1)
     max_len: int = Field(ge=1)
     # Behaviours from a pre-built history column: every row owns a block of events (its
@@ -107,17 +107,6 @@ class Schema(Strict):
                 raise ValueError(
                     f"sequence side_fields {missing} are not item fields of the schema"
                 )
-            side = self.sequences.side_fields
-            for bag, cols in self._bags().items():
-                slots = [self.fields[i].name for i in cols]
-                taken = [n for n in side if n in slots]
-                if taken and (
-                    taken != slots or side[side.index(slots[0]) :][: len(slots)] != slots
-                ):
-                    raise ValueError(
-                        f"sequence side_fields: bag {bag!r} rides the positions whole, its slots "
-                        f"{slots} adjacent and in order (side_fields: {side})"
-                    )
         for bag, cols in self._bags().items():
             members = [self.fields[i] for i in cols]
             if cols != list(range(cols[0], cols[0] + len(cols))):

@@ -25,8 +25,8 @@ class TrainConfig(Strict):
     eval_every: int = Field(default=0, ge=0)  # steps between evaluations; 0 = once per epoch
     patience: int = Field(default=5, ge=1)  # evaluations without improvement (the paper: 5)
     # Which checkpoint is kept (training/selection.py): "monitor" the best `monitor` (a
-    # validation metric, higher is better: mtl_auc, mtl_gauc, or task.metric such as
-    # is_click.auc or play_time.r2); "weighted" the best weighted mean of the task scores
+    # validation metric: mtl_auc, mtl_gauc, or task.metric such as is_click.auc,
+    # play_time.r2 or is_click.logloss; a loss or an error is best lowest); "weighted" the best weighted mean of the task scores
     # (AUC of a binary task, R2 of a regression task) with `selection_weights` (the task
     # weights otherwise); "all_tasks" a checkpoint replaces the kept one only when no task
     # score is lower and the weighted mean is higher.

@@ -17,6 +17,8 @@ from typing import Any
 from infnet.data.schema import Schema
 from infnet.training.config import TrainConfig
 
+BINARY, REGRESSION = ("auc", "gauc", "logloss"), ("mae", "rmse", "r2")  # metrics.evaluate's
+LOWER_IS_BETTER = ("logloss", "mae", "rmse")
 COLLAPSE = 0.05  # a task score this far below its best earlier score in the run collapsed
 
 
@@ -25,6 +27,14 @@ def task_scores(schema: Schema, metrics: dict[str, Any]) -> dict[str, float]:
     return {
         t.name: float(metrics[t.name]["auc" if t.kind == "binary" else "r2"]) for t in schema.tasks
     }
+
+
+def metric_keys(schema: Schema) -> list[str]:
+    """Every key `monitored` reads of the schema's validation metrics."""
+    keys = ["mtl_auc", "mtl_gauc"]
+    for t in schema.tasks:
+        keys += [f"{t.name}.{m}" for m in (BINARY if t.kind == "binary" else REGRESSION)]
+    return keys
 
 
 def monitored(metrics: dict[str, Any], key: str) -> float:
@@ -48,6 +58,13 @@ class Selection:
             raise ValueError(
                 f"train.selection_weights name unknown tasks {unknown}; tasks: {schema.task_names}"
             )
+        if config.selection == "monitor" and config.monitor not in metric_keys(schema):
+            close = difflib.get_close_matches(config.monitor, metric_keys(schema), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(
+                f"train.monitor={config.monitor!r} is not a validation metric{hint} "
+                f"(have {metric_keys(schema)})"
+            )
         self.schema = schema
         self.mode = config.selection
         self.monitor = config.monitor
@@ -69,8 +86,9 @@ class Selection:
 
     def score(self, metrics: dict[str, Any]) -> float:
         """The figure checkpoints are ranked by (NaN if undefined)."""
-        if self.mode == "monitor":
-            return monitored(metrics, self.monitor)
+        if self.mode == "monitor":  # a loss or an error ranks by its negative
+            sign = -1.0 if self.monitor.rsplit(".", 1)[-1] in LOWER_IS_BETTER else 1.0
+            return sign * monitored(metrics, self.monitor)
         scores = task_scores(self.schema, metrics)
         pairs = [(self.weights[t], s) for t, s in scores.items() if self.weights[t] > 0]
         if any(math.isnan(s) for _, s in pairs):

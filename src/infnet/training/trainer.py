@@ -51,7 +51,6 @@ class Trainer:
         self.run = RunDir(run_dir, config, self.schema) if run_dir is not None else None
         self.progress = progress
         self.device = resolve_device(config.train.device)
-        torch.set_flush_denormal(True)  # denormals made late epochs 7x slower on CPU (DESIGN.md 4)
         self.model = model.to(self.device)
         tc = config.train
         self.loss = TaskLoss(self.schema, tc).to(self.device)
@@ -208,6 +207,7 @@ class Trainer:
         weights; return {"best": ..., "test": test metrics, "flags": ...}."""
         tc = self.config.train
         self.data.check()  # a damaged split stops the run now, not after hours of training
+        torch.set_flush_denormal(True)  # denormals made late epochs 7x slower on CPU (DESIGN.md 4)
         if self.run is not None:
             self.run.start()
             self.run.log(

@@ -63,6 +63,8 @@ class _Column(Strict):
 
 class Categorical(_Column):
     type: Literal["categorical"]
+    # A value needs this many train log rows to get its own index, else it is OOV; a
+    # users / items column counts the train log rows of the entities that carry the value.
     min_count: int = Field(default=1, ge=1)
 
 
@@ -75,17 +77,18 @@ class Numeric(_Column):
 
 class MultiCategorical(_Column):
     """Several values in one cell (a list, or a string with a separator), e.g. genres
-    `Action|Comedy`: a pooled bag. The first max_values distinct values fill the slot
-    fields <name>_1 .. <name>_K (PAD where a row has fewer, OOV in the first slot where it
-    has none); the slots share one vocabulary and the models see one token, the mean of
-    the present values' embeddings (schema field `bag`). `pooled: false` is for an ordered
-    list such as a category path: K independent fields, each its own vocabulary and token
-    (the first K values in order, OOV where a row has fewer)."""
+        `Action|Comedy`: a pooled bag. The first max_values distinct values fill the slot
+        fields <name>_1 .. <name>_K (PAD where a row has fewer, OOV in the first slot where it
+        has none); the slots share one vocabulary and the models see one token, the mean of
+        the present values' embeddings (schema field `bag`); named in `sequences.side_fields`,
+    the bag rides every history position whole, pooled the same way. `pooled: false` is for an ordered
+        list such as a category path: K independent fields, each its own vocabulary and token
+        (the first K values in order, OOV where a row has fewer)."""
 
     type: Literal["multi_categorical"]
     separator: str = "|"
     max_values: int = Field(default=3, ge=1)
-    min_count: int = Field(default=1, ge=1)
+    min_count: int = Field(default=1, ge=1)  # train log rows carrying the value, any slot
     pooled: bool = True
 
 
