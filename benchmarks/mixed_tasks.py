@@ -6,6 +6,10 @@ binary task, R2 (and RMSE) of each regression task, MTL-AUC, the run's task flag
         [--models infnet,din,mmoe] [--weightings fixed,uncertainty,normalised] \\
         [--epochs 1] [--seeds 0] [--workers 2] [--cache runs/mixed-tasks]
 
+After the runs, one summary line per (model, targets, weighting): mean and std over the
+seeds of every figure, and the paired t-test over seeds of each against the same model
+with standardised targets and fixed weights.
+
 STANDARDISED and RAW are one dataset prepared twice, the second with `--raw-targets`,
 e.g. `infnet prepare kuairand ... --tasks is_click,is_like,long_view,play_time
 [--raw-targets]`. Every model runs with fixed weights on RAW (the scale before
@@ -20,8 +24,11 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
+
 from infnet.data.loader import PreparedDataset
 from infnet.experiments.runner import Runner, RunSpec, ok
+from infnet.experiments.stats import mean_std, paired_ttest
 
 REFERENCES = ("popularity", "mean")
 
@@ -46,6 +53,46 @@ def line(record: dict, scale: str, weighting: str, schema) -> dict:
         "flags": record.get("flags", []),
         "seconds": round(record.get("seconds", 0.0), 1),
     }
+
+
+def _num(x: float) -> float | None:
+    """Rounded, and null where undefined (the std of one seed): JSON has no NaN."""
+    return None if np.isnan(x) else round(float(x), 4)
+
+
+def summaries(lines: list[dict]) -> list[dict]:
+    """Per (model, targets, weighting): mean, std over seeds, and p against standardised fixed."""
+    groups: dict[tuple, dict[int, dict]] = {}
+    for x in lines:
+        if x["status"] in ("trained", "cached"):
+            groups.setdefault((x["model"], x["targets"], x["weighting"]), {})[x["seed"]] = x
+    out = []
+    for (model, targets, weighting), runs in groups.items():
+        base = groups.get((model, "standardised", "fixed"), {})
+        figures = [
+            k
+            for k, v in next(iter(runs.values())).items()
+            if k.endswith(("auc", "r2", "rmse")) and isinstance(v, float)
+        ]
+        entry = {
+            "benchmark": "mixed_tasks",
+            "summary": True,
+            "model": model,
+            "targets": targets,
+            "weighting": weighting,
+            "seeds": sorted(runs),
+        }
+        for k in figures:
+            mean, std = mean_std([r[k] for r in runs.values()])
+            entry[k] = [_num(mean), _num(std)]
+            seeds = sorted(set(runs) & set(base))
+            if (targets, weighting) != ("standardised", "fixed") and len(seeds) > 1:
+                _, p = paired_ttest([runs[s][k] for s in seeds], [base[s][k] for s in seeds])
+                entry[f"{k} p"] = float(
+                    np.format_float_positional(p, precision=2, fractional=False)
+                )
+        out.append(entry)
+    return out
 
 
 def main() -> None:
@@ -76,6 +123,7 @@ def main() -> None:
             + [("fixed", spec(m, "fixed", s)) for m in REFERENCES for s in seeds],
         ),
     ]
+    lines = []
     for path, scale, runs in plans:
         data = PreparedDataset(path)
         runner = Runner(data, args.cache, workers=args.workers, threads=1)
@@ -84,7 +132,10 @@ def main() -> None:
         finally:
             runner.close()
         for (weighting, _), record in zip(runs, records, strict=True):
-            print(json.dumps(line(record, scale, weighting, data.schema)), flush=True)
+            lines.append(line(record, scale, weighting, data.schema))
+            print(json.dumps(lines[-1]), flush=True)
+    for entry in summaries(lines):
+        print(json.dumps(entry), flush=True)
 
 
 if __name__ == "__main__":

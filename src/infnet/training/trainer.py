@@ -205,9 +205,17 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         """Train until early stopping or the epoch, step or time budget; restore the best
         weights; return {"best": ..., "test": test metrics, "flags": ...}."""
-        tc = self.config.train
         self.data.check()  # a damaged split stops the run now, not after hours of training
-        torch.set_flush_denormal(True)  # denormals made late epochs 7x slower on CPU (DESIGN.md 4)
+        # Denormals made late epochs 7x slower on CPU (DESIGN.md 4). The flag is the CPU
+        # thread's: put back afterwards, since Python's own floats obey it too.
+        torch.set_flush_denormal(True)
+        try:
+            return self._fit()
+        finally:
+            torch.set_flush_denormal(False)
+
+    def _fit(self) -> dict[str, Any]:
+        tc = self.config.train
         if self.run is not None:
             self.run.start()
             self.run.log(
