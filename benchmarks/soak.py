@@ -9,9 +9,11 @@ rounds while a side thread swaps the model (`POST /admin/reload`, alternating ve
 every `--swap-every` seconds and reloads the features every `--reload-every` seconds the
 way an operator does (`load-features` into a new file, then `mv` over the served one).
 One JSON line per round (errors, latency, RSS), then a summary: total errors (target 0),
-the worst round's p99, and RSS growth from the first round to the last, and from the end
+the worst round's p99, and RSS growth from the first round to the last and from the end
 of `--warmup` to the last (target < 5%: the allocator and the caches fill in the first
-minute whether or not anything is swapped).
+minute whether or not anything is swapped), and the floor and peak of RSS over the first
+reload period after the warm-up and over the last one (RSS saws up and down with every
+swap, so a single round's sample depends on where in the swap cycle it falls).
 """
 
 from __future__ import annotations
@@ -145,6 +147,16 @@ def main() -> None:
     growth = (rounds[-1]["rss_mb"] - rounds[0]["rss_mb"]) / rounds[0]["rss_mb"]
     warm = next((r for r in rounds if r["at_s"] >= args.warmup), rounds[0])
     steady = (rounds[-1]["rss_mb"] - warm["rss_mb"]) / warm["rss_mb"]
+
+    # A swap loads the new model before the old one is freed, so RSS saws up and down
+    # every swap and one round's sample lands anywhere on the tooth: the floor (what the
+    # server holds between swaps) and the peak of the first reload period after the
+    # warm-up and of the last one show the trend apart from the phase.
+    def period(lo: float) -> list[float]:
+        return [r["rss_mb"] for r in rounds if lo <= r["at_s"] < lo + args.reload_every]
+
+    first = period(args.warmup) or [warm["rss_mb"]]
+    last = period(rounds[-1]["at_s"] - args.reload_every + 1e-9)
     print(
         json.dumps(
             {
@@ -163,6 +175,10 @@ def main() -> None:
                 "rss_growth": round(growth, 4),
                 "rss_mb_after_warmup": warm["rss_mb"],
                 "rss_growth_after_warmup": round(steady, 4),
+                "rss_mb_floor": [min(first), min(last)],
+                "rss_mb_peak": [max(first), max(last)],
+                "rss_growth_floor": round(min(last) / min(first) - 1, 4),
+                "rss_growth_peak": round(max(last) / max(first) - 1, 4),
                 "target_met": errors == 0 and steady < 0.05,
                 "cpus": os.cpu_count(),
                 "workdir": str(work),
