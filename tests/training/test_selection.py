@@ -58,6 +58,14 @@ def test_weighted_selection_mixes_auc_and_r2_with_the_given_weights():
         Selection(SCHEMA, TrainConfig(selection_weights={"clik": 1.0}))
 
 
+def test_a_task_without_a_score_neither_counts_nor_blocks():
+    s = Selection(SCHEMA, TrainConfig(selection="weighted"))
+    assert s.score(_valid(0.8, float("nan"), 0.2)) == pytest.approx(0.5)
+    assert Selection(SCHEMA, TrainConfig(selection="all_tasks")).improves(
+        _valid(0.8, float("nan"), 0.3), _valid(0.7, 0.6, 0.2)
+    )
+
+
 def test_mtl_monitor_without_a_binary_task_is_refused():
     regression_only = make_schema(tasks=(("watch", "regression"),))
     with pytest.raises(ValueError, match="selection=weighted"):

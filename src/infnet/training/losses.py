@@ -84,7 +84,6 @@ class TaskLoss(nn.Module):
                 loss = self.coefficient[i] * torch.exp(-s) * loss + 0.5 * s
             elif self.weighting == "normalised":
                 loss = loss / self._running(i, loss.detach())
-
             total = total + self.weights[i] * loss
         return total, per_task
 
@@ -101,7 +100,7 @@ class TaskLoss(nn.Module):
 
     def task_scales(self) -> dict[str, float]:
         """What each task's L_i is multiplied by now (lambda_i included): the weights a log shows."""
-        w = torch.tensor(self.weights)
+        w = torch.tensor(self.weights, device=self.mean.device)
         if self.weighting == "uncertainty":
             w = w * self.coefficient * torch.exp(-self.log_var.detach())
         elif self.weighting == "normalised":

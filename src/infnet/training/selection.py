@@ -90,8 +90,13 @@ class Selection:
             sign = -1.0 if self.monitor.rsplit(".", 1)[-1] in LOWER_IS_BETTER else 1.0
             return sign * monitored(metrics, self.monitor)
         scores = task_scores(self.schema, metrics)
-        pairs = [(self.weights[t], s) for t, s in scores.items() if self.weights[t] > 0]
-        if any(math.isnan(s) for _, s in pairs):
+        # a task without a score on this split (no positives) neither counts nor blocks
+        pairs = [
+            (self.weights[t], s)
+            for t, s in scores.items()
+            if self.weights[t] > 0 and not math.isnan(s)
+        ]
+        if not pairs:
             return float("nan")
         return sum(w * s for w, s in pairs) / sum(w for w, _ in pairs)
 
