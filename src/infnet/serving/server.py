@@ -40,7 +40,6 @@ from infnet.serving.arms import Arm, ArmTable
 from infnet.serving.batching import MicroBatcher
 from infnet.serving.config import ServerConfig
 from infnet.serving.features import compatibility
-from infnet.serving.memory import trim_heap
 from infnet.serving.metrics import Metrics
 from infnet.serving.protocol import guarded_protocol
 from infnet.serving.records import ServedRequest
@@ -63,7 +62,6 @@ from infnet.serving.stores import (
 )
 
 log = logging.getLogger("infnet.serving")
-TRIM_AFTER_S = 2.0  # after a swap, batches already routed to the old model finish first
 
 
 class StoreMismatch(StoreUnavailable):
@@ -125,7 +123,6 @@ class ServingState:
             self.meta = meta
             self.metrics.feature_version.clear()
             self.metrics.feature_version.labels(version=version).set(1)
-            trim_heap()  # the previous version's connections and caches are going away
         return meta
 
     def lookup(self, user_id: str, items: list[str]) -> Lookup:
@@ -238,11 +235,7 @@ class ServingState:
         self.metrics.model_info.labels(arm=new.name, version=new.model.version).set(1)
         self.metrics.reloads.labels(result="swapped").inc()
         log.info("arm %s: %s -> %s", new.name, old.model.version, new.model.version)
-        answer = {"arm": new.name, "version": new.model.version, "previous": old.model.version}
-        del old  # batches in flight may still hold the old model: trim once they are done
-        loop = asyncio.get_running_loop()
-        loop.call_later(TRIM_AFTER_S, lambda: loop.run_in_executor(None, trim_heap))
-        return answer
+        return {"arm": new.name, "version": new.model.version, "previous": old.model.version}
 
     def close(self) -> None:
         self.batcher.stop()
