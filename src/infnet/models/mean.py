@@ -8,7 +8,7 @@ link g: logit for binary tasks, the standardised z for regression tasks),
 
 with a_t = c_t = 1 and b_t = 0 at the start: the item's mean shrunk to the global one,
 plus the user's offset from it (for binary tasks, the naive-Bayes sum of log-odds). The
-four scalars per task are a calibration trained like any model's weights. The counts come
+three scalars per task (a, c, b) are a calibration trained like any model's weights. The counts come
 from `fit_statistics` (every train row, once); a train row's own label is left out of
 both counts, a valid or test row reads the train counts: nothing after the cut-off.
 
