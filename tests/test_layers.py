@@ -17,6 +17,7 @@ LAYERS: list[set[str]] = [
     {"infnet.data"},
     {"infnet.models"},
     {"infnet.training"},
+    {"infnet.streaming.events"},  # the one streaming module the server writes to
     {"infnet.serving", "infnet.experiments"},
     {"infnet.streaming"},
     {"infnet.demo"},

@@ -3,13 +3,10 @@ store, live servers on free 127.0.0.1 ports, and a Redis server of the tests' ow
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
-import subprocess
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -137,70 +134,3 @@ def live_server(tmp_path: Path) -> Iterator:
     yield start
     for s in servers:
         s.stop()
-
-
-# --- Redis ---------------------------------------------------------------------------------
-class RedisServer:
-    def __init__(self, workdir: Path) -> None:
-        self.binary = shutil.which("redis-server")
-        self.workdir = workdir
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen | None = None
-        self.start()
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
-             "--save", "", "--appendonly", "no", "--dbfilename", "dump.rdb"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.time() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                if time.time() > deadline:
-                    raise RuntimeError("redis-server did not start") from None
-                time.sleep(0.02)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-            self.process = None
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A redis-server of this test's own (it may be stopped and restarted)."""
-    if shutil.which("redis-server") is None:
-        pytest.skip("no redis-server binary on PATH (install redis-server to run the Redis tests)")
-    server = RedisServer(tmp_path)
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def redis_url(tmp_path: Path) -> Iterator[str]:
-    """$INFNET_REDIS_URL (CI) with a fresh key prefix, else a redis-server of our own."""
-    if os.environ.get("INFNET_REDIS_URL"):
-        import redis
-
-        base, prefix = os.environ["INFNET_REDIS_URL"], f"infnet-test-{uuid.uuid4().hex[:8]}"
-        yield f"{base}{'&' if '?' in base else '?'}prefix={prefix}"
-        client = redis.Redis.from_url(base)
-        keys = list(client.scan_iter(match=f"{prefix}:*"))
-        if keys:
-            client.delete(*keys)
-        client.close()
-        return
-    if shutil.which("redis-server") is None:
-        pytest.skip("no redis-server binary on PATH and INFNET_REDIS_URL is not set")
-    server = RedisServer(tmp_path)
-    yield server.url
-    server.stop()
