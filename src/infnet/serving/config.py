@@ -42,6 +42,11 @@ class ServerConfig(Strict):
     hash_salt: str = "infnet"
     store: str = "features.sqlite"
     request_log: str | None = "requests.sqlite"  # None: no request log
+    # streaming training: impressions and POST /v1/events labels go to this event log
+    # (a path or sqlite:///path, or redis://host:port/db); None: no event log, no /v1/events
+    event_log: str | None = None
+    max_label_events: int = Field(default=1000, ge=1)  # label events per POST /v1/events
+    max_queued_impressions: int = Field(default=10_000, ge=1)  # records; past it, dropped
     eager: bool = False  # run PyTorch instead of ONNX Runtime
     max_candidates: int = Field(default=1000, ge=1)
     max_body_bytes: int = Field(default=1 << 20, ge=1024)

@@ -94,6 +94,16 @@ class Metrics:
             "infnet_request_log_errors", "Request log records that failed to write", registry=r
         )
 
+        self.impressions = Gauge(
+            "infnet_impressions",
+            "Impression events appended to the event log, or dropped (queue full, log down at shutdown)",
+            ["result"],
+            registry=r,
+        )
+        self.label_events = Counter(
+            "infnet_label_events", "Label callbacks appended to the event log", registry=r
+        )
+
     def observe_batch(self, rows: int, requests: int, seconds: float) -> None:
         self.batch_rows.observe(rows)
         self.batch_requests.observe(requests)

@@ -12,7 +12,7 @@ from starlette.requests import Request
 
 FIELDS = ("request_id", "user_id", "context", "candidates", "bid")
 # What an error may be counted under in /metrics: a fixed set, so no client can add labels.
-REASONS = (*FIELDS, "body", "content-length")
+REASONS = (*FIELDS, "body", "content-length", "events")
 MAX_TIMESTAMP_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 
 

@@ -7,6 +7,8 @@
     GET  /readyz         models loaded and the feature store answers with compatible features
     GET  /metrics        Prometheus: latency, requests / errors by status, batch sizes,
                          model version per arm, process RSS and CPU
+    POST /v1/events      {events: [{request_id, item_id, task, value, event_ms, event_id?}]}:
+                         label callbacks into the event log (with `event_log` set)
     POST /admin/reload   {model, arm?, eager?} with `Authorization: Bearer TOKEN`: load,
                          warm up and swap a model in; a model that fails is refused and
                          the old one keeps serving
@@ -15,7 +17,8 @@ A request is parsed and validated (4xx naming the field and the limit), routed t
 arm by a hash of the user id, its features fetched from the store in one round trip (on
 a worker thread), scored by the micro-batcher with the arm's model as it was when the
 request was routed (so a hot swap never mixes versions within a request), ranked, and
-appended to the request log.
+appended to the request log and, with `event_log` set, to the event log as one
+impression per candidate (serving/impressions.py).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from infnet.serving.arms import Arm, ArmTable
 from infnet.serving.batching import MicroBatcher
 from infnet.serving.config import ServerConfig
 from infnet.serving.features import compatibility
+from infnet.serving.impressions import ImpressionWriter, parse_label_events
 from infnet.serving.metrics import Metrics
 from infnet.serving.protocol import guarded_protocol
 from infnet.serving.records import ServedRequest
@@ -60,6 +64,7 @@ from infnet.serving.stores import (
     decode,
     open_store,
 )
+from infnet.streaming.events import LABELS, EventLogUnavailable, encode, open_event_log
 
 log = logging.getLogger("infnet.serving")
 
@@ -96,6 +101,12 @@ class ServingState:
             config.max_batch_rows, config.max_wait_ms, self.metrics.observe_batch
         )
         self.request_log = RequestLog(config.request_log) if config.request_log else None
+        self.events = open_event_log(config.event_log) if config.event_log else None
+        self.impressions = (
+            ImpressionWriter(self.events, max_queued=config.max_queued_impressions)
+            if self.events is not None
+            else None
+        )
         self.admitted_rows = 0  # rows of the requests between admission and their answer
         # store lookups on a small pool of their own: each thread keeps a store connection
         # (and its cache), so the pool's size bounds them, and a stalled store cannot take
@@ -191,29 +202,31 @@ class ServingState:
             "unknown_items": [req.candidates[i] for i in np.flatnonzero(~known).tolist()],
             "items": ranked,
         }
-        if self.request_log is not None:
-            self.request_log.append(
-                ServedRequest(
-                    request_id=req.request_id,
-                    ts_ms=req.timestamp,
-                    served_ms=int(time.time() * 1000),
-                    user_id=req.user_id,
-                    model_version=arm.model.version,
-                    arm=arm.name,
-                    feature_version=lookup.version,
-                    context=req.context,
-                    bid=req.bid,
-                    candidates=req.candidates,
-                    unknown_user=not lookup.user_known,
-                    item_known=known,
-                    scores=by_task,
-                    ranking=ranking,
-                    categorical=inputs.categorical,
-                    seq_ids=inputs.seq_ids,
-                    seq_mask=inputs.seq_mask,
-                    seq_gap=inputs.seq_gap,
-                )
+        if self.request_log is not None or self.impressions is not None:
+            record = ServedRequest(
+                request_id=req.request_id,
+                ts_ms=req.timestamp,
+                served_ms=int(time.time() * 1000),
+                user_id=req.user_id,
+                model_version=arm.model.version,
+                arm=arm.name,
+                feature_version=lookup.version,
+                context=req.context,
+                bid=req.bid,
+                candidates=req.candidates,
+                unknown_user=not lookup.user_known,
+                item_known=known,
+                scores=by_task,
+                ranking=ranking,
+                categorical=inputs.categorical,
+                seq_ids=inputs.seq_ids,
+                seq_mask=inputs.seq_mask,
+                seq_gap=inputs.seq_gap,
             )
+            if self.request_log is not None:
+                self.request_log.append(record)
+            if self.impressions is not None:
+                self.impressions.append(record)
         return arm, response
 
     # --- hot swap ---------------------------------------------------------------------------
@@ -237,11 +250,19 @@ class ServingState:
         log.info("arm %s: %s -> %s", new.name, old.model.version, new.model.version)
         return {"arm": new.name, "version": new.model.version, "previous": old.model.version}
 
+    def tasks(self) -> dict[str, str]:
+        """task -> kind, over every arm's model: what a label callback may name."""
+        return {t.name: t.kind for a in self.arms for t in a.model.schema.tasks}
+
     def close(self) -> None:
         self.batcher.stop()
         self.lookup_pool.shutdown(wait=False, cancel_futures=True)
         if self.request_log is not None:
             self.request_log.close()
+        if self.impressions is not None:
+            self.impressions.close()
+        if self.events is not None:
+            self.events.close()
         self.store.close()
 
 
@@ -317,6 +338,9 @@ def create_app(config: ServerConfig) -> FastAPI:
         if state.request_log is not None and not state.request_log.alive:
             error = f"the request log writer stopped ({state.request_log.path})"
             return _json({"ready": False, "error": error}, 503)
+        if state.impressions is not None and not state.impressions.alive:
+            error = f"the impression writer stopped ({state.events.url})"
+            return _json({"ready": False, "error": error}, 503)
         try:
             return _json(await run_in_threadpool(state.ready))
         except StoreUnavailable as err:
@@ -325,8 +349,32 @@ def create_app(config: ServerConfig) -> FastAPI:
     @app.get("/metrics")
     async def prometheus() -> Response:
         metrics.request_log_errors.set(state.request_log.errors if state.request_log else 0)
+        if state.impressions is not None:
+            metrics.impressions.labels(result="written").set(state.impressions.written)
+            metrics.impressions.labels(result="dropped").set(state.impressions.dropped)
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)
+
+    @app.post("/v1/events")
+    async def events(request: Request) -> Response:
+        if state.events is None:
+            return _json(
+                {"error": "no event log configured (event_log); labels are not taken"}, 404
+            )
+        try:
+            body = await read_body(request, config.max_body_bytes, config.body_timeout_s)
+            labels = parse_label_events(body, state.tasks(), config.max_label_events)
+            await run_in_threadpool(state.events.append, LABELS, [encode(x) for x in labels])
+        except RequestError as err:
+            metrics.errors.labels(status=str(err.status), reason=error_reason(err.field)).inc()
+            return _error(err)
+        except EventLogUnavailable as err:  # not taken: the client sends them again
+            metrics.errors.labels(status="503", reason="event_log").inc()
+            response = _json({"error": f"{err}; nothing was appended, retry"}, 503)
+            response.headers["retry-after"] = "1"
+            return response
+        metrics.label_events.inc(len(labels))
+        return _json({"accepted": len(labels)})
 
     @app.post("/admin/reload")
     async def reload(request: Request) -> Response:
