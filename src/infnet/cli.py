@@ -11,6 +11,7 @@ from infnet import demo as demo_module
 from infnet.data.sources import amazon_books, kuairand, movielens, synthetic, table, tenrec
 from infnet.experiments import commands as experiments
 from infnet.serving import commands as serving
+from infnet.streaming import commands as stream_commands
 from infnet.training import commands as training
 
 app = typer.Typer(
@@ -38,6 +39,7 @@ app.command("experiment")(experiments.experiment)
 app.command("export")(serving.export)
 app.add_typer(serving.serve_app, name="serve")
 app.command("loadtest")(serving.loadtest)
+app.add_typer(stream_commands.stream_app, name="stream")
 
 
 def main() -> None:

@@ -70,6 +70,13 @@ def serve(
         typer.Option("--eager/--onnx", help="Run eager PyTorch instead of ONNX Runtime."),
     ] = None,
     request_log: Annotated[str | None, typer.Option(help="SQLite file of the request log.")] = None,
+    event_log: Annotated[
+        str | None,
+        typer.Option(
+            help="Event log for streaming training (impressions, POST /v1/events labels): "
+            "a SQLite file, sqlite:///PATH or redis://HOST:PORT/DB."
+        ),
+    ] = None,
     max_candidates: Annotated[
         int | None, typer.Option(help="Longest accepted candidate list.")
     ] = None,
@@ -93,6 +100,7 @@ def serve(
         store=store,
         eager=eager,
         request_log=request_log,
+        event_log=event_log,
         max_candidates=max_candidates,
         max_wait_ms=max_wait_ms,
     )
