@@ -94,3 +94,71 @@ def matcher(
             + ", ".join(f"{k[5:]} {v:,}" for k, v in sorted(c.items()) if k.startswith("dead:"))
         )
         m.close()
+
+
+@stream_app.command("samples")
+def samples(
+    state: Annotated[Path, typer.Option(help="The matcher's SQLite file.")],
+    out: Annotated[Path, typer.Option(help="Directory of the sample parts.")],
+    schema: Annotated[Path, typer.Option(help="The served model's directory: its schema.json.")],
+    part_rows: Annotated[int, typer.Option(help="Samples per part.")] = 4096,
+    drain: Annotated[
+        bool, typer.Option(help="Write what there is (a last short part too), and stop.")
+    ] = False,
+    idle_s: Annotated[float, typer.Option(help="Pause when no full part is waiting.")] = 1.0,
+) -> None:
+    """Write the matcher's samples as Parquet parts, until stopped (or with --drain, once)."""
+    from infnet.streaming.samples import SampleWriter
+
+    writer = SampleWriter(state, out, schema / "schema.json" if schema.is_dir() else schema,
+                          part_rows=part_rows)  # fmt: skip
+    total = 0
+    try:
+        while True:
+            n = writer.flush(force=drain)
+            total += n
+            if n:
+                print(f"samples: {total:,} written, up to #{writer.written_to:,}", flush=True)
+            if drain:
+                break
+            if not n:
+                time.sleep(idle_s)
+    except KeyboardInterrupt:
+        pass
+
+
+@stream_app.command("trainer")
+def trainer(
+    start: Annotated[
+        Path, typer.Option(help="Run directory (best.pt) or model directory to start from.")
+    ],
+    samples: Annotated[Path, typer.Option(help="Directory of the sample parts.")],
+    out: Annotated[Path, typer.Option(help="Directory of the trainer's state (state.pt).")],
+    batch_size: Annotated[int, typer.Option(help="Samples per update.")] = 256,
+    lr: Annotated[float | None, typer.Option(help="Learning rate (default: the run's).")] = None,
+    commit_every: Annotated[int, typer.Option(help="Updates per atomic commit.")] = 1,
+    holdout: Annotated[
+        float, typer.Option(help="Share of samples kept out for the publisher.")
+    ] = 0.05,
+    drain: Annotated[
+        bool, typer.Option(help="Train on what there is (a last short batch too), and stop.")
+    ] = False,
+    idle_s: Annotated[float, typer.Option(help="Pause when no full batch is waiting.")] = 1.0,
+) -> None:
+    """Update the model from the sample parts as they come, committing its state atomically."""
+    from infnet.streaming.online_trainer import OnlineTrainer
+
+    t = OnlineTrainer(start, samples, out, batch_size=batch_size, lr=lr,
+                      commit_every=commit_every, holdout=holdout)  # fmt: skip
+    try:
+        while True:
+            n = t.run(flush=drain)
+            if n:
+                print(f"trainer: {t.steps:,} updates, {t.trained:,} samples, offset #{t.offset:,}",
+                      flush=True)  # fmt: skip
+            if drain:
+                break
+            if not n:
+                time.sleep(idle_s)
+    except KeyboardInterrupt:
+        pass
