@@ -4,17 +4,12 @@ store, live servers on free 127.0.0.1 ports, and a Redis server of the tests' ow
 from __future__ import annotations
 
 import shutil
-import socket
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
 from infnet.data.loader import PreparedDataset
-from infnet.serving.config import ServerConfig
 from infnet.serving.export import export_run
 from infnet.serving.snapshot import snapshot_from_prepared
 from infnet.serving.stores import open_store
@@ -87,50 +82,3 @@ def feature_db(small_prepared: Path, test_as_of: int, tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("store") / "features.sqlite"
     open_store(path).write(snapshot_from_prepared(small_prepared, as_of=test_as_of))
     return str(path)
-
-
-# --- live servers --------------------------------------------------------------------------
-class LiveServer:
-    """create_app(config) served by uvicorn in a thread on a free 127.0.0.1 port."""
-
-    def __init__(self, config: ServerConfig) -> None:
-        import uvicorn
-
-        from infnet.serving.server import create_app, uvicorn_config
-
-        self.app = create_app(config)
-        self.state = self.app.state.serving
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn_config(self.app, config, "127.0.0.1", 0))
-        self.thread = threading.Thread(
-            target=self.server.run, kwargs={"sockets": [sock]}, daemon=True
-        )
-        self.thread.start()
-        deadline = time.time() + 30
-        while not self.server.started:
-            if time.time() > deadline or not self.thread.is_alive():
-                raise RuntimeError("server did not start")
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-
-
-@pytest.fixture
-def live_server(tmp_path: Path) -> Iterator:
-    """A factory: live_server(model=..., store=..., ...) -> LiveServer, stopped after the test."""
-    servers: list[LiveServer] = []
-
-    def start(**settings) -> LiveServer:
-        settings.setdefault("request_log", str(tmp_path / f"requests-{len(servers)}.sqlite"))
-        server = LiveServer(ServerConfig(**settings))
-        servers.append(server)
-        return server
-
-    yield start
-    for s in servers:
-        s.stop()
