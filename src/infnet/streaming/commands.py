@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Annotated
@@ -162,3 +163,181 @@ def trainer(
                 time.sleep(idle_s)
     except KeyboardInterrupt:
         pass
+
+
+def _publisher(trainer_dir, samples, versions, serving, server, arm, config):
+    import os
+
+    from infnet.config import load_yaml, validate
+    from infnet.serving.config import ADMIN_TOKEN_ENV
+    from infnet.streaming.publisher import Publisher, PublisherConfig
+
+    settings = validate(
+        PublisherConfig, load_yaml(config) if config else {}, where=str(config or "publisher")
+    )
+    return Publisher(trainer_dir, samples, versions, serving=serving, server=server,
+                     token=os.environ.get(ADMIN_TOKEN_ENV), arm=arm, config=settings)  # fmt: skip
+
+
+ServerOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Server to swap versions into (/admin/reload, token from INFNET_ADMIN_TOKEN)."
+    ),
+]
+
+
+@stream_app.command("publisher")
+def publisher(
+    trainer_dir: Annotated[Path, typer.Option("--trainer", help="The online trainer's --out.")],
+    samples: Annotated[Path, typer.Option(help="Directory of the sample parts.")],
+    versions: Annotated[Path, typer.Option(help="Directory of the published versions.")],
+    serving: Annotated[
+        Path | None, typer.Option(help="The model directory served now (first start only).")
+    ] = None,
+    server: ServerOption = None,
+    arm: Annotated[str | None, typer.Option(help="The A/B arm to swap.")] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="YAML: every_samples, every_s, margin, window, keep.")
+    ] = None,
+    once: Annotated[bool, typer.Option(help="Judge and publish once, now, and stop.")] = False,
+    idle_s: Annotated[float, typer.Option(help="Pause between checks.")] = 5.0,
+) -> None:
+    """Export the trainer's model every K samples or T seconds, judged against the serving one."""
+    p = _publisher(trainer_dir, samples, versions, serving, server, arm, config)
+    try:
+        while True:
+            if once or p.due():
+                d = p.publish()
+                print(json.dumps(d), flush=True)
+            if once:
+                break
+            time.sleep(idle_s)
+    except KeyboardInterrupt:
+        pass
+
+
+@stream_app.command("rollback")
+def rollback(
+    versions: Annotated[Path, typer.Option(help="Directory of the published versions.")],
+    to: Annotated[str, typer.Option(help="The version to serve again, e.g. v000003.")],
+    server: ServerOption = None,
+    arm: Annotated[str | None, typer.Option(help="The A/B arm to swap.")] = None,
+) -> None:
+    """Serve an earlier published version again."""
+    p = _publisher(versions, versions, versions, None, server, arm, None)
+    print(json.dumps(p.rollback(to)), flush=True)
+
+
+@stream_app.command("run")
+def run(
+    events: Annotated[str, typer.Option(help="Event log the server writes.")],
+    start: Annotated[Path, typer.Option(help="Run or model directory the trainer starts from.")],
+    serving: Annotated[Path, typer.Option(help="The model directory served now.")],
+    out: Annotated[Path, typer.Option(help="Directory of everything the loop keeps.")],
+    server: ServerOption = None,
+    arm: Annotated[str | None, typer.Option(help="The A/B arm to swap.")] = None,
+    matcher_config: Annotated[Path | None, typer.Option(help="Matcher YAML (windows).")] = None,
+    publisher_config: Annotated[
+        Path | None, typer.Option(help="Publisher YAML (cadence, margin).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Samples per update.")] = 256,
+    lr: Annotated[float | None, typer.Option(help="Learning rate (default: the run's).")] = None,
+    part_rows: Annotated[int, typer.Option(help="Samples per part.")] = 4096,
+    drain: Annotated[
+        bool,
+        typer.Option(help="Process what the log holds, close every window, publish once, stop."),
+    ] = False,
+    idle_s: Annotated[float, typer.Option(help="Pause when nothing is waiting.")] = 1.0,
+) -> None:
+    """Matcher, sample producer, trainer and publisher in one process (the embedded loop):
+    OUT/matcher.sqlite, OUT/samples/, OUT/trainer/, OUT/versions/."""
+    from infnet.config import load_yaml, validate
+    from infnet.data.schema import Schema
+    from infnet.streaming.events import EventLogUnavailable, open_event_log
+    from infnet.streaming.label_matcher import LabelMatcher, MatcherConfig
+    from infnet.streaming.online_trainer import OnlineTrainer
+    from infnet.streaming.samples import SampleWriter
+
+    schema_file = serving / "schema.json"
+    settings = validate(MatcherConfig, load_yaml(matcher_config) if matcher_config else {},
+                        where=str(matcher_config or "matcher"))  # fmt: skip
+    m = LabelMatcher(
+        open_event_log(events), out / "matcher.sqlite", Schema.load(schema_file), settings
+    )
+    writer = SampleWriter(out / "matcher.sqlite", out / "samples", schema_file, part_rows=part_rows)
+    trainer_ = None
+    pub = None
+    try:
+        while True:
+            try:
+                read = m.step()
+            except EventLogUnavailable as err:
+                print(f"{err}; retrying", flush=True)
+                time.sleep(1.0)
+                continue
+            if read == 0 and drain:
+                m.step(drain=True)
+            written = writer.flush(force=drain and read == 0)
+            if trainer_ is None and writer.written_to:
+                trainer_ = OnlineTrainer(
+                    start, out / "samples", out / "trainer", batch_size=batch_size, lr=lr
+                )
+                pub = _publisher(out / "trainer", out / "samples", out / "versions", serving, server, arm,
+                                 publisher_config)  # fmt: skip
+            steps = trainer_.run(flush=drain and read == 0) if trainer_ else 0
+            if pub is not None and (pub.due() or (drain and read == 0)):
+                print(json.dumps(pub.publish()), flush=True)
+            if written or steps:
+                c = m.counts
+                print(f"samples {c['samples']:,} written #{writer.written_to:,} updates "
+                      f"{trainer_.steps if trainer_ else 0:,}", flush=True)  # fmt: skip
+            if read == 0:
+                if drain:
+                    break
+                time.sleep(idle_s)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        m.close()
+
+
+def _date_ms(value: str, utc_offset_hours: float) -> int:
+    from datetime import datetime, timedelta, timezone
+
+    try:
+        day = datetime.strptime(value, "%Y-%m-%d")
+    except ValueError:
+        raise typer.BadParameter(f"{value!r}: give a date as YYYY-MM-DD") from None
+    tz = timezone(timedelta(hours=utc_offset_hours))
+    return int(day.replace(tzinfo=tz).timestamp() * 1000)
+
+
+@stream_app.command("replay")
+def replay(
+    data: Annotated[Path, typer.Option(help="Prepared dataset whose logged rows are replayed.")],
+    server: Annotated[str, typer.Option(help="The server, e.g. http://127.0.0.1:8000.")],
+    from_: Annotated[str, typer.Option("--from", help="First day replayed, YYYY-MM-DD.")],
+    to: Annotated[str | None, typer.Option(help="Day the replay stops before, YYYY-MM-DD.")] = None,
+    utc_offset_hours: Annotated[
+        float, typer.Option(help="The dataset's local time (KuaiRand: 8).")
+    ] = 8.0,
+    delay_mean_s: Annotated[
+        float, typer.Option(help="Mean delay of a label after its impression.")
+    ] = 60.0,
+    duplicate: Annotated[float, typer.Option(help="Share of callbacks sent twice.")] = 0.01,
+    reorder: Annotated[
+        float, typer.Option(help="Share of callbacks overtaken by the next.")
+    ] = 0.05,
+    drop: Annotated[float, typer.Option(help="Share of callbacks never sent.")] = 0.01,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Send a prepared dataset's rows through the server as requests and their labels as callbacks."""
+    from infnet.streaming.replay import replay as run_replay
+
+    stats = run_replay(
+        data, server, since_ms=_date_ms(from_, utc_offset_hours),
+        until_ms=_date_ms(to, utc_offset_hours) if to else None, delay_mean_s=delay_mean_s,
+        duplicate=duplicate, reorder=reorder, drop=drop, seed=seed,
+    )  # fmt: skip
+    print(json.dumps(stats.__dict__), flush=True)

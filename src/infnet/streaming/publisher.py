@@ -101,7 +101,11 @@ class Publisher:
         batch = data.batch_at("valid", rows)
         out = TaskActivation(data.schema)(model(batch).logits).numpy()
         return metrics.evaluate(
-            data.schema.tasks, out, batch.labels.numpy(), batch.label_mask.numpy(), batch.user.numpy()
+            data.schema.tasks,
+            out,
+            batch.labels.numpy(),
+            batch.label_mask.numpy(),
+            batch.user.numpy(),
         )
 
     # --- publishing -----------------------------------------------------------------------
