@@ -67,7 +67,11 @@ def test_the_sample_carries_the_impressions_inputs_and_a_deterministic_id(matche
     matcher.run_until_idle(drain=True)
     [(_, s)] = read_samples(matcher.path)
     assert s["sample_id"] == sample_id("r1", "a")
-    assert s["categorical"] == imp.categorical.tolist() and s["seq_gap"] == imp.seq_gap.tolist()
+    assert (
+        s["categorical"] == imp.categorical.tolist()
+        and s["seq_gap"] == imp.seq_gap.ravel().tolist()
+    )
+    assert s["seq_shape"] == list(imp.seq_ids.shape)
 
 
 def test_duplicates_count_once(matcher, event_log):

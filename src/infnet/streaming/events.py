@@ -103,6 +103,9 @@ def label_event_id(request_id: str, item_id: str, task: str, value: float, event
 def encode(event: Impression | Label) -> bytes:
     if isinstance(event, Impression):
         body: dict[str, Any] = {"type": "impression", "v": VERSION, **event.__dict__}
+        # arrays flat, with their shape: a flat list parses several times faster
+        for name in ("categorical", "seq_ids", "seq_mask", "seq_gap"):
+            body[name] = np.ravel(body[name])
         body["seq_shape"] = list(event.seq_ids.shape)  # so F = 0 round-trips
     else:
         body = {"type": "label", "v": VERSION, **event.__dict__}

@@ -132,6 +132,8 @@ class LabelMatcher:
         self.high: dict[str, int] = orjson.loads(state.get("high", "{}"))
         self.watermark: int = int(state.get("watermark", NO_TIME))
         self.counts: Counter[str] = Counter(orjson.loads(state.get("counts", "{}")))
+        # orphans held: an impression looks for its early labels only when there are any
+        self.orphans: int = self.db.execute("SELECT count(*) FROM orphans").fetchone()[0]
 
     # --- one step -------------------------------------------------------------------------
     def step(self, *, drain: bool = False) -> int:
@@ -195,9 +197,6 @@ class LabelMatcher:
 
     def _impression(self, imp: Impression, entry_id: str, payload: bytes) -> None:
         self.counts["impressions"] += 1
-        if self._row(imp.key) is not None:
-            self.counts["duplicate_impression"] += 1
-            return
         closes = imp.event_ms + self.longest_ms
         expires = closes + self.lateness_ms + self.grace_ms
         if expires <= self.watermark:  # its key could already be forgotten: never emit twice
@@ -205,14 +204,20 @@ class LabelMatcher:
                        f"impression at {imp.event_ms} ms arrived after the watermark "
                        f"{self.watermark} passed its windows and their memory", payload)  # fmt: skip
             return
-        self.db.execute(
-            "INSERT INTO pending VALUES (?, ?, ?, ?, ?, 0, ?, '{}')",
+        inserted = self.db.execute(
+            "INSERT OR IGNORE INTO pending VALUES (?, ?, ?, ?, ?, 0, ?, '{}')",
             (*imp.key, imp.event_ms, closes, expires, payload),
-        )
+        ).rowcount
+        if not inserted:
+            self.counts["duplicate_impression"] += 1
+            return
+        if not self.orphans:
+            return
         waiting = self.db.execute(
             "SELECT entry_id, payload FROM orphans WHERE request_id = ? AND item_id = ?", imp.key
         ).fetchall()
         self.db.execute("DELETE FROM orphans WHERE request_id = ? AND item_id = ?", imp.key)
+        self.orphans -= len(waiting)
         for orphan_id, label_payload in waiting:
             self.counts["orphans_matched"] += 1
             self._attach(decode(label_payload), orphan_id, label_payload)
@@ -236,10 +241,10 @@ class LabelMatcher:
             self.counts["duplicate_label"] += 1
             return
         if self._row(label.key) is None:
-            self.db.execute(
+            self.orphans += self.db.execute(
                 "INSERT OR IGNORE INTO orphans VALUES (?, ?, ?, ?, ?)",
                 (entry_id, *label.key, label.event_ms + self.grace_ms, payload),
-            )
+            ).rowcount
             return
         self._attach(label, entry_id, payload)
 
@@ -285,31 +290,36 @@ class LabelMatcher:
         ).fetchone()
 
     # --- windows, output, expiry ----------------------------------------------------------
-    def _emit(self, key: tuple[str, str], impression: bytes, labels: dict[str, float]) -> None:
+    def _sample(
+        self, key: tuple[str, str], impression: bytes, labels: dict[str, float]
+    ) -> tuple[str, bytes]:
+        """(sample id, payload): the impression's JSON object with its labels added."""
         values = []
         for task, kind in self.tasks.items():
             if task in labels:
                 values.append(labels[task])
             else:  # the window closed: no positive is a negative; no value is missing
                 values.append(0.0 if kind == "binary" else math.nan)
-        for task, v in zip(self.tasks, values, strict=True):
-            self.counts[f"positive:{task}"] += v == 1.0 and self.tasks[task] == "binary"
-        # the sample is the impression's JSON object with two keys more; spliced, because
-        # parsing and writing back its history costs more than the rest of the join
+            if kind == "binary" and values[-1] == 1.0:
+                self.counts[f"positive:{task}"] += 1
+        self.counts["samples"] += 1
+        # spliced, because parsing and writing back the history costs more than the join
         sid = sample_id(*key)
         labels_json = orjson.dumps([None if math.isnan(v) else v for v in values])
-        body = (
-            impression[:-1] + b',"sample_id":"' + sid.encode() + b'","labels":' + labels_json + b"}"
-        )
+        return sid, impression[
+            :-1
+        ] + b',"sample_id":"' + sid.encode() + b'","labels":' + labels_json + b"}"
+
+    def _emit(self, key: tuple[str, str], impression: bytes, labels: dict[str, float]) -> None:
         self.db.execute(
-            "INSERT OR IGNORE INTO samples (sample_id, payload) VALUES (?, ?)", (sid, body)
+            "INSERT OR IGNORE INTO samples (sample_id, payload) VALUES (?, ?)",
+            self._sample(key, impression, labels),
         )
         self.db.execute(
             "UPDATE pending SET emitted = 1, impression = NULL, labels = '{}' "
             "WHERE request_id = ? AND item_id = ?",
             key,
         )
-        self.counts["samples"] += 1
 
     def _advance(self, caught_up: dict[str, bool], drain: bool) -> None:
         if drain:
@@ -323,18 +333,26 @@ class LabelMatcher:
 
     def _close(self) -> None:
         w = self.watermark
-        for request_id, item_id, impression, labels in self.db.execute(
+        closed = self.db.execute(
             "SELECT request_id, item_id, impression, labels FROM pending "
             "WHERE emitted = 0 AND closes_ms <= ?",
             (w,),
-        ).fetchall():
-            self._emit((request_id, item_id), impression, orjson.loads(labels))
+        ).fetchall()
+        self.db.executemany(
+            "INSERT OR IGNORE INTO samples (sample_id, payload) VALUES (?, ?)",
+            [self._sample((r, i), imp, orjson.loads(lab)) for r, i, imp, lab in closed],
+        )
+        self.db.execute(
+            "UPDATE pending SET emitted = 1, impression = NULL, labels = '{}' "
+            "WHERE emitted = 0 AND closes_ms <= ?",
+            (w,),
+        )
         for entry_id, payload in self.db.execute(
             "SELECT entry_id, payload FROM orphans WHERE deadline_ms <= ?", (w,)
         ).fetchall():
             self._dead("orphan", LABELS, entry_id,
                        f"no impression came within {self.grace_ms} ms of event time", payload)  # fmt: skip
-        self.db.execute("DELETE FROM orphans WHERE deadline_ms <= ?", (w,))
+        self.orphans -= self.db.execute("DELETE FROM orphans WHERE deadline_ms <= ?", (w,)).rowcount
         self.db.execute("DELETE FROM pending WHERE emitted = 1 AND expires_ms <= ?", (w,))
         self.db.execute("DELETE FROM seen WHERE expires_ms <= ?", (w,))
 

@@ -119,7 +119,7 @@ class SampleWriter:
     def _write(self, rows: list[tuple[int, dict]]) -> None:
         s = self.schema
         samples = [r for _, r in rows]
-        seq_shape = list(np.asarray(samples[0]["seq_ids"]).shape)
+        seq_shape = list(samples[0]["seq_shape"])
         meta = self.out / META
         if not meta.is_file():
             meta.write_text(json.dumps({"seq_shape": seq_shape}))
