@@ -97,6 +97,21 @@ def matcher(
         m.close()
 
 
+def _until_stopped(work, report, drain: bool, idle_s: float) -> None:
+    """Repeat `work` (it returns how much it did), reporting progress and idling when there
+    was nothing to do; once with `drain`; until Ctrl-C."""
+    try:
+        while True:
+            if work():
+                print(report(), flush=True)
+            elif not drain:
+                time.sleep(idle_s)
+            if drain:
+                break
+    except KeyboardInterrupt:
+        pass
+
+
 @stream_app.command("samples")
 def samples(
     state: Annotated[Path, typer.Option(help="The matcher's SQLite file.")],
@@ -113,19 +128,11 @@ def samples(
 
     writer = SampleWriter(state, out, schema / "schema.json" if schema.is_dir() else schema,
                           part_rows=part_rows)  # fmt: skip
-    total = 0
-    try:
-        while True:
-            n = writer.flush(force=drain)
-            total += n
-            if n:
-                print(f"samples: {total:,} written, up to #{writer.written_to:,}", flush=True)
-            if drain:
-                break
-            if not n:
-                time.sleep(idle_s)
-    except KeyboardInterrupt:
-        pass
+    _until_stopped(
+        lambda: writer.flush(force=drain),
+        lambda: f"samples: written up to #{writer.written_to:,}",
+        drain, idle_s,
+    )  # fmt: skip
 
 
 @stream_app.command("trainer")
@@ -151,18 +158,11 @@ def trainer(
 
     t = OnlineTrainer(start, samples, out, batch_size=batch_size, lr=lr,
                       commit_every=commit_every, holdout=holdout)  # fmt: skip
-    try:
-        while True:
-            n = t.run(flush=drain)
-            if n:
-                print(f"trainer: {t.steps:,} updates, {t.trained:,} samples, offset #{t.offset:,}",
-                      flush=True)  # fmt: skip
-            if drain:
-                break
-            if not n:
-                time.sleep(idle_s)
-    except KeyboardInterrupt:
-        pass
+    _until_stopped(
+        lambda: t.run(flush=drain),
+        lambda: f"trainer: {t.steps:,} updates, {t.trained:,} samples, offset #{t.offset:,}",
+        drain, idle_s,
+    )  # fmt: skip
 
 
 def _publisher(trainer_dir, samples, versions, serving, server, arm, config):

@@ -35,10 +35,16 @@ class ReplayStats:
     duplicated: int = 0
     reordered: int = 0
     dropped: int = 0
+    unseen_items: int = 0  # rows whose item prepare encoded OOV: sent as unknown ids
     errors: dict[str, int] = field(default_factory=dict)
 
 
-def _raw(value: str) -> int | str:
+def _raw(value: str | None, unseen: str) -> int | str:
+    """The raw id of a code; a code without a vocabulary value (a value prepare did not see
+    in train, encoded OOV) becomes an id the server does not know either, so it is OOV there
+    too."""
+    if value is None:
+        return unseen
     return int(value) if value.lstrip("-").isdigit() else value
 
 
@@ -126,12 +132,14 @@ def replay(
         for (user, ts), group in frame.group_by([layout.USER, layout.TIME], maintain_order=True):
             send(int(ts))
             request_id = f"replay-{user}-{ts}"
-            items = [_raw(v) for v in group[f"__raw_{schema.item_key}"].to_list()]
+            items = [_raw(v, f"unseen-{user}-{ts}-{j}")
+                     for j, v in enumerate(group[f"__raw_{schema.item_key}"].to_list())]  # fmt: skip
+            stats.unseen_items += sum(isinstance(i, str) and i.startswith("unseen-") for i in items)
             body = {
                 "request_id": request_id,
                 "user_id": int(user),
                 "context": {"timestamp": int(ts)}
-                | {c: _raw(group[f"__raw_{c}"][0]) for c in context},
+                | {c: _raw(group[f"__raw_{c}"][0], "unseen") for c in context},
                 "candidates": items,
             }
             r = client.post(f"{server}/v1/rank", content=orjson.dumps(body))
