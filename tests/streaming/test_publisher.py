@@ -9,12 +9,14 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
+from prometheus_client import CollectorRegistry, generate_latest
 
 from infnet.data.loader import PreparedDataset
 from infnet.models.checkpoint import load_checkpoint, save_checkpoint
 from infnet.serving.export import export_run
 from infnet.serving.snapshot import snapshot_from_prepared
 from infnet.serving.stores import open_store
+from infnet.streaming.metrics import PublisherMetrics
 from infnet.streaming.online_trainer import STATE, OnlineTrainer
 from infnet.streaming.publisher import RECORD, Publisher, PublisherConfig
 from infnet.streaming.samples import SampleParts
@@ -85,6 +87,15 @@ def test_publish_swap_prune_rollback_and_refuse(live_server, models, start_run, 
     assert refused["mtl_auc"] < refused["serving_mtl_auc"]
     assert sorted(p.name for p in versions.glob("v*")) == ["v000002", "v000003"]
     assert served_version(server.url) == v2
+
+    registry = CollectorRegistry()
+    gauges = PublisherMetrics(strict, registry)
+    gauges.update()
+    text = generate_latest(registry).decode()
+    assert 'infnet_published_version_info{version="v000002"} 1.0' in text
+    assert 'infnet_publish_decisions{result="published"} 4.0' in text  # 3 and the rollback
+    assert 'infnet_publish_decisions{result="refused"} 1.0' in text
+    assert "infnet_model_staleness_seconds" in text
 
 
 def test_a_publisher_needs_the_serving_version_to_start(streamed, tmp_path):

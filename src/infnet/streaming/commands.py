@@ -249,13 +249,19 @@ def run(
         typer.Option(help="Process what the log holds, close every window, publish once, stop."),
     ] = False,
     idle_s: Annotated[float, typer.Option(help="Pause when nothing is waiting.")] = 1.0,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus metrics on 127.0.0.1:PORT.")
+    ] = None,
 ) -> None:
     """Matcher, sample producer, trainer and publisher in one process (the embedded loop):
     OUT/matcher.sqlite, OUT/samples/, OUT/trainer/, OUT/versions/."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
     from infnet.config import load_yaml, validate
     from infnet.data.schema import Schema
     from infnet.streaming.events import EventLogUnavailable, open_event_log
     from infnet.streaming.label_matcher import LabelMatcher, MatcherConfig
+    from infnet.streaming.metrics import MatcherMetrics, PublisherMetrics
     from infnet.streaming.online_trainer import OnlineTrainer
     from infnet.streaming.samples import SampleWriter
 
@@ -268,6 +274,10 @@ def run(
     writer = SampleWriter(out / "matcher.sqlite", out / "samples", schema_file, part_rows=part_rows)
     trainer_ = None
     pub = None
+    registry = CollectorRegistry()
+    metrics = [MatcherMetrics(m, None, registry=registry)]
+    if metrics_port is not None:
+        start_http_server(metrics_port, "127.0.0.1", registry=registry)
     try:
         while True:
             try:
@@ -285,7 +295,10 @@ def run(
                 )
                 pub = _publisher(out / "trainer", out / "samples", out / "versions", serving, server, arm,
                                  publisher_config)  # fmt: skip
+                metrics.append(PublisherMetrics(pub, registry))
             steps = trainer_.run(flush=drain and read == 0) if trainer_ else 0
+            for g in metrics:
+                g.update()
             if pub is not None and (pub.due() or (drain and read == 0)):
                 print(json.dumps(pub.publish()), flush=True)
             if written or steps:

@@ -8,12 +8,19 @@ from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from infnet.streaming.events import STREAMS
 from infnet.streaming.label_matcher import LabelMatcher
+from infnet.streaming.publisher import Publisher
 
 
 class MatcherMetrics:
-    def __init__(self, matcher: LabelMatcher, port: int, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        matcher: LabelMatcher,
+        port: int | None,
+        host: str = "127.0.0.1",
+        registry: CollectorRegistry | None = None,
+    ) -> None:
         self.matcher = matcher
-        r = self.registry = CollectorRegistry()
+        r = self.registry = registry or CollectorRegistry()
         self.lag = Gauge(
             "infnet_matcher_lag", "Entries not yet read, per stream", ["stream"], registry=r
         )
@@ -47,7 +54,8 @@ class MatcherMetrics:
             "infnet_matcher_state_rows", "Rows of state held, by kind", ["kind"], registry=r
         )
         self._last = (time.monotonic(), matcher.counts["samples"])
-        start_http_server(port, host, registry=r)
+        if port is not None:
+            start_http_server(port, host, registry=r)
 
     def update(self) -> None:
         m, c = self.matcher, self.matcher.counts
@@ -71,3 +79,38 @@ class MatcherMetrics:
         if now - t0 >= 1:
             self.samples_per_s.set((samples - s0) / (now - t0))
             self._last = (now, samples)
+
+
+class PublisherMetrics:
+    """The publisher's side: what is served, how stale it is, what was decided."""
+
+    def __init__(self, publisher: Publisher, registry: CollectorRegistry) -> None:
+        self.publisher = publisher
+        r = registry
+        self.version = Gauge(
+            "infnet_published_version_info", "The version the publisher serves (value 1)",
+            ["version"], registry=r,
+        )  # fmt: skip
+        self.staleness = Gauge(
+            "infnet_model_staleness_seconds", "Seconds since the served version was published",
+            registry=r,
+        )  # fmt: skip
+        self.trained = Gauge(
+            "infnet_published_trained_samples", "Samples trained on when the publisher last decided",
+            registry=r,
+        )  # fmt: skip
+        self.decisions = Gauge(
+            "infnet_publish_decisions", "Decisions by result since the versions directory began",
+            ["result"], registry=r,
+        )  # fmt: skip
+
+    def update(self) -> None:
+        record = self.publisher.record
+        self.version.clear()
+        self.version.labels(version=self.publisher.serving.name).set(1)
+        self.staleness.set(
+            max(0.0, time.time() - record.get("served_since", record["published_at"]))
+        )
+        self.trained.set(record["trained"])
+        for result, n in record.get("results", {}).items():
+            self.decisions.labels(result=result).set(n)

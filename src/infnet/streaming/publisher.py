@@ -155,9 +155,15 @@ class Publisher:
             self._swap(out, decision)
         self.record["trained"] = trained
         self.record["published_at"] = time.time()
+        self._decided(decision)
+        return decision
+
+    def _decided(self, decision: dict[str, Any]) -> None:
+        """Recorded: the last 100 decisions whole, every result counted."""
+        results = self.record.setdefault("results", {})
+        results[decision["result"]] = results.get(decision["result"], 0) + 1
         self.record["decisions"] = [*self.record["decisions"], decision][-100:]
         self._save()
-        return decision
 
     def _swap(self, out: Path, decision: dict[str, Any]) -> None:
         if self.server is not None:
@@ -175,6 +181,7 @@ class Publisher:
             decision["served_version"] = r.json()["version"]
         decision["result"] = "published"
         self.record["serving"] = str(out.resolve())
+        self.record["served_since"] = time.time()
         self._prune()
 
     def _prune(self) -> None:
@@ -192,6 +199,5 @@ class Publisher:
         decision: dict[str, Any] = {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                     "rollback": to, "from": str(self.serving)}  # fmt: skip
         self._swap(out, decision)
-        self.record["decisions"] = [*self.record["decisions"], decision][-100:]
-        self._save()
+        self._decided(decision)
         return decision
