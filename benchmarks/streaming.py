@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -104,6 +105,7 @@ def one(backend: str, events: int, redis_url: str) -> dict:
         "load_avg_1m": os.getloadavg()[0],
     }
     m.close()
+    shutil.rmtree(tmp)  # gigabytes at 1M events
     if backend == "redis":
         import redis
 
