@@ -333,20 +333,23 @@ class LabelMatcher:
 
     def _close(self) -> None:
         w = self.watermark
-        closed = self.db.execute(
-            "SELECT request_id, item_id, impression, labels FROM pending "
-            "WHERE emitted = 0 AND closes_ms <= ?",
-            (w,),
-        ).fetchall()
-        self.db.executemany(
-            "INSERT OR IGNORE INTO samples (sample_id, payload) VALUES (?, ?)",
-            [self._sample((r, i), imp, orjson.loads(lab)) for r, i, imp, lab in closed],
-        )
-        self.db.execute(
-            "UPDATE pending SET emitted = 1, impression = NULL, labels = '{}' "
-            "WHERE emitted = 0 AND closes_ms <= ?",
-            (w,),
-        )
+        while True:  # in chunks: a drain closes every open window at once
+            closed = self.db.execute(
+                "SELECT request_id, item_id, impression, labels FROM pending "
+                "WHERE emitted = 0 AND closes_ms <= ? ORDER BY closes_ms LIMIT ?",
+                (w, self.config.batch),
+            ).fetchall()
+            if not closed:
+                break
+            self.db.executemany(
+                "INSERT OR IGNORE INTO samples (sample_id, payload) VALUES (?, ?)",
+                [self._sample((r, i), imp, orjson.loads(lab)) for r, i, imp, lab in closed],
+            )
+            self.db.executemany(
+                "UPDATE pending SET emitted = 1, impression = NULL, labels = '{}' "
+                "WHERE request_id = ? AND item_id = ?",
+                [(r, i) for r, i, _, _ in closed],
+            )
         for entry_id, payload in self.db.execute(
             "SELECT entry_id, payload FROM orphans WHERE deadline_ms <= ?", (w,)
         ).fetchall():
