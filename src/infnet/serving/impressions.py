@@ -80,10 +80,6 @@ class ImpressionWriter:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
-    @property
-    def queued(self) -> int:
-        return self._queue.qsize()
-
     def close(self, timeout_s: float = 30.0) -> None:
         """Append what is queued (for up to `timeout_s`) and stop."""
         self._closing = time.monotonic() + timeout_s

@@ -10,12 +10,14 @@ atomically (save_checkpoint: temporary file and rename). A trainer killed at any
 restarts from its last commit and takes the very steps it would have taken: no sample is
 lost, none is applied twice, and the weights are those of an uninterrupted run.
 
-The state file is a checkpoint (`load_model` reads it), so the publisher exports from it.
+The state file is a checkpoint (`load_model` reads it), so the publisher exports from it;
+`progress.json` beside it holds the committed progress the publisher polls.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,7 @@ from infnet.training.optim import make_optimizer
 from infnet.training.step import train_step
 
 STATE = "state.pt"
+PROGRESS = "progress.json"  # the committed progress, small
 
 
 def _start_checkpoint(start: Path) -> Path:
@@ -94,6 +97,13 @@ class OnlineTrainer:
             config=self.saved_config,
             schema=self.model.schema,
         )
+        # the publisher polls this, not the checkpoint; written after it, so never ahead
+        tmp = self.out / f".{PROGRESS}.tmp"
+        tmp.write_text(json.dumps(self.progress()))
+        os.replace(tmp, self.out / PROGRESS)
+
+    def progress(self) -> dict[str, int]:
+        return {"offset": self.offset, "steps": self.steps, "trained": self.trained}
 
     def run(self, *, flush: bool = False, max_steps: int | None = None) -> int:
         """Train on every full micro-batch after the offset (with `flush`, the last short one

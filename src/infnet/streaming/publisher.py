@@ -30,9 +30,9 @@ from infnet import metrics
 from infnet.config import Strict
 from infnet.data import layout
 from infnet.models.base import MultiTaskModel, TaskActivation
-from infnet.models.checkpoint import load_checkpoint, load_model
+from infnet.models.checkpoint import load_model
 from infnet.serving.export import WEIGHTS_FILE, export_model
-from infnet.streaming.online_trainer import STATE
+from infnet.streaming.online_trainer import PROGRESS, STATE
 from infnet.streaming.samples import SampleParts
 
 RECORD = "published.json"
@@ -109,10 +109,15 @@ class Publisher:
         )
 
     # --- publishing -----------------------------------------------------------------------
+    def _trained(self) -> int | None:
+        """Samples the trainer has committed (None before its first commit)."""
+        progress = self.trainer_state.with_name(PROGRESS)
+        return json.loads(progress.read_text())["trained"] if progress.is_file() else None
+
     def due(self, now: float | None = None) -> bool:
-        if not self.trainer_state.is_file():
+        trained = self._trained()
+        if trained is None:
             return False
-        trained = int(load_checkpoint(self.trainer_state)["progress"][2])
         new = trained - self.record["trained"]
         waited = (now or time.time()) - self.record["published_at"]
         return new >= self.config.every_samples or (new > 0 and waited >= self.config.every_s)
@@ -123,8 +128,10 @@ class Publisher:
         data, rows = self._window()
         if len(rows) < 10:
             raise PublishError(f"{self.samples}: {len(rows)} held-out samples; too few to judge on")
-        state = load_checkpoint(self.trainer_state)
-        trained = int(state["progress"][2])
+        # progress first: the state file read after it is at least as new (never behind it)
+        trained = self._trained()
+        if trained is None:
+            raise PublishError(f"{self.trainer_state}: the trainer has committed nothing yet")
         candidate, config = load_model(self.trainer_state, data.schema)
         current, _ = load_model(self.serving / WEIGHTS_FILE, data.schema)
         new, old = self._score(candidate, data, rows), self._score(current, data, rows)
