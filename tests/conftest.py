@@ -55,9 +55,9 @@ def flipped_prepared(tmp_path_factory) -> Path:
 
 # --- Redis ---------------------------------------------------------------------------------
 class RedisServer:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, durable: bool = False) -> None:
         self.binary = shutil.which("redis-server")
-        self.workdir = workdir
+        self.workdir, self.durable = workdir, durable
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -68,7 +68,8 @@ class RedisServer:
     def start(self) -> None:
         self.process = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
-             "--save", "", "--appendonly", "no", "--dbfilename", "dump.rdb"],
+             "--save", "", "--appendonly", "yes" if self.durable else "no",
+             "--appendfsync", "always", "--dbfilename", "dump.rdb"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
@@ -95,6 +96,16 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     if shutil.which("redis-server") is None:
         pytest.skip("no redis-server binary on PATH (install redis-server to run the Redis tests)")
     server = RedisServer(tmp_path)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def durable_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """As own_redis, with an append-only file: a restarted server has its data back."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("no redis-server binary on PATH (install redis-server to run the Redis tests)")
+    server = RedisServer(tmp_path, durable=True)
     yield server
     server.stop()
 

@@ -270,3 +270,47 @@ def test_a_matcher_killed_between_commits_resumes_with_nothing_lost_or_doubled(
     assert not any(math.isnan(x) for _, labels in got for x in labels if x is not None)
     restarted.close()
     reference.close()
+
+
+def test_a_redis_that_goes_down_and_returns_loses_and_doubles_nothing(
+    durable_redis, schema, tmp_path
+):
+    from infnet.streaming.events import EventLogUnavailable, RedisEventLog, open_event_log
+
+    events = _traffic(2)
+    reference_log = open_event_log(tmp_path / "reference.sqlite")
+    push(reference_log, *events)
+    reference = LabelMatcher(reference_log, tmp_path / "reference-state.sqlite", schema, CONFIG)
+    reference.run_until_idle(drain=True)
+
+    log = RedisEventLog(durable_redis.url, timeout_s=0.5)
+    push(log, *events)
+    m = LabelMatcher(log, tmp_path / "s.sqlite", schema, CONFIG)
+    m.step()
+    m.step()
+    save = m._save
+
+    def save_then_go_down():  # the worst moment: the state commits, the log's ack cannot
+        save()
+        durable_redis.stop()
+
+    m._save = save_then_go_down
+    with pytest.raises(EventLogUnavailable):
+        m.step()
+    m._save = save
+    applied = dict(m.counts)
+    for _ in range(2):  # down: every step fails before it changes anything
+        with pytest.raises(EventLogUnavailable):
+            m.step()
+    assert dict(m.counts) == applied
+    durable_redis.start()
+    m.run_until_idle(drain=True)
+    want = [(s["sample_id"], s["labels"]) for _, s in read_samples(reference.path)]
+    got = [(s["sample_id"], s["labels"]) for _, s in read_samples(m.path)]
+    assert sorted(got) == sorted(want)
+    assert sorted(reasons(m)) == sorted(reasons(reference))
+    for name in ("samples", "labels_joined", "duplicate_label", "duplicate_impression"):
+        assert m.counts[name] == reference.counts[name]
+    assert log.lag(IMPRESSIONS, "matcher") == log.lag(LABELS, "matcher") == 0  # all acknowledged
+    m.close()
+    reference.close()

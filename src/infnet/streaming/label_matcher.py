@@ -134,11 +134,13 @@ class LabelMatcher:
         self.counts: Counter[str] = Counter(orjson.loads(state.get("counts", "{}")))
         # orphans held: an impression looks for its early labels only when there are any
         self.orphans: int = self.db.execute("SELECT count(*) FROM orphans").fetchone()[0]
+        self._unacked: dict[str, list[Entry]] = {s: [] for s in STREAMS}
 
     # --- one step -------------------------------------------------------------------------
     def step(self, *, drain: bool = False) -> int:
         """Read a batch of each stream, apply it, close what the watermark closes, commit;
         the number of entries read. `drain` closes every window (the end of a replay)."""
+        self._ack()
         read = {s: self._read(s) for s in STREAMS}
         caught_up = {s: len(read[s][0]) < self.config.batch for s in STREAMS}
         with self.db:
@@ -150,8 +152,17 @@ class LabelMatcher:
             self._close()
             self._save()
         for s in STREAMS:
-            self.log.commit(s, self.consumer, read[s][0] + read[s][1])
+            self._unacked[s] += read[s][0] + read[s][1]
+        self._ack()
         return sum(len(fresh) for fresh, _ in read.values())
+
+    def _ack(self) -> None:
+        """Commit applied entries to the log. A log down after the state committed leaves
+        them here to commit at the next step (they are applied; the log just does not know)."""
+        for s in STREAMS:
+            if self._unacked[s]:
+                self.log.commit(s, self.consumer, self._unacked[s])
+                self._unacked[s] = []
 
     def _read(self, stream: str) -> tuple[list[Entry], list[Entry]]:
         """(fresh, redelivered): up to `batch` entries not applied yet, and those the log
@@ -354,7 +365,8 @@ class LabelMatcher:
             "SELECT entry_id, payload FROM orphans WHERE deadline_ms <= ?", (w,)
         ).fetchall():
             self._dead("orphan", LABELS, entry_id,
-                       f"no impression came within {self.grace_ms} ms of event time", payload)  # fmt: skip
+                       f"no impression came within {self.grace_ms} ms of event time (or it came "
+                       f"more than the longest window, {self.longest_ms} ms, before)", payload)  # fmt: skip
         self.orphans -= self.db.execute("DELETE FROM orphans WHERE deadline_ms <= ?", (w,)).rowcount
         self.db.execute("DELETE FROM pending WHERE emitted = 1 AND expires_ms <= ?", (w,))
         self.db.execute("DELETE FROM seen WHERE expires_ms <= ?", (w,))
