@@ -202,14 +202,26 @@ def publisher(
     ] = None,
     once: Annotated[bool, typer.Option(help="Judge and publish once, now, and stop.")] = False,
     idle_s: Annotated[float, typer.Option(help="Pause between checks.")] = 5.0,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus metrics on 127.0.0.1:PORT.")
+    ] = None,
 ) -> None:
     """Export the trainer's model every K samples or T seconds, judged against the serving one."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from infnet.streaming.metrics import PublisherMetrics
+
     p = _publisher(trainer_dir, samples, versions, serving, server, arm, config)
+    registry = CollectorRegistry()
+    metrics = PublisherMetrics(p, registry)
+    if metrics_port is not None:
+        start_http_server(metrics_port, "127.0.0.1", registry=registry)
     try:
         while True:
             if once or p.due():
                 d = p.publish()
                 print(json.dumps(d), flush=True)
+            metrics.update()
             if once:
                 break
             time.sleep(idle_s)
@@ -255,64 +267,50 @@ def run(
 ) -> None:
     """Matcher, sample producer, trainer and publisher in one process (the embedded loop):
     OUT/matcher.sqlite, OUT/samples/, OUT/trainer/, OUT/versions/."""
-    from prometheus_client import CollectorRegistry, start_http_server
+    import os
+
+    from prometheus_client import start_http_server
 
     from infnet.config import load_yaml, validate
-    from infnet.data.schema import Schema
+    from infnet.serving.config import ADMIN_TOKEN_ENV
     from infnet.streaming.events import EventLogUnavailable, open_event_log
-    from infnet.streaming.label_matcher import LabelMatcher, MatcherConfig
-    from infnet.streaming.metrics import MatcherMetrics, PublisherMetrics
-    from infnet.streaming.online_trainer import OnlineTrainer
-    from infnet.streaming.samples import SampleWriter
+    from infnet.streaming.label_matcher import MatcherConfig
+    from infnet.streaming.loop import StreamLoop
+    from infnet.streaming.publisher import PublisherConfig
 
-    schema_file = serving / "schema.json"
-    settings = validate(MatcherConfig, load_yaml(matcher_config) if matcher_config else {},
-                        where=str(matcher_config or "matcher"))  # fmt: skip
-    m = LabelMatcher(
-        open_event_log(events), out / "matcher.sqlite", Schema.load(schema_file), settings
-    )
-    writer = SampleWriter(out / "matcher.sqlite", out / "samples", schema_file, part_rows=part_rows)
-    trainer_ = None
-    pub = None
-    registry = CollectorRegistry()
-    metrics = [MatcherMetrics(m, None, registry=registry)]
+    loop = StreamLoop(
+        open_event_log(events), start, serving, out, server=server,
+        token=os.environ.get(ADMIN_TOKEN_ENV), arm=arm,
+        matcher=validate(MatcherConfig, load_yaml(matcher_config) if matcher_config else {},
+                         where=str(matcher_config or "matcher")),
+        publisher=validate(PublisherConfig, load_yaml(publisher_config) if publisher_config else {},
+                           where=str(publisher_config or "publisher")),
+        batch_size=batch_size, lr=lr, part_rows=part_rows,
+    )  # fmt: skip
     if metrics_port is not None:
-        start_http_server(metrics_port, "127.0.0.1", registry=registry)
+        start_http_server(metrics_port, "127.0.0.1", registry=loop.registry)
     try:
         while True:
             try:
-                read = m.step()
+                tick = loop.tick(drain=drain)
             except EventLogUnavailable as err:
                 print(f"{err}; retrying", flush=True)
                 time.sleep(1.0)
                 continue
-            if read == 0 and drain:
-                m.step(drain=True)
-            written = writer.flush(force=drain and read == 0)
-            if trainer_ is None and writer.written_to:
-                trainer_ = OnlineTrainer(
-                    start, out / "samples", out / "trainer", batch_size=batch_size, lr=lr
-                )
-                pub = _publisher(out / "trainer", out / "samples", out / "versions", serving, server, arm,
-                                 publisher_config)  # fmt: skip
-                metrics.append(PublisherMetrics(pub, registry))
-            steps = trainer_.run(flush=drain and read == 0) if trainer_ else 0
-            for g in metrics:
-                g.update()
-            if pub is not None and (pub.due() or (drain and read == 0)):
-                print(json.dumps(pub.publish()), flush=True)
-            if written or steps:
-                c = m.counts
-                print(f"samples {c['samples']:,} written #{writer.written_to:,} updates "
-                      f"{trainer_.steps if trainer_ else 0:,}", flush=True)  # fmt: skip
-            if read == 0:
+            if tick.decision is not None:
+                print(json.dumps(tick.decision), flush=True)
+            if tick.written or tick.steps:
+                t = loop.trainer
+                print(f"samples {loop.matcher.counts['samples']:,} written #{loop.writer.written_to:,} "
+                      f"updates {t.steps if t else 0:,}", flush=True)  # fmt: skip
+            if tick.read == 0:
                 if drain:
                     break
                 time.sleep(idle_s)
     except KeyboardInterrupt:
         pass
     finally:
-        m.close()
+        loop.close()
 
 
 def _date_ms(value: str, utc_offset_hours: float) -> int:

@@ -109,16 +109,16 @@ class Publisher:
         )
 
     # --- publishing -----------------------------------------------------------------------
-    def _trained(self) -> int | None:
-        """Samples the trainer has committed (None before its first commit)."""
+    def _progress(self) -> dict[str, int] | None:
+        """The trainer's committed offset, steps and samples (None before its first commit)."""
         progress = self.trainer_state.with_name(PROGRESS)
-        return json.loads(progress.read_text())["trained"] if progress.is_file() else None
+        return json.loads(progress.read_text()) if progress.is_file() else None
 
     def due(self, now: float | None = None) -> bool:
-        trained = self._trained()
-        if trained is None:
+        progress = self._progress()
+        if progress is None:
             return False
-        new = trained - self.record["trained"]
+        new = progress["trained"] - self.record["trained"]
         waited = (now or time.time()) - self.record["published_at"]
         return new >= self.config.every_samples or (new > 0 and waited >= self.config.every_s)
 
@@ -129,15 +129,17 @@ class Publisher:
         if len(rows) < 10:
             raise PublishError(f"{self.samples}: {len(rows)} held-out samples; too few to judge on")
         # progress first: the state file read after it is at least as new (never behind it)
-        trained = self._trained()
-        if trained is None:
+        progress = self._progress()
+        if progress is None:
             raise PublishError(f"{self.trainer_state}: the trainer has committed nothing yet")
+        trained = progress["trained"]
         candidate, config = load_model(self.trainer_state, data.schema)
         current, _ = load_model(self.serving / WEIGHTS_FILE, data.schema)
         new, old = self._score(candidate, data, rows), self._score(current, data, rows)
         decision: dict[str, Any] = {
             "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "trained": trained,
+            "offset": progress["offset"],  # the last sample trained on, by emission number
             "window": len(rows),
             "mtl_auc": new["mtl_auc"],
             "serving_mtl_auc": old["mtl_auc"],
@@ -188,7 +190,7 @@ class Publisher:
             decision["served_version"] = r.json()["version"]
         decision["result"] = "published"
         self.record["serving"] = str(out.resolve())
-        self.record["served_since"] = time.time()
+        self.record["served_since"] = decision["served_at"] = time.time()
         self._prune()
 
     def _prune(self) -> None:
