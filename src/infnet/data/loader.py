@@ -225,6 +225,10 @@ class PreparedDataset:
         for lo in range(0, stop, batch_size):
             yield self.batch_at(split, order[lo : lo + batch_size])
 
+    def times(self, split: str) -> np.ndarray:
+        """int64 [N]: each row's time_ms, in the split's (time) order."""
+        return self._split(split).time
+
     def rows(self, split: str) -> np.ndarray:
         """Indices of the split's rows that `batches` goes over: all of them (a subclass
         that evaluates on a slice overrides this and `num_rows`)."""
