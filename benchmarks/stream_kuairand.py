@@ -1,7 +1,7 @@
 """The streaming loop on KuaiRand, judged day by day on traffic it has not seen; JSON lines.
 
     python benchmarks/stream_kuairand.py [--work /tmp/infnet-stream-kuairand]
-        [--data data/kuairand] [--from 2022-05-05] [--to 2022-05-09]   (about 20 minutes)
+        [--data data/kuairand] [--from 2022-05-05] [--to 2022-05-09] [--lr LR]   (about 20 minutes)
 
 A model trained on the train split (04-25..05-04) is exported and served with a feature
 store as of 05-05 00:00 and an event log. Then, for each day from `--from` to the day
@@ -14,9 +14,13 @@ before `--to` (local time, UTC+8):
 3. the embedded loop (`StreamLoop`, what `infnet stream run` runs: 30-minute windows, parts
    of 4,096, batches of 1,024, a version judged every 10,000 samples) reads the log up;
    after the last day it drains it.
-One line a day with its AUCs, then one line with the days pooled: MTL-AUC and per-task AUC
-of both models, DeLong's p of streamed = frozen per task, the replay's and the matcher's
-counts, and the publisher's decisions. One seed (the start model's, seed 0).
+One line a day with both models' AUCs and DeLong's p of streamed = frozen per task; then
+a summary: the mean daily difference over the days after the first (on the first the two
+are the same model), the days pooled (a weaker test for a model that changes: pooled AUC
+also ranks rows of different days against each other, so it charges the streamed model for
+its scores' day-to-day shifts), the replay's and the matcher's counts and the publisher's
+decisions. One seed (the start model's, seed 0). `--lr` sets the online learning rate
+(default: the run's, 1e-3).
 """
 
 from __future__ import annotations
@@ -87,6 +91,20 @@ def _scores(data: PreparedDataset, p: dict[str, np.ndarray]) -> dict[str, float]
     return {"mtl_auc": round(r["mtl_auc"], 4)} | {t: round(r[t]["auc"], 4) for t in binary}
 
 
+def _delong(data: PreparedDataset, a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict:
+    """Per binary task: AUC(a) - AUC(b) on the same rows and DeLong's two-sided p."""
+    out = {}
+    for j, task in enumerate(data.schema.tasks):
+        if task.kind == "binary":
+            m = b["mask"][:, j]
+            r = delong(b["labels"][m, j], a["out"][m, j], b["out"][m, j])
+            out[task.name] = {
+                "delta": round(r["auc_a"] - r["auc_b"], 4),
+                "p": float(f"{r['p']:.3g}"),
+            }
+    return out
+
+
 def _serve(work: Path, base: Path) -> tuple[subprocess.Popen, str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -119,6 +137,7 @@ def main() -> None:
     p.add_argument("--data", type=Path, default=Path("data/kuairand"))
     p.add_argument("--from", dest="since", default="2022-05-05")
     p.add_argument("--to", dest="until", default="2022-05-09")
+    p.add_argument("--lr", type=float, default=None)
     args = p.parse_args()
     work, d = args.work, args.data
     work.mkdir(parents=True, exist_ok=True)
@@ -145,7 +164,7 @@ def main() -> None:
     pooled: dict[str, list] = {"frozen": [], "streamed": []}
     loop = StreamLoop(
         open_event_log(work / "events.sqlite"), work / "run", base, work / "loop", server=url,
-        token=TOKEN, publisher=PublisherConfig(every_samples=10_000), batch_size=1024,
+        token=TOKEN, publisher=PublisherConfig(every_samples=10_000), batch_size=1024, lr=args.lr,
     )  # fmt: skip
     log = open_event_log(work / "events.sqlite")
     totals: dict[str, int] = {}
@@ -179,6 +198,7 @@ def main() -> None:
             print(json.dumps({
                 "benchmark": "stream_kuairand_day", "day": name, "rows": len(frozen["users"]),
                 "frozen": _scores(data, frozen), "streamed_before_the_day": _scores(data, streamed),
+                "streamed_vs_frozen_delong": _delong(data, streamed, frozen),
                 "replay": stats.__dict__, "replay_s": round(replayed, 1),
                 "loop_s": round(time.time() - t0 - replayed, 1),
             }), flush=True)  # fmt: skip
@@ -188,20 +208,24 @@ def main() -> None:
         loop.close()
         server.terminate()
         server.wait(timeout=30)
+    # the days the streamed model differs from the frozen one (the first day it is the same)
+    later = range(1, len(pooled["frozen"]))
+    daily = {
+        name: [_scores(data, pooled[name][i]) for i in later] for name in ("frozen", "streamed")
+    }
+    mean_delta = {
+        k: round(float(np.mean([s[k] - f[k] for s, f in zip(daily["streamed"], daily["frozen"],
+                                                             strict=True)])), 4)
+        for k in daily["frozen"][0]
+    } if later else {}  # fmt: skip
     both = {k: {f: np.concatenate([p[f] for p in v]) for f in v[0]} for k, v in pooled.items()}
-    tests = {}
-    for j, task in enumerate(data.schema.tasks):
-        if task.kind != "binary":
-            continue
-        m = both["frozen"]["mask"][:, j]
-        r = delong(both["frozen"]["labels"][m, j], both["streamed"]["out"][m, j],
-                   both["frozen"]["out"][m, j])  # fmt: skip
-        tests[task.name] = {"delta": round(r["auc_a"] - r["auc_b"], 4), "p": r["p"]}
     print(json.dumps({
         "benchmark": "stream_kuairand", "days": [args.since, args.until], "seeds": 1,
         "rows": len(both["frozen"]["users"]),
-        "frozen": _scores(data, both["frozen"]), "streamed": _scores(data, both["streamed"]),
-        "streamed_vs_frozen_delong": tests, "replay": totals,
+        "mean_daily_delta_after_the_first_day": mean_delta,
+        "pooled": {"frozen": _scores(data, both["frozen"]), "streamed": _scores(data, both["streamed"]),
+                   "streamed_vs_frozen_delong": _delong(data, both["streamed"], both["frozen"])},
+        "replay": totals,
         "matcher": {k: v for k, v in counts.items() if k in ("impressions", "labels", "samples")
                     or k.startswith(("dead:", "duplicate"))},
         "published": sum(x.get("result") == "published" for x in decisions),
