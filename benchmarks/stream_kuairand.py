@@ -29,14 +29,12 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import httpx
 import numpy as np
 import torch
 
@@ -49,6 +47,9 @@ from infnet.streaming.events import IMPRESSIONS, open_event_log
 from infnet.streaming.loop import StreamLoop
 from infnet.streaming.publisher import PublisherConfig
 from infnet.streaming.replay import replay
+
+sys.path.insert(0, str(Path(__file__).parent))
+from serving import start_server  # noqa: E402  (the serving benchmark's server start)
 
 TOKEN = "stream-bench"
 DAY_MS = 86_400_000
@@ -106,29 +107,11 @@ def _delong(data: PreparedDataset, a: dict[str, np.ndarray], b: dict[str, np.nda
 
 
 def _serve(work: Path, base: Path) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     (work / "server.yaml").write_text(
         f"model: {base}\nstore: {work / 'features.sqlite'}\nrequest_log: null\n"
         f"event_log: {work / 'events.sqlite'}\nreload_root: {work}\n"
     )
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).with_name("infnet")), "serve", "--config",
-         str(work / "server.yaml"), "--port", str(port)],
-        env=os.environ | {"INFNET_ADMIN_TOKEN": TOKEN}, stdout=(work / "serve.log").open("w"),
-        stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(f"{url}/readyz").status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(f"the server did not start; see {work / 'serve.log'}")
+    return start_server(work / "server.yaml", work / "serve.log", {"INFNET_ADMIN_TOKEN": TOKEN})
 
 
 def main() -> None:

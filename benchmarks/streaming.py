@@ -40,7 +40,6 @@ import json
 import os
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -49,7 +48,6 @@ import time
 import uuid
 from pathlib import Path
 
-import httpx
 import numpy as np
 import polars as pl
 
@@ -57,6 +55,9 @@ from infnet.data.loader import PreparedDataset
 from infnet.data.schema import Schema
 from infnet.streaming.events import IMPRESSIONS, LABELS, Impression, Label, encode, open_event_log
 from infnet.streaming.label_matcher import LabelMatcher, MatcherConfig, read_samples, sample_id
+
+sys.path.insert(0, str(Path(__file__).parent))
+from serving import start_server  # noqa: E402  (the serving benchmark's server start)
 
 
 def _schema(tmp: Path) -> Schema:
@@ -220,27 +221,11 @@ def _start_model(tmp: Path) -> PreparedDataset:
 
 
 def _serve(tmp: Path) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     (tmp / "server.yaml").write_text(
         f"model: {tmp / 'base'}\nstore: {tmp / 'features.sqlite'}\nrequest_log: null\n"
         f"reload_root: {tmp}\n"
     )
-    env = os.environ | {"INFNET_ADMIN_TOKEN": "bench"}
-    infnet = Path(sys.executable).with_name("infnet")
-    proc = subprocess.Popen([infnet, "serve", "--config", tmp / "server.yaml", "--port", str(port)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            if httpx.get(f"{url}/readyz").status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("the server did not start")
+    return start_server(tmp / "server.yaml", tmp / "serve.log", {"INFNET_ADMIN_TOKEN": "bench"})
 
 
 def _pct(values: list[float]) -> dict[str, float | int]:
