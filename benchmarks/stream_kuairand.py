@@ -32,21 +32,20 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import fields
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from infnet import metrics
 from infnet.data.loader import PreparedDataset
 from infnet.experiments.stats import delong
-from infnet.models.base import TaskActivation
 from infnet.models.checkpoint import load_model
 from infnet.streaming.events import IMPRESSIONS, open_event_log
 from infnet.streaming.loop import StreamLoop
 from infnet.streaming.publisher import PublisherConfig
 from infnet.streaming.replay import replay
+from infnet.training.evaluation import Predictions, predict, score
 
 sys.path.insert(0, str(Path(__file__).parent))
 from serving import start_server  # noqa: E402  (the serving benchmark's server start)
@@ -67,38 +66,37 @@ def _day_ms(day: str) -> int:
     return int(datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=LOCAL).timestamp() * 1000)
 
 
-@torch.no_grad()
-def _predict(path: Path, data: PreparedDataset, since: int, until: int) -> dict[str, np.ndarray]:
-    """The model's outputs on the rows of every split in [since, until), with their labels."""
+def _predict(path: Path, data: PreparedDataset, since: int, until: int) -> Predictions:
+    """The model's predictions on the rows of every split in [since, until)."""
     model, _ = load_model(path, data.schema)
-    model.eval()
-    activate = TaskActivation(data.schema)
-    parts: dict[str, list[np.ndarray]] = {"out": [], "labels": [], "mask": [], "users": []}
+    days = []
     for split in ("train", "valid", "test"):
         t = data.times(split)
         rows = np.flatnonzero((t >= since) & (t < until))
-        for lo in range(0, len(rows), 8192):
-            b = data.batch_at(split, rows[lo : lo + 8192])
-            parts["out"].append(activate(model(b).logits).numpy())
-            parts["labels"].append(b.labels.numpy())
-            parts["mask"].append(b.label_mask.numpy())
-            parts["users"].append(b.user.numpy())
-    return {k: np.concatenate(v) for k, v in parts.items()}
+        if len(rows):
+            days.append(predict(model, data, split, rows=rows))
+    return _concat(days)
 
 
-def _scores(data: PreparedDataset, p: dict[str, np.ndarray]) -> dict[str, float]:
-    r = metrics.evaluate(data.schema.tasks, p["out"], p["labels"], p["mask"], p["users"])
+def _concat(ps: list[Predictions]) -> Predictions:
+    return Predictions(
+        *(np.concatenate([getattr(p, f.name) for p in ps]) for f in fields(Predictions))
+    )
+
+
+def _scores(data: PreparedDataset, p: Predictions) -> dict[str, float]:
+    r = score(data, p)
     binary = [t.name for t in data.schema.tasks if t.kind == "binary"]
     return {"mtl_auc": round(r["mtl_auc"], 4)} | {t: round(r[t]["auc"], 4) for t in binary}
 
 
-def _delong(data: PreparedDataset, a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict:
+def _delong(data: PreparedDataset, a: Predictions, b: Predictions) -> dict:
     """Per binary task: AUC(a) - AUC(b) on the same rows and DeLong's two-sided p."""
     out = {}
     for j, task in enumerate(data.schema.tasks):
         if task.kind == "binary":
-            m = b["mask"][:, j]
-            r = delong(b["labels"][m, j], a["out"][m, j], b["out"][m, j])
+            m = b.label_mask[:, j]
+            r = delong(b.labels[m, j], a.outputs[m, j], b.outputs[m, j])
             out[task.name] = {
                 "delta": round(r["auc_a"] - r["auc_b"], 4),
                 "p": float(f"{r['p']:.3g}"),
@@ -179,7 +177,7 @@ def main() -> None:
                 if tick.read == 0:
                     break
             print(json.dumps({
-                "benchmark": "stream_kuairand_day", "day": name, "rows": len(frozen["users"]),
+                "benchmark": "stream_kuairand_day", "day": name, "rows": len(frozen.users),
                 "frozen": _scores(data, frozen), "streamed_before_the_day": _scores(data, streamed),
                 "streamed_vs_frozen_delong": _delong(data, streamed, frozen),
                 "replay": stats.__dict__, "replay_s": round(replayed, 1),
@@ -201,10 +199,10 @@ def main() -> None:
                                                              strict=True)])), 4)
         for k in daily["frozen"][0]
     } if later else {}  # fmt: skip
-    both = {k: {f: np.concatenate([p[f] for p in v]) for f in v[0]} for k, v in pooled.items()}
+    both = {k: _concat(v) for k, v in pooled.items()}
     print(json.dumps({
         "benchmark": "stream_kuairand", "days": [args.since, args.until], "seeds": 1,
-        "rows": len(both["frozen"]["users"]),
+        "rows": len(both["frozen"].users),
         "mean_daily_delta_after_the_first_day": mean_delta,
         "pooled": {"frozen": _scores(data, both["frozen"]), "streamed": _scores(data, both["streamed"]),
                    "streamed_vs_frozen_delong": _delong(data, both["streamed"], both["frozen"])},

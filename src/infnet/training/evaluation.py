@@ -23,13 +23,26 @@ class Predictions:
 
 @torch.no_grad()
 def predict(
-    model: MultiTaskModel, data: PreparedDataset, split: str, batch_size: int = 16384
+    model: MultiTaskModel,
+    data: PreparedDataset,
+    split: str,
+    batch_size: int = 16384,
+    rows: np.ndarray | None = None,
 ) -> Predictions:
+    """The split's predictions, or those of its `rows` (indices into the split) in order."""
     model.eval()
     device = next(model.parameters()).device
     activate = TaskActivation(data.schema).to(device)
     outs, labels, masks, users = [], [], [], []
-    for batch in data.batches(split, batch_size):
+    batches = (
+        data.batches(split, batch_size)
+        if rows is None
+        else (
+            data.batch_at(split, rows[lo : lo + batch_size])
+            for lo in range(0, len(rows), batch_size)
+        )
+    )
+    for batch in batches:
         outs.append(activate(model(batch.to(device)).logits).cpu().numpy())
         labels.append(batch.labels.numpy())
         masks.append(batch.label_mask.numpy())
