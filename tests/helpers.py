@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import html
+import json
 import os
+import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -24,6 +29,38 @@ def kuairand_dir() -> Path:
     if not (DATA_DIR / "user_features_pure.csv").is_file():
         pytest.skip(f"KuaiRand-Pure data not found at {DATA_DIR} (set INFNET_DATA_DIR)")
     return DATA_DIR
+
+
+_IMAGES = (
+    '<script>window.addEventListener("load", () => document.body.setAttribute("data-images", '
+    "JSON.stringify([...document.images].map(i => [i.getAttribute('src'), "
+    "i.complete && i.naturalWidth > 0]))));</script></body>"
+)
+
+
+def browser_images(page: Path) -> dict[str, bool]:
+    """Render an HTML file in headless Chromium: {img src: whether the image loaded}. A
+    copy of the page beside it gets a script that records each image once the page has
+    loaded, and Chromium's --dump-dom hands back the DOM. Skips without a Chromium."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("no chromium on PATH (.ci/run installs Debian's chromium)")
+    probe = page.with_name(f"_probe_{page.name}")
+    probe.write_text(page.read_text().replace("</body>", _IMAGES))
+    try:
+        dom = subprocess.run(
+            [browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000"]
+            + ["--dump-dom", probe.resolve().as_uri()],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+    finally:
+        probe.unlink()
+    found = re.search(r'data-images="([^"]*)"', dom)
+    assert found, f"{page}: the page did not finish loading in Chromium"
+    return dict(json.loads(html.unescape(found.group(1))))
 
 
 def make_schema(

@@ -45,7 +45,9 @@ def heatmap(
     if annotate and m.size <= 100:
         for (i, j), v in np.ndenumerate(m):
             if np.isfinite(v):
-                ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="w", fontsize=8)
+                r, g, b, _ = im.cmap(im.norm(v))  # dark text on light cells, light on dark
+                ink = "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", color=ink, fontsize=8)
     ax.set_title(title)
     if xlabel:
         ax.set_xlabel(xlabel)
@@ -125,14 +127,50 @@ def scatter(
     for xi, yi, name in zip(x, y, labels, strict=True):
         color = "tab:red" if name == highlight else "tab:blue"
         ax.scatter([xi], [yi], color=color, s=40)
-        ax.annotate(name, (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=8)
     if log_x:
         ax.set_xscale("log")
+    _place_labels(fig, ax, x, y, labels)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     return _save(fig, path)
+
+
+def _place_labels(
+    fig: Figure, ax, x: Sequence[float], y: Sequence[float], labels: Sequence[str]
+) -> None:
+    """Point labels that do not overlap: each label goes right of its point and, while its
+    box (estimated from the font size) meets one already placed, one line higher, with a
+    leader line back to the point."""
+    FigureCanvasAgg(fig)
+    ax.autoscale_view()
+    pts = ax.transData.transform(np.column_stack([x, y]).astype(np.float64))  # pixels
+    scale = fig.dpi / 72.0  # pixels per point
+    line, char = 10.0 * scale, 4.8 * scale  # a fontsize-8 line and character
+    placed: list[tuple[float, float, float, float]] = []
+    for k in np.argsort(pts[:, 1], kind="stable"):
+        name = labels[k]
+        x0, y0 = pts[k, 0] + 4 * scale, pts[k, 1] + 4 * scale
+        w = char * len(name)
+        lift = 0
+        while lift < 12 and any(
+            x0 < bx + bw
+            and bx < x0 + w
+            and y0 + lift * line < by + line
+            and by < y0 + (lift + 1) * line
+            for bx, by, bw, _ in placed
+        ):
+            lift += 1
+        placed.append((x0, y0 + lift * line, w, line))
+        ax.annotate(
+            name,
+            (x[k], y[k]),
+            textcoords="offset points",
+            xytext=(4, 4 + lift * line / scale),
+            fontsize=8,
+            arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "0.5"} if lift else None,
+        )
 
 
 def bars(
@@ -144,28 +182,78 @@ def bars(
     path: Path,
     *,
     groups: dict[str, Sequence[float]] | None = None,
+    base: float | None = None,
 ) -> Path:
-    """Bars with error bars; with `groups` ({name: values}), grouped bars per label."""
+    """Bars, highest first; error bars only where an error is finite (a std needs two or
+    more seeds, so one seed draws none). With `groups` ({name: values}), grouped bars per
+    label in the given order. `base`: where the value axis starts (default 0; 0.5 for an AUC:
+    chance), so a bar's height is its distance from that baseline; the caption says so."""
     fig = Figure(figsize=(max(6.0, 0.9 * len(labels) + 2), 4.2))
     ax = fig.subplots()
     x = np.arange(len(labels))
     if groups:
         width = 0.8 / len(groups)
         for k, (name, v) in enumerate(groups.items()):
-            ax.bar(x + (k - (len(groups) - 1) / 2) * width, v, width, label=name)
-        ax.legend()
+            v = np.asarray(v, dtype=np.float64)
+            bottom = 0.0 if base is None else base
+            ax.bar(
+                x + (k - (len(groups) - 1) / 2) * width,
+                v - bottom,
+                width,
+                bottom=bottom,
+                label=name,
+            )
+        ax.legend(fontsize=8)
+        finite = np.concatenate([np.asarray(v, dtype=np.float64) for v in groups.values()])
     else:
-        err = None if errors is None else np.nan_to_num(np.asarray(errors, dtype=np.float64))
-        ax.bar(x, values, yerr=err, capsize=3, color="tab:blue")
-        finite = [v for v in values if np.isfinite(v)]
-        if finite:
-            lo, hi = min(finite), max(finite)
-            pad = max(hi - lo, 1e-3)
-            ax.set_ylim(lo - pad, hi + pad)
+        v = np.asarray(values, dtype=np.float64)
+        order = np.argsort(np.where(np.isfinite(v), -v, np.inf), kind="stable")
+        labels, v = [labels[i] for i in order], v[order]
+        err = None
+        if errors is not None:
+            e = np.asarray(errors, dtype=np.float64)[order]
+            err = np.where(np.isfinite(e), e, 0.0) if np.isfinite(e).any() else None
+        bottom = 0.0 if base is None else base
+        ax.bar(
+            x,
+            v - bottom,
+            bottom=bottom,
+            yerr=err,
+            capsize=3 if err is not None else 0,
+            color="tab:blue",
+        )
+        finite = v
+    finite = finite[np.isfinite(finite)]
+    if finite.size:
+        lo, hi = float(finite.min()), float(finite.max())
+        pad = max(hi - lo, 1e-3) * 0.15
+        ax.set_ylim(base if base is not None else min(0.0, lo - pad), hi + pad)
+    if base is not None:
+        ax.axhline(base, color="k", lw=0.8)
     ax.set_xticks(x, labels=list(labels), rotation=30, ha="right")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3, axis="y")
+    return _save(fig, path)
+
+
+def training_curves(
+    series: dict[str, tuple[Sequence[float], Sequence[float]]],
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    path: Path,
+) -> Path:
+    """One line per name over its own x (e.g. validation score against optimiser step)."""
+    fig = Figure(figsize=(6.5, 4.2))
+    ax = fig.subplots()
+    for name, (x, y) in series.items():
+        ax.plot(x, np.asarray(y, dtype=np.float64), marker="o", ms=3, label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     return _save(fig, path)
 
 

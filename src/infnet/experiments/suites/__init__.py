@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from infnet.experiments.report import Report
+from infnet.training.config import TrainConfig
 from infnet.experiments.suites import (
     ablation,
     attention,
@@ -44,6 +45,7 @@ def run_suite(name: str, ctx: Context) -> dict[str, Any]:
         raise ValueError(f"unknown suite {name!r}; suites: {', '.join(ALL)}")
     if name != "paper":
         report = Report(f"infnet experiment {name}: {ctx.data.path}")
+        evidence(ctx, report)
         results = {
             "suite": name,
             "data": str(ctx.data.path),
@@ -55,6 +57,7 @@ def run_suite(name: str, ctx: Context) -> dict[str, Any]:
         report.write(ctx.out, results)
         return results
     combined = Report(f"infnet experiment paper: {ctx.data.path}")
+    evidence(ctx, combined)
     results = {
         "suite": "paper",
         "data": str(ctx.data.path),
@@ -65,6 +68,7 @@ def run_suite(name: str, ctx: Context) -> dict[str, Any]:
     for sub in SUITES:
         sub_ctx = Context(**{**ctx.__dict__, "out": ctx.out / sub})
         sub_report = Report(f"infnet experiment {sub}: {ctx.data.path}")
+        evidence(sub_ctx, sub_report)
         try:
             results[sub] = SUITES[sub](sub_ctx, sub_report)
         except Exception as err:  # one suite's failure must not lose the others
@@ -72,9 +76,31 @@ def run_suite(name: str, ctx: Context) -> dict[str, Any]:
             section.text(f"The suite stopped: `{type(err).__name__}: {err}`")
             results[sub] = {"status": "failed", "error": f"{type(err).__name__}: {err}"}
         sub_report.write(sub_ctx.out, {"suite": sub, sub: results[sub]})
-        combined.sections += sub_report.sections
+        combined.sections += sub_report.sections[1:]  # one evidence section for all
     combined.write(ctx.out, results)
     return results
+
+
+def evidence(ctx: Context, report: Report) -> None:
+    """The report's first section: how much evidence it holds (rows, seeds, epochs, quick)."""
+    train = TrainConfig(**ctx.train)
+    rows = ", ".join(f"{s} {ctx.data.num_rows(s):,}" for s in ("train", "valid", "test"))
+    section = report.section("Evidence in this report")
+    section.text(
+        f"- data: `{ctx.data.path}`, rows {rows}\n"
+        f"- seeds: {len(ctx.seeds)} ({', '.join(map(str, ctx.seeds))})"
+        + (" (grids: the first only)" if ctx.quick and len(ctx.seeds) > 1 else "")
+        + "\n"
+        f"- training: at most {train.epochs} epoch(s), batch {train.batch_size}, "
+        f"{train.optimizer} lr {train.lr:g}, early stopping after {train.patience} evaluations "
+        "without improvement\n"
+        + (
+            "- **quick run** (`--quick`): the most recent rows of each split and one epoch; it "
+            "says that everything runs, not which model wins"
+            if ctx.quick
+            else "- full run (not `--quick`)"
+        )
+    )
 
 
 __all__ = ["ALL", "QUICK_ROWS", "QUICK_TRAIN", "SUITES", "Context", "run_suite"]

@@ -17,6 +17,7 @@ from infnet.experiments.suites.context import (
     metric,
     relative,
     run_table,
+    spread,
     summary,
 )
 
@@ -112,8 +113,13 @@ def run(ctx: Context, report: Report) -> dict[str, Any]:
             figure_path(
                 ctx, "ablation_" + title.split(" ")[0] + ("_micro" if "micro" in title else "")
             ),
+            base=0.5,
         )
-        section.figure(path, f"MTL-AUC of each variant, {title}")
+        section.figure(
+            path,
+            f"MTL-AUC of each variant, {title}, highest first; {spread(len(ctx.grid_seeds))}; "
+            "the axis starts at 0.5 (chance)",
+        )
     all_records = [r for rs in groups.values() for r in rs]
     failures(section, all_records)
     flag_table(section, all_records)

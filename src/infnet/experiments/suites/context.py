@@ -167,5 +167,12 @@ def flag_table(section: Section, records: list[dict[str, Any]]) -> None:
         )
 
 
+def spread(seeds: int) -> str:
+    """What a figure's error bars are, for its caption."""
+    if seeds >= 2:
+        return f"mean over {seeds} seeds, error bars ± 1 std"
+    return "one seed, so no error bars"
+
+
 def figure_path(ctx: Context, name: str) -> Path:
     return ctx.out / f"{name}.png"
