@@ -87,6 +87,7 @@ def prepared(tmp_path_factory):
 def test_layout_and_split_counts(prepared):
     out, stats = prepared
     assert sorted(p.name for p in out.iterdir()) == [
+        "items.parquet",
         "schema.json",
         "sequences",
         "stats.json",

@@ -183,3 +183,37 @@ def test_a_prebuilt_history_is_the_users_latest_block(tmp_path):
         shorter += 0 < int(expected.seq_mask[0, f].sum()) < seq.max_len
     assert shorter > 0  # blocks shorter than max_len: where a mix of blocks would show
     store.close()
+
+
+def test_an_item_only_in_the_items_table_gets_its_own_side_codes(tmp_path):
+    """An item the log never showed is served with the side fields of its items-table row
+    (brand, tags, price bucket), its id OOV, and marked cold; an item shown in train is not."""
+    import json
+
+    from data.fixtures import SHOP_YAML, write_shop
+
+    write_shop(tmp_path)
+    # sku999 has sku7's brand, tags and price: the same codes, under another (unseen) id
+    with open(tmp_path / "items.jsonl", "a") as f:
+        f.write(json.dumps({"sku": "sku999", "brand": "b1", "tags": ["x", "y"], "price": 12.0}))
+        f.write("\n")
+    (tmp_path / "shop.yaml").write_text(SHOP_YAML)
+    out = tmp_path / "prepared"
+    args = ["prepare", "table", "--config", str(tmp_path / "shop.yaml"), "--out", str(out)]
+    result = CliRunner().invoke(app, [*args, "--no-progress"])
+    assert result.exit_code == 0, result.output
+    items = pl.read_parquet(out / layout.ITEMS)
+    assert items.height == 80 and "sku999" in items[layout.ITEM].to_list()
+    store = open_store(tmp_path / "shop.sqlite")
+    store.write(snapshot_from_prepared(out))
+    meta = store.meta()
+    found = store.lookup(meta, "100", ["sku7", "sku999", "sku-none"])
+    assert found.item_known.tolist() == [True, True, False]
+    assert found.item_cold.tolist() == [False, True, False]
+    key = meta.item_fields.index("sku")
+    assert found.item_codes[0, key] > OOV and found.item_codes[1, key] == OOV
+    others = [i for i, f in enumerate(meta.item_fields) if f != "sku"]
+    assert len(others) >= 3  # brand, the tag slots, price
+    np.testing.assert_array_equal(found.item_codes[1, others], found.item_codes[0, others])
+    assert (found.item_codes[1, others] > OOV).all()
+    store.close()

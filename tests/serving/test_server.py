@@ -70,6 +70,8 @@ def test_rank_matches_the_offline_model(live_server, model_dir, feature_db, case
         assert answer["arm"] == "default" and not answer["unknown_user"]
         assert answer["unknown_items"] == ["unknown-video"]
         assert [i["known"] for i in answer["items"] if i["id"] == "unknown-video"] == [False]
+        assert answer["cold_items"] == [i["id"] for i in answer["items"] if i["cold"]]
+        assert all(i["known"] for i in answer["items"] if i["cold"])
         scores = [i["score"] for i in answer["items"]]
         assert scores == sorted(scores, reverse=True)  # ranked by the click probability
         click = next(t for t in tasks if "click" in t)

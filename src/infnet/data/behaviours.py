@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 
 from infnet.data import layout
 from infnet.data.checks import Frame
@@ -16,6 +17,8 @@ from infnet.data.encoders import Encoded
 from infnet.data.schema import OOV
 from infnet.data.sequences import Events, row_blocks
 from infnet.data.spec import BehaviourSpec, PrepareError, RawDataset
+
+CHUNK = 1_000_000  # items per part of items.parquet
 
 
 def row_index(keys: pl.Series, table: pl.DataFrame, key: str, frame: str) -> np.ndarray:
@@ -65,12 +68,48 @@ def item_side_codes(
         if frames[s] == "items":
             side.append(np.where(r >= 0, e.codes[np.maximum(r, 0)], OOV))
         else:  # the item key itself, through its vocabulary
-            side.append(
-                keys.cast(e.values.dtype, strict=False)
-                .replace_strict(e.values, e.vocab["index"], default=OOV, return_dtype=pl.Int32)
-                .to_numpy()
-            )
+            side.append(key_codes(e, keys))
     return np.stack(side, axis=1).astype(np.int32).reshape(len(keys), len(side))
+
+
+def key_codes(e: Encoded, keys: pl.Series) -> np.ndarray:
+    """int32 codes of raw ids under a fitted vocabulary; OOV where unseen or unconvertible."""
+    return (
+        keys.cast(e.values.dtype, strict=False)
+        .replace_strict(e.values, e.vocab["index"], default=OOV, return_dtype=pl.Int32)
+        .to_numpy()
+    )
+
+
+def write_items(
+    raw: RawDataset, encoded: dict[str, Encoded], frames: dict[str, Frame], path: Path
+) -> int:
+    """layout.ITEMS from the items table: every item the table holds, so a server can give
+    an item the log never showed its own side fields (only its id OOV). Written in parts
+    of `CHUNK` items, so a large table is never held as codes all at once. Returns items."""
+    specs = {f.name: f for f in raw.fields}
+    fields = [f.name for f in raw.fields if f.group == "item"]
+    table = raw.items
+    writer = None
+    try:
+        for start in range(0, len(table), CHUNK):
+            keys = table[raw.item_key].slice(start, CHUNK)
+            cols: dict[str, object] = {layout.ITEM: keys.cast(pl.String)}
+            for name in fields:
+                if frames[name] == "items":
+                    cols[name] = encoded[name].codes[start : start + len(keys)]
+                elif specs[name].source == raw.item_key:
+                    cols[name] = key_codes(encoded[name], keys)
+                else:  # read from the log: no value per item
+                    cols[name] = np.full(len(keys), OOV, np.int32)
+            part = pl.DataFrame(cols).with_columns(pl.col(fields).cast(pl.Int32)).to_arrow()
+            if writer is None:
+                writer = pq.ParquetWriter(path, part.schema)
+            writer.write_table(part)
+    finally:
+        if writer is not None:
+            writer.close()
+    return len(table)
 
 
 def prebuilt_blocks(

@@ -11,6 +11,10 @@ OUT/{train,valid,test}/part-*.parquet
     __oracle__<task>            float32, simulator only: the label's true probability
     __seq_start__<behaviour>    int64 [start, end): rows of sequences/<behaviour>.parquet
     __seq_end__<behaviour>      holding this user's events strictly before __time
+OUT/items.parquet               with an items table only: every item of the table, the ones
+    __item                      the log never showed too; the raw item key (str), and the
+    <item field> ...            int32 codes of every item field (the item key OOV when
+                                unseen in train, a field read from the log OOV)
 OUT/sequences/<behaviour>.parquet
     __user, __time, <side field> ...   sorted by (__user, __time); the row number is the
                                        index the pointers above refer to
@@ -21,9 +25,11 @@ STATS = "stats.json"
 VOCAB_DIR = "vocab"
 SEQ_DIR = "sequences"
 SPLITS = ("train", "valid", "test")
+ITEMS = "items.parquet"
 
 USER = "__user"
 TIME = "__time"
+ITEM = "__item"
 
 
 def label_col(task: str) -> str:

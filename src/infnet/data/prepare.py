@@ -16,6 +16,8 @@ Rules:
   vocabulary over all its slots; a missing value is PAD, a row without any value has OOV
   in its first slot.
 - Labels are float32, NaN where missing (counted per split and task in stats.json).
+- With an items table, items.parquet holds every item of it (also those the log never
+  showed) with its item field codes, for the feature store.
 - Behaviours from a condition get point-in-time event tables (sequences.py); a pre-built
   history column gives every row its own block of events (`row_blocks`), its last max_len
   ids, side codes looked up through the item key like warm-start events.
@@ -43,6 +45,7 @@ from infnet.data.behaviours import (
     row_index,
     warm_start_events,
     write_events,
+    write_items,
 )
 from infnet.data.checks import Frame, check_columns
 from infnet.data.encoders import Encoded, fit_bag, fit_field
@@ -111,6 +114,8 @@ def _prepare_into(raw: RawDataset, tmp: Path, console: Console) -> dict:
     for name, e in encoded.items():
         e.vocab.write_parquet(tmp / layout.VOCAB_DIR / f"{name}.parquet")
 
+    if raw.items is not None:
+        write_items(raw, encoded, frames, tmp / layout.ITEMS)
     labels = {t.name: log[layout.label_col(t.name)].to_numpy() for t in raw.tasks}
     _check_labels(raw, labels)
 

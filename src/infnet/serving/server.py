@@ -186,6 +186,7 @@ class ServingState:
                 "score": float(ranking[i]),
                 "scores": dict(zip(tasks, rows[i], strict=True)),
                 "known": bool(known[i]),
+                "cold": bool(lookup.item_cold[i]),
             }
             for i in order.tolist()
         ]
@@ -200,6 +201,7 @@ class ServingState:
             "feature_version": lookup.version,
             "unknown_user": not lookup.user_known,
             "unknown_items": [req.candidates[i] for i in np.flatnonzero(~known).tolist()],
+            "cold_items": [req.candidates[i] for i in np.flatnonzero(lookup.item_cold).tolist()],
             "items": ranked,
         }
         if self.request_log is not None or self.impressions is not None:

@@ -24,7 +24,9 @@ def _latest(rows: pl.DataFrame, key: str, cols: list[str]) -> pl.DataFrame:
 def snapshot_from_prepared(path: str | Path, *, as_of: int | None = None) -> Snapshot:
     """User features and item features from each entity's most recent row, and each user's
     last n events per behaviour (a pre-built behaviour: the user's latest row's own block);
-    with `as_of`, only rows and events strictly before it."""
+    with `as_of`, only rows and events strictly before it. Items of the items table that no
+    row with a known id holds (unseen in train, or never shown) come from items.parquet:
+    their own side codes, the id OOV; the response marks them cold."""
     path = Path(path)
     schema = Schema.load(path / layout.SCHEMA)
     user_fields = [f.name for f in schema.fields if f.group == "user"]
@@ -52,8 +54,13 @@ def snapshot_from_prepared(path: str | Path, *, as_of: int | None = None) -> Sna
     items = (
         _latest(rows.filter(pl.col(schema.item_key) > OOV), schema.item_key, other)
         .join(vocab.select("value", pl.col("index").alias(schema.item_key)), on=schema.item_key)
-        .sort(schema.item_key)
+        .select("value", *item_fields)
     )
+    if (path / layout.ITEMS).is_file():  # the items table's others: cold, id OOV
+        table = pl.read_parquet(path / layout.ITEMS).rename({layout.ITEM: "value"})
+        cold = table.select("value", *item_fields).join(items, on="value", how="anti")
+        items = pl.concat([items, cold])
+    items = items.sort(schema.item_key, "value")
     item_records = np.ascontiguousarray(items.select(item_fields).to_numpy().astype(np.int32))
 
     seq = schema.sequences

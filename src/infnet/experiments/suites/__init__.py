@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import Any
 
 from infnet.experiments.report import Report
-from infnet.training.config import TrainConfig
 from infnet.experiments.suites import (
     ablation,
     attention,
@@ -25,6 +24,7 @@ from infnet.experiments.suites import (
     variants,
 )
 from infnet.experiments.suites.context import QUICK_ROWS, QUICK_TRAIN, Context
+from infnet.training.config import TrainConfig
 
 SUITES: dict[str, Callable[[Context, Report], dict[str, Any]]] = {
     "compare": compare.run,

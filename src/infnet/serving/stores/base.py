@@ -86,6 +86,7 @@ class Lookup:
     # None from a store loaded without event times
     item_codes: np.ndarray  # int64 [K, M_i]; OOV rows for unknown items
     item_known: np.ndarray  # bool [K]
+    item_cold: np.ndarray  # bool [K]: known to the store, its id unseen in training (OOV)
 
 
 class CorruptRecord(ValueError):
@@ -97,6 +98,11 @@ def _bounds(schema_text: str, user_fields: tuple, item_fields: tuple, side_field
     """Vocabulary sizes of the user fields, item fields and side fields, in record order."""
     sizes = {f.name: f.vocab_size for f in Schema.from_json(schema_text).fields}
     return tuple(np.array([sizes[f] for f in fs]) for fs in (user_fields, item_fields, side_fields))
+
+
+@functools.lru_cache(maxsize=8)
+def _item_key(schema_text: str) -> str:
+    return Schema.from_json(schema_text).item_key
 
 
 def _check_codes(codes: np.ndarray, size: np.ndarray, fields: tuple, what: str) -> None:
@@ -156,7 +162,11 @@ def decode(meta: StoreMeta, version: str, user: bytes | None, items: list[bytes 
     _check_codes(item_codes, item_size, fields[1], "item record")
     mask = np.arange(n) >= (n - lengths)[:, None]  # [F, n], left padding
     times = None if times is None else times * mask
-    return Lookup(version, user_codes, user is not None, history, mask, times, item_codes, known)
+    key = meta.item_fields.index(_item_key(meta.schema_text))
+    cold = known & (item_codes[:, key] == OOV)
+    return Lookup(
+        version, user_codes, user is not None, history, mask, times, item_codes, known, cold
+    )
 
 
 class FeatureStore(ABC):
