@@ -104,3 +104,36 @@ def test_a_misspelt_monitor_stops_before_training(monkeypatch, capsys, small_pre
         in line
     )
     assert not (tmp_path / "r" / "metrics.jsonl").exists()
+
+
+def test_list_options_shows_every_set_key_with_its_default():
+    from typer.testing import CliRunner
+
+    from infnet.cli import app
+    from infnet.models import model_class
+    from infnet.training.config import TrainConfig
+
+    result = CliRunner().invoke(
+        app, ["train", "--list-options", "--model", "din"], env={"COLUMNS": "200"}
+    )
+    assert result.exit_code == 0, result.output
+    rows = {
+        cells[0]: cells[1]
+        for line in result.output.splitlines()
+        if line.startswith("│")
+        and len(cells := [c.strip() for c in line.strip("│").split("│")]) == 3
+    }
+    keys = set(TrainConfig.model_fields) | set(model_class("din").Config.model_fields)
+    assert keys <= set(rows)
+    assert rows["epochs"] == "20" and rows["batch_size"] == "4096" and rows["optimizer"] == '"adam"'
+
+
+def test_models_shows_whole_descriptions():
+    from typer.testing import CliRunner
+
+    from infnet.cli import app
+
+    result = CliRunner().invoke(app, ["models"], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    line = next(x for x in result.output.splitlines() if "│ hstu" in x)
+    assert "adapted to pointwise multi-task ranking" in line  # the description's last line

@@ -78,7 +78,7 @@ def prepare(
             f"{out} exists and is not empty; pass overwrite=True (--overwrite) to replace it"
         )
     with atomic_directory(out) as tmp:
-        stats = _prepare_into(raw, tmp, Console(stderr=True, quiet=not progress))
+        stats = _prepare_into(raw, tmp, Console(stderr=True, quiet=not progress, log_path=False))
     return stats
 
 

@@ -270,9 +270,17 @@ class Trainer:
             budget = " (budget reached)" if self._out_of_budget() else ""
             self.run.log(
                 f"trained {self.global_step - steps_before} steps in {time.time() - started:.1f}s"
-                f"{budget}; best {self.best}"
+                f"{budget}; best {self._best_line()}"
             )
         return self.finish()
+
+    def _best_line(self) -> str:
+        if self.best is None:
+            return "none"
+        b = self.best
+        return (
+            f"valid {self.selection.name} {b['score']:.4f} at epoch {b['epoch']}, step {b['step']}"
+        )
 
     def _best_text(self) -> str:
         if self.best is None or self.last_valid is None:

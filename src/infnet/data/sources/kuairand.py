@@ -357,6 +357,10 @@ def command(
     unjoined = ", ".join(
         f"{k} {v['rows']:,} rows ({v['ids']:,} ids)" for k, v in stats["unjoined"].items()
     )
+    warm = src["warm_start"]
+    if isinstance(warm, dict):  # events per behaviour
+        warm = ", ".join(f"{b} {n:,} events" for b, n in warm.items())
     console.print(
-        f"unjoined ids: {unjoined}; warm start: {src['warm_start']}; written to {out} in {stats['seconds']:.1f}s"
+        f"unjoined ids: {unjoined or 'none'}; warm start: {warm}; written to {out} in "
+        f"{stats['seconds']:.1f}s"
     )

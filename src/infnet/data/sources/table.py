@@ -391,7 +391,7 @@ def report(stats: dict, out: Path) -> None:
     rates = ", ".join(
         f"{t} {r:.3f}" for t, r in stats["label_rate"]["train"].items() if r is not None
     )
-    bad = stats["source"].get("unparseable") or {}
+    bad = ", ".join(f"{c} {n:,}" for c, n in (stats["source"].get("unparseable") or {}).items())
     typer.echo(
         f"{stats['dataset']}: rows {rows}; users {stats['users']['all']:,}, items {stats['items']['all']:,}"
     )
