@@ -10,7 +10,8 @@ over all M + L + N_task tokens: the quadratic reference). F = 4 behaviour types 
 positions each, every position a real event (the worst case for the proxy path, which does
 not skip padding), M = 6 categorical fields, 3 tasks.
 
-Time: the best of several repetitions (at least one, until ~2 s are spent), forward alone
+Time: the best of several repetitions (at least three, until ~2 s are spent; the median and
+the worst are printed beside it), forward alone
 (eval, no grad) and forward + backward (train). Memory: each point runs in a fresh child
 process; peak = the child's maximum resident set size (ru_maxrss) during the measured call
 minus its resident size just before it. That counts every allocation of the call (torch's
@@ -98,13 +99,17 @@ def _child(variant: str, mode: str, length: int, batch: int, dim: int, preset: s
     first = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     times, spent = [], first
-    while spent < 2.0 and len(times) < 5:
+    while (spent < 2.0 and len(times) < 5) or len(times) < 3:
         t = time.perf_counter()
         call()
         times.append(time.perf_counter() - t)
         spent += times[-1]
     return {
-        "ms": round(1e3 * min(times or [first]), 2),
+        "ms": round(1e3 * min(times), 2),
+        # the spread over the repetitions, so a difference can be judged against it
+        "ms_median": round(1e3 * sorted(times)[len(times) // 2], 2),
+        "ms_max": round(1e3 * max(times), 2),
+        "reps": len(times),
         "peak_mb": round(max(peak - rss_before, 0) / 2**20, 1),
         "params": model.num_parameters(),
     }
@@ -150,6 +155,9 @@ def main() -> None:
                     row[f"{variant}_{tag}_error"] = r["error"]
                 else:
                     row[f"{variant}_{tag}_ms"] = r["ms"]
+                    row[f"{variant}_{tag}_ms_median"] = r["ms_median"]
+                    row[f"{variant}_{tag}_ms_max"] = r["ms_max"]
+                    row[f"{variant}_{tag}_reps"] = r["reps"]
                     row[f"{variant}_{tag}_peak_mb"] = r["peak_mb"]
             if f"infnet_{tag}_ms" in row and f"full_{tag}_ms" in row:
                 row[f"{tag}_speedup"] = round(row[f"full_{tag}_ms"] / row[f"infnet_{tag}_ms"], 2)
