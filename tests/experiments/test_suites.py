@@ -165,6 +165,8 @@ def test_suite_numbers(paper) -> None:
     sweep = results["proxies"]["sweeps"]["v2 categorical hubs n_c"]
     assert [e["value"] for e in sweep] == [2, 4]
     assert all(e["latency_ms"] > 0 and e["peak_mb"] > 0 for e in sweep)
+    lo_hi = [e["latency_range_ms"] for e in sweep]  # the spread the figure draws
+    assert all(lo <= e["latency_ms"] <= hi for e, (lo, hi) in zip(sweep, lo_hi, strict=True))
     assert sweep[0]["parameters"] < sweep[1]["parameters"]  # H_C's MLP output grows with n_c
     variants = results["variants"]["variants"]
     din_auc = variants["DIN"]["is_click/auc"]["values"]

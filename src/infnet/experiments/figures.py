@@ -83,22 +83,39 @@ def lines(
 
 
 def sweep_panels(
-    panels: list[tuple[str, list[float], list[float], list[float], list[float], list[float]]],
+    panels: list[tuple[str, list, list[float], list[float], list[float], list, list[float]]],
     path: Path,
 ) -> Path:
-    """Paper Fig. 4: per sweep (title, x, MTL-AUC mean, its std, latency ms, peak MB), the
-    MTL-AUC on top, latency and memory below."""
+    """Paper Fig. 4: per sweep (title, x, MTL-AUC mean, its std, latency ms, latency
+    [fastest, slowest] ms, peak MB), the MTL-AUC on top, latency with its range and memory
+    below. Error bars only where a std exists (two or more seeds)."""
     fig = Figure(figsize=(4.2 * len(panels), 6.5))
     axes = fig.subplots(2, len(panels), squeeze=False)
-    for k, (title, x, auc, auc_std, ms, mb) in enumerate(panels):
+    for k, (title, x, auc, auc_std, ms, ms_range, mb) in enumerate(panels):
         top, bottom = axes[0][k], axes[1][k]
-        std = np.nan_to_num(np.asarray(auc_std, dtype=np.float64))
-        top.errorbar(x, auc, yerr=std, marker="o", capsize=3)
+        std = np.asarray(auc_std, dtype=np.float64)
+        top.errorbar(
+            x,
+            auc,
+            yerr=np.nan_to_num(std) if np.isfinite(std).any() else None,
+            marker="o",
+            capsize=3,
+        )
         top.set_title(title)
         top.set_ylabel("MTL-AUC")
         top.set_xticks(x)
         top.grid(alpha=0.3)
-        bottom.plot(x, ms, marker="o", color="tab:orange", label="latency")
+        lo_hi = np.asarray(ms_range, dtype=np.float64).reshape(len(ms), 2)
+        med = np.asarray(ms, dtype=np.float64)
+        bottom.errorbar(
+            x,
+            med,
+            yerr=np.stack([med - lo_hi[:, 0], lo_hi[:, 1] - med]),
+            marker="o",
+            capsize=3,
+            color="tab:orange",
+            label="latency",
+        )
         bottom.set_ylabel("ms per batch", color="tab:orange")
         bottom.set_xlabel(title)
         bottom.set_xticks(x)

@@ -81,9 +81,17 @@ class TensorMemory(TorchDispatchMode):
 
 @torch.no_grad()
 def latency_ms(fn: Callable[[], Any], reps: int = 5, min_seconds: float = 0.02) -> float:
-    """Median wall time of fn() in milliseconds over `reps` timings, after one warm-up call.
-    A call shorter than `min_seconds` is timed as the mean of a loop of calls that lasts
-    about that long (as `timeit` does), so scheduler noise does not swamp fast calls."""
+    """Median wall time of fn() in milliseconds (see `latency_spread`)."""
+    return latency_spread(fn, reps, min_seconds)[0]
+
+
+def latency_spread(
+    fn: Callable[[], Any], reps: int = 5, min_seconds: float = 0.02
+) -> tuple[float, float, float]:
+    """(median, fastest, slowest) wall time of fn() in milliseconds over `reps` timings,
+    after one warm-up call, so a figure can draw the spread beside the median. A call
+    shorter than `min_seconds` is timed as the mean of a loop of calls that lasts about
+    that long (as `timeit` does), so scheduler noise does not swamp fast calls."""
     started = time.perf_counter()
     fn()
     inner = max(1, math.ceil(min_seconds / max(time.perf_counter() - started, 1e-9)))
@@ -93,7 +101,7 @@ def latency_ms(fn: Callable[[], Any], reps: int = 5, min_seconds: float = 0.02) 
         for _ in range(inner):
             fn()
         times.append(1000.0 * (time.perf_counter() - started) / inner)
-    return statistics.median(times)
+    return statistics.median(times), min(times), max(times)
 
 
 @torch.no_grad()

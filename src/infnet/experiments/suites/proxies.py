@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from infnet.experiments import figures
-from infnet.experiments.measure import latency_ms, peak_memory
+from infnet.experiments.measure import latency_spread, peak_memory
 from infnet.experiments.report import Report, fmt, fmt_mean_std
 from infnet.experiments.suites.context import (
     INFNET,
@@ -20,6 +20,7 @@ from infnet.experiments.suites.context import (
     main_task,
     metric,
     run_table,
+    spread,
     summary,
 )
 from infnet.models import build_model
@@ -92,7 +93,7 @@ def run(ctx: Context, report: Report) -> dict[str, Any]:
             rs = groups[label(base, opt, v)]
             torch.manual_seed(0)
             model = build_model(INFNET, ctx.schema, {**base, opt: v}).eval()
-            ms = latency_ms(lambda m=model: m(batch), ctx.reps)
+            ms, fastest, slowest = latency_spread(lambda m=model: m(batch), ctx.reps)
             mb = peak_memory(lambda m=model: m(batch)).total_peak / 2**20
             entry = {
                 "option": opt,
@@ -101,6 +102,7 @@ def run(ctx: Context, report: Report) -> dict[str, Any]:
                 "auc": summary([metric(r, f"{main}/auc") for r in rs]),
                 "mtl_auc": summary([metric(r, "mtl_auc") for r in rs]),
                 "latency_ms": ms,
+                "latency_range_ms": [fastest, slowest],
                 "peak_mb": mb,
                 "parameters": model.num_parameters(),
                 "run_dirs": [r.get("run_dir") for r in rs],
@@ -111,14 +113,14 @@ def run(ctx: Context, report: Report) -> dict[str, Any]:
                     str(v),
                     fmt_mean_std(entry["auc"]["mean"], entry["auc"]["std"]),
                     fmt_mean_std(entry["mtl_auc"]["mean"], entry["mtl_auc"]["std"]),
-                    fmt(ms, 1),
+                    f"{fmt(ms, 1)} ({fmt(fastest, 1)}-{fmt(slowest, 1)})",
                     fmt(mb, 1),
                     f"{entry['parameters']:,}",
                 ]
             )
         results[name] = entries
         section.table(
-            [name, f"AUC ({main})", "MTL-AUC", "latency ms/batch", "peak MB", "parameters"],
+            [name, f"AUC ({main})", "MTL-AUC", "latency ms/batch (range)", "peak MB", "parameters"],
             rows,
             caption=f"Sweep of {name} (`{opt}`)",
         )
@@ -129,11 +131,16 @@ def run(ctx: Context, report: Report) -> dict[str, Any]:
                 [e["mtl_auc"]["mean"] for e in entries],
                 [e["mtl_auc"]["std"] for e in entries],
                 [e["latency_ms"] for e in entries],
+                [e["latency_range_ms"] for e in entries],
                 [e["peak_mb"] for e in entries],
             )
         )
     path = figures.sweep_panels(panels, figure_path(ctx, "proxies"))
-    section.figure(path, "MTL-AUC (top), latency and peak memory (bottom) against each hub count")
+    section.figure(
+        path,
+        f"MTL-AUC (top; {spread(len(ctx.grid_seeds))}), latency and peak memory (bottom) against "
+        f"each hub count; latency: median of {ctx.reps} timings, bars from the fastest to the slowest",
+    )
     all_records = [r for rs in groups.values() for r in rs]
     failures(section, all_records)
     flag_table(section, all_records)
