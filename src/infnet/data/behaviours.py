@@ -83,10 +83,10 @@ def key_codes(e: Encoded, keys: pl.Series) -> np.ndarray:
 
 def write_items(
     raw: RawDataset, encoded: dict[str, Encoded], frames: dict[str, Frame], path: Path
-) -> int:
+) -> None:
     """layout.ITEMS from the items table: every item the table holds, so a server can give
     an item the log never showed its own side fields (only its id OOV). Written in parts
-    of `CHUNK` items, so a large table is never held as codes all at once. Returns items."""
+    of `CHUNK` items, so a large table is never held as codes all at once."""
     specs = {f.name: f for f in raw.fields}
     fields = [f.name for f in raw.fields if f.group == "item"]
     table = raw.items
@@ -109,7 +109,6 @@ def write_items(
     finally:
         if writer is not None:
             writer.close()
-    return len(table)
 
 
 def prebuilt_blocks(

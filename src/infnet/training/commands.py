@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import json
 import shutil
+import typing
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -95,7 +96,7 @@ def train(
 ) -> None:
     """Train a model on a prepared dataset; writes config, metrics.jsonl, checkpoints, test metrics.
 
-    Defaults are the paper's (20 epochs, batch 4096, patience 5): hours on a CPU for a real dataset. For a first run: --set epochs=1 --set batch_size=1024 (KuaiRand-Pure: about 1.5 minutes per epoch for INFNet on 2 cores). `infnet train --list-options [--model M]` lists every --set key with its default.
+    Defaults are the paper's (20 epochs, batch 4096, patience 5): hours on a CPU for a real dataset. For a first run: --set epochs=1 --set batch_size=1024 (KuaiRand-Pure: 83 s an epoch for INFNet on one thread, the README's results table). `infnet train --list-options [--model M]` lists every --set key with its default.
 
     Budgets: --set epochs=N, --set max_steps=N (optimiser steps), --set time_limit_s=S (seconds of training, counted across --resume); the first reached ends training, and the best checkpoint so far is kept and scored on test.
 
@@ -157,8 +158,6 @@ def print_options(model: str) -> None:
 
 def _type_name(annotation: Any) -> str:
     """int, float | None, or a Literal's choices as a | b | c."""
-    import typing
-
     if typing.get_origin(annotation) is typing.Literal:
         return " | ".join(map(str, typing.get_args(annotation)))
     return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")

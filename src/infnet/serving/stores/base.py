@@ -101,8 +101,9 @@ def _bounds(schema_text: str, user_fields: tuple, item_fields: tuple, side_field
 
 
 @functools.lru_cache(maxsize=8)
-def _item_key(schema_text: str) -> str:
-    return Schema.from_json(schema_text).item_key
+def _item_key_column(schema_text: str, item_fields: tuple) -> int:
+    """Where the item id lies in an item record: its OOV code marks a cold item."""
+    return item_fields.index(Schema.from_json(schema_text).item_key)
 
 
 def _check_codes(codes: np.ndarray, size: np.ndarray, fields: tuple, what: str) -> None:
@@ -162,8 +163,7 @@ def decode(meta: StoreMeta, version: str, user: bytes | None, items: list[bytes 
     _check_codes(item_codes, item_size, fields[1], "item record")
     mask = np.arange(n) >= (n - lengths)[:, None]  # [F, n], left padding
     times = None if times is None else times * mask
-    key = meta.item_fields.index(_item_key(meta.schema_text))
-    cold = known & (item_codes[:, key] == OOV)
+    cold = known & (item_codes[:, _item_key_column(meta.schema_text, fields[1])] == OOV)
     return Lookup(
         version, user_codes, user is not None, history, mask, times, item_codes, known, cold
     )
