@@ -30,6 +30,8 @@ import httpx
 import numpy as np
 import orjson
 
+from infnet.serving.process import start_server  # noqa: F401  (streaming benchmarks import it here)
+
 
 def wait_ready(url: str, server: subprocess.Popen, timeout_s: float = 120) -> None:
     deadline = time.time() + timeout_s
@@ -43,37 +45,6 @@ def wait_ready(url: str, server: subprocess.Popen, timeout_s: float = 120) -> No
             pass
         time.sleep(0.2)
     raise RuntimeError("server did not become ready")
-
-
-def start_server(config: Path, log: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
-    """`infnet serve --config CONFIG` on a free port, its output in LOG: (process, url) once
-    it is ready."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    command = [
-        sys.executable,
-        "-m",
-        "infnet.cli",
-        "serve",
-        "--config",
-        str(config),
-        "--port",
-        str(port),
-    ]
-    proc = subprocess.Popen(command, env={**os.environ, **env}, stdout=log.open("w"),
-                            stderr=subprocess.STDOUT)  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(f"the server did not become ready; its output is in {log}")
 
 
 def model_calls(url: str) -> dict[str, float]:

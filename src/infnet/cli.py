@@ -8,6 +8,7 @@ import sys
 import typer
 
 from infnet import demo as demo_module
+from infnet.abtest import commands as abtest_commands
 from infnet.data.sources import amazon_books, kuairand, movielens, synthetic, table, tenrec
 from infnet.experiments import commands as experiments
 from infnet.serving import commands as serving
@@ -35,6 +36,7 @@ app.command("train")(training.train)
 app.command("evaluate")(training.evaluate)
 app.command("models")(training.models)
 app.command("demo")(demo_module.demo)
+app.command("abtest")(abtest_commands.abtest)
 app.command("experiment")(experiments.experiment)
 app.command("export")(serving.export)
 app.add_typer(serving.serve_app, name="serve")

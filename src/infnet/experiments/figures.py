@@ -302,3 +302,33 @@ def curves(
     ax.grid(alpha=0.3)
     ax.legend()
     return _save(fig, path)
+
+
+def bands(
+    x: Sequence[float],
+    panels: dict[str, tuple[Sequence[float], Sequence[float], Sequence[float], Sequence[float]]],
+    xlabel: str,
+    ylabel: str,
+    path: Path,
+) -> Path:
+    """One panel per series: (value, low, high, reference) over x; the interval as a band,
+    the reference dashed, zero as a thin line."""
+    n = len(panels)
+    cols = min(n, 3)
+    rows = -(-n // cols)
+    fig = Figure(figsize=(4.2 * cols, 3.2 * rows))
+    axes = np.atleast_1d(fig.subplots(rows, cols)).reshape(-1)
+    for ax, (name, (value, low, high, reference)) in zip(axes, panels.items(), strict=False):
+        ax.fill_between(x, np.asarray(low, float), np.asarray(high, float), alpha=0.25,
+                        label="95% interval")  # fmt: skip
+        ax.plot(x, np.asarray(value, float), marker="o", markersize=3, label="measured")
+        ax.plot(x, np.asarray(reference, float), linestyle="--", color="black", label="truth")
+        ax.axhline(0.0, color="grey", linewidth=0.8)
+        ax.set_title(name)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return _save(fig, path)

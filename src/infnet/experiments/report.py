@@ -8,6 +8,7 @@ network asset: images are PNG files beside the report, linked by relative path.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import math
@@ -52,11 +53,18 @@ class Report:
         return [b[1][0] for s in self.sections for b in s.blocks if b[0] == "figure"]
 
     def write(self, out: str | Path, results: dict[str, Any]) -> None:
+        """Each file under a temporary name, then renamed: a reader (or a run stopped
+        midway) sees a whole previous file or a whole new one, never half of one."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "results.json").write_text(json.dumps(jsonable(results), indent=2, allow_nan=False))
-        (out / "report.md").write_text(self.markdown(out))
-        (out / "index.html").write_text(self.html(out))
+        for name, text in (
+            ("results.json", json.dumps(jsonable(results), indent=2, allow_nan=False)),
+            ("report.md", self.markdown(out)),
+            ("index.html", self.html(out)),
+        ):
+            tmp = out / f".{name}.{os.getpid()}.tmp"
+            tmp.write_text(text)
+            os.replace(tmp, out / name)
 
     # --- renderings -----------------------------------------------------------------------------
     def markdown(self, where: Path) -> str:
@@ -144,7 +152,10 @@ def _html_text(markdown: str) -> str:
 
 
 def jsonable(value: Any) -> Any:
-    """Plain JSON types: NaN and infinities become null, numpy scalars and arrays lists."""
+    """Plain JSON types: NaN and infinities become null, numpy scalars and arrays lists,
+    dataclasses dicts."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return jsonable(dataclasses.asdict(value))
     if isinstance(value, dict):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

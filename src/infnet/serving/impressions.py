@@ -38,9 +38,12 @@ LABEL_FIELDS = ("request_id", "item_id", "task", "value", "event_ms", "event_id"
 
 
 def impressions(record: ServedRequest) -> list[Impression]:
-    """The record's candidates as impressions, position = rank in the response."""
-    position = np.empty(len(record.candidates), np.int64)
-    position[np.argsort(-record.ranking, kind="stable")] = np.arange(len(record.candidates))
+    """The record's displayed candidates (the top `shown`, else all) as impressions,
+    position = rank in the response: a candidate never shown has no label to wait for."""
+    K = len(record.candidates)
+    position = np.empty(K, np.int64)
+    position[np.argsort(-record.ranking, kind="stable")] = np.arange(K)
+    shown = K if record.shown is None else record.shown
     return [
         Impression(
             request_id=record.request_id,
@@ -58,6 +61,7 @@ def impressions(record: ServedRequest) -> list[Impression]:
             seq_gap=record.seq_gap,
         )
         for i, item in enumerate(record.candidates)
+        if position[i] < shown
     ]
 
 

@@ -30,3 +30,4 @@ class ServedRequest:
     seq_ids: np.ndarray  # int64 [F, n, K_side]: the history the K candidates share
     seq_mask: np.ndarray  # bool [F, n]
     seq_gap: np.ndarray  # int64 [F, n]: time-gap buckets of the history at ts_ms
+    shown: int | None = None  # the client displays the top `shown` (None: all)

@@ -62,6 +62,7 @@ def _row(r: ServedRequest) -> tuple:
         "seq_mask": r.seq_mask,
         "seq_gap": r.seq_gap,
         "seq_shape": list(r.seq_ids.shape),  # so F = 0 round-trips
+        "shown": r.shown,
     }
     return tuple(orjson.dumps(values[c], option=_OPT) if c in _JSON else values[c] for c in COLUMNS)
 
@@ -86,6 +87,7 @@ def _record(row: tuple) -> ServedRequest:
         seq_mask=np.asarray(f["seq_mask"], dtype=bool).reshape(shape[:2]),
         # logs written before time-aware tokens hold no gaps: 0, "unknown", as padding
         seq_gap=np.asarray(f.get("seq_gap", 0), dtype=np.int64) * np.ones(shape[:2], np.int64),
+        shown=f.get("shown"),
     )
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import orjson
 from starlette.requests import Request
 
-FIELDS = ("request_id", "user_id", "context", "candidates", "bid")
+FIELDS = ("request_id", "user_id", "context", "candidates", "bid", "shown")
 # What an error may be counted under in /metrics: a fixed set, so no client can add labels.
 REASONS = (*FIELDS, "body", "content-length", "events")
 MAX_TIMESTAMP_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
@@ -40,6 +40,7 @@ class RankRequest:
     context: dict[str, Any]
     candidates: list[int | str]
     bid: np.ndarray | None
+    shown: int | None = None  # the top `shown` are displayed: only they become impressions
 
 
 def _is_id(x: Any) -> bool:
@@ -117,8 +118,19 @@ def parse_rank_request(body: bytes, max_candidates: int) -> RankRequest:
                 f"has {len(bid)} values for {len(candidates)} candidates (give one number, or one per candidate)",
             )
         bid = np.asarray(values, dtype=np.float64)
+    shown = data.get("shown")
+    if shown is not None and (
+        isinstance(shown, bool) or not isinstance(shown, int) or not 1 <= shown <= len(candidates)
+    ):
+        raise RequestError(
+            "shown",
+            f"must be an integer from 1 to the {len(candidates)} candidates (how many of the "
+            f"top-ranked the client displays), got {shown!r}",
+        )
     context = {k: v for k, v in context.items() if k != "timestamp"}
-    return RankRequest(request_id, str(data["user_id"]), timestamp, context, candidates, bid)
+    return RankRequest(
+        request_id, str(data["user_id"]), timestamp, context, candidates, bid, shown
+    )
 
 
 async def read_body(request: Request, limit: int, timeout_s: float = 10.0) -> bytes:

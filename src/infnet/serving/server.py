@@ -224,6 +224,7 @@ class ServingState:
                 seq_ids=inputs.seq_ids,
                 seq_mask=inputs.seq_mask,
                 seq_gap=inputs.seq_gap,
+                shown=req.shown,
             )
             if self.request_log is not None:
                 self.request_log.append(record)

@@ -57,10 +57,12 @@ class OnlineTrainer:
         lr: float | None = None,
         commit_every: int = 1,
         holdout: float = 0.05,
+        traffic_arm: str | None = None,
     ) -> None:
         self.samples_dir, self.out = Path(samples), Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.batch_size, self.commit_every, self.holdout = batch_size, commit_every, holdout
+        self.traffic_arm = traffic_arm  # train on this A/B arm's samples only
         self.path = self.out / STATE
         resuming = self.path.is_file()
         source = self.path if resuming else _start_checkpoint(Path(start))
@@ -108,7 +110,9 @@ class OnlineTrainer:
     def run(self, *, flush: bool = False, max_steps: int | None = None) -> int:
         """Train on every full micro-batch after the offset (with `flush`, the last short one
         too), committing every `commit_every` steps and at the end; the steps taken."""
-        data = SampleParts(self.samples_dir, holdout=self.holdout, after=self.offset)
+        data = SampleParts(
+            self.samples_dir, holdout=self.holdout, after=self.offset, arm=self.traffic_arm
+        )
         if data.frame is None:
             return 0
         rows = data.rows("train")

@@ -63,8 +63,10 @@ class Publisher:
         token: str | None = None,
         arm: str | None = None,
         config: PublisherConfig | None = None,
+        traffic_arm: str | None = None,
     ) -> None:
         self.trainer_state = Path(trainer_dir) / STATE
+        self.traffic_arm = traffic_arm  # judge on this A/B arm's held-out samples only
         self.samples, self.versions = Path(samples), Path(versions)
         self.server, self.token, self.arm = server, token, arm
         self.config = config or PublisherConfig()
@@ -92,7 +94,9 @@ class Publisher:
 
     # --- judging --------------------------------------------------------------------------
     def _window(self) -> tuple[SampleParts, np.ndarray]:
-        data = SampleParts(self.samples, holdout=self.config.holdout)
+        data = SampleParts(self.samples, holdout=self.config.holdout, arm=self.traffic_arm)
+        if data.frame is None:
+            return data, np.zeros(0, np.int64)
         return data, data.rows("valid")[-self.config.window :]
 
     @torch.no_grad()

@@ -20,6 +20,8 @@ on exactly what it was served (train/serve consistency by construction).
 `SampleParts` reads them back as `Batch`es, with the splits of a prepared dataset:
 `train` the samples not held out, `valid` (and `test`) the held-out `holdout` share,
 chosen by sample id, so every reader agrees which samples the publisher may judge on.
+With `arm` it reads only the samples of that A/B arm's traffic (`__arm`), so each arm of
+an A/B test learns from, and is judged on, the users it served.
 """
 
 from __future__ import annotations
@@ -159,10 +161,12 @@ class SampleParts:
     """The parts of a sample directory as a batch source (what the Trainer and `predict`
     read): `schema`, `num_rows(split)`, `batches(split, ...)`, `batch_at`, and `frame`."""
 
-    def __init__(self, path: str | Path, *, holdout: float = 0.05, after: int = 0) -> None:
+    def __init__(
+        self, path: str | Path, *, holdout: float = 0.05, after: int = 0, arm: str | None = None
+    ) -> None:
         self.path = Path(path)
         self.schema = Schema.load(self.path / layout.SCHEMA)
-        self.holdout, self.after = holdout, after
+        self.holdout, self.after, self.arm = holdout, after, arm
         self.refresh()
 
     def refresh(self) -> None:
@@ -171,7 +175,9 @@ class SampleParts:
         frame = pl.concat([pl.read_parquet(p) for p in files]) if files else None
         if frame is not None:
             frame = frame.filter(pl.col(SEQ) > self.after)
-        self.frame = frame
+            if self.arm is not None:
+                frame = frame.filter(pl.col("__arm") == self.arm)
+        self.frame = frame if frame is None or len(frame) else None
         meta = self.path / META
         self.seq_shape = json.loads(meta.read_text())["seq_shape"] if meta.is_file() else [0, 1, 1]
         ids = frame["__sample_id"].to_list() if frame is not None else []
