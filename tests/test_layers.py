@@ -20,7 +20,7 @@ LAYERS: list[set[str]] = [
     {"infnet.streaming.events"},  # the one streaming module the server writes to
     {"infnet.serving", "infnet.experiments"},
     {"infnet.streaming"},
-    {"infnet.demo"},
+    {"infnet.demo", "infnet.abtest"},
     {"infnet.cli"},
 ]
 

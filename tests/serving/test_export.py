@@ -10,10 +10,11 @@ import torch
 from tests.helpers import make_batch, make_schema
 
 from infnet.data.loader import PreparedDataset
-from infnet.models import build_model
+from infnet.models import available_models, build_model
 from infnet.serving.export import (
     INPUTS,
     ScoringModule,
+    _export_checked,
     export_onnx,
     export_run,
     input_names,
@@ -146,3 +147,22 @@ def test_a_time_aware_graph_reads_the_time_gaps_of_shared_histories(tmp_path, mo
     }
     older = {**feed, "seq_gap": np.minimum(feed["seq_gap"] + 4, 23) * feed["seq_mask"]}
     assert np.abs(run(feed) - run(older)).max() > 1e-6  # the gaps are read
+
+
+V2_BEST = {"preset": "v2", "time_aware": True, "candidate_hub": True, "wide_heads": True}
+
+
+@pytest.mark.parametrize(
+    ("model", "options"),
+    [(m, {}) for m in available_models()] + [("infnet", V2_BEST), ("infnet", {"preset": "v2"})],
+    ids=[*available_models(), "infnet-v2-best", "infnet-v2"],
+)
+def test_every_model_exports_a_graph_of_any_batch_size(tmp_path, model, options):
+    # export traces 16 rows and checks 40, one, and rows sharing histories: a size baked
+    # into the graph (len(batch), a Python int of a shape) fails there
+    schema = make_schema()
+    torch.manual_seed(0)
+    module = ScoringModule(build_model(model, schema, options).eval()).eval()
+    check = make_batch(schema, batch_size=40, empty_rows=3)
+    done = _export_checked(module, check, tmp_path / "m.onnx", "auto", 1e-5)
+    assert done["max_abs_diff"] <= 1e-5 and done["rows"] > 40

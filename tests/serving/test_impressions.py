@@ -4,6 +4,7 @@ log, joined by the label matcher into samples that hold the features as served."
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import httpx
 import numpy as np
@@ -167,3 +168,22 @@ def test_a_redis_outage_refuses_labels_and_keeps_impressions_until_it_returns(
     assert got == [bodies[1]["request_id"]] * len(bodies[1]["candidates"])
     assert post(server.url, "/v1/events", {"events": [GOOD]}).status_code == 200
     log.close()
+
+
+def test_only_the_shown_top_becomes_impressions():
+    from infnet.serving.impressions import impressions
+    from infnet.serving.requests import RequestError, parse_rank_request
+
+    from .test_request_log import record
+
+    base = record("r1")
+    ranked = replace(base, candidates=[7, 8, 9], ranking=np.array([0.1, 0.9, 0.5]),
+                     item_known=np.ones(3, bool),
+                     categorical=np.zeros((3, 3), np.int64), shown=2)  # fmt: skip
+    assert [(i.item_id, i.position) for i in impressions(ranked)] == [("8", 0), ("9", 1)]
+    assert len(impressions(replace(ranked, shown=None))) == 3
+    body = {"request_id": "r", "user_id": 1, "context": {"timestamp": 5}, "candidates": [1, 2]}
+    assert parse_rank_request(orjson.dumps(body | {"shown": 1}), 10).shown == 1
+    for bad in (0, 3, "2", True, 1.5):
+        with pytest.raises(RequestError, match="shown: must be an integer from 1 to the 2"):
+            parse_rank_request(orjson.dumps(body | {"shown": bad}), 10)

@@ -11,7 +11,7 @@ traffic would give.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -19,9 +19,6 @@ import polars as pl
 from infnet.abtest import stats
 from infnet.experiments import figures
 from infnet.experiments.report import Report, fmt, fmt_p
-
-if TYPE_CHECKING:
-    from infnet.abtest.run import ABTest
 
 # name, outcome, denominator (None: per user), truth of the outcome, source document's lift
 METRICS: list[tuple[str, str, str | None, str, float | None]] = [
@@ -120,7 +117,8 @@ def _quantile(buckets: list[tuple[float, float]], q: float) -> float:
     return float("nan")
 
 
-def write_report(test: ABTest) -> None:
+def write_report(test: Any) -> None:
+    """The report of an `run.ABTest` (what it measured so far, when it stopped early)."""
     c = test.config
     sessions = test.frame()
     days_run = int(sessions["day"].max()) + 1
@@ -267,7 +265,7 @@ def write_report(test: ABTest) -> None:
     report.write(test.out, results)
 
 
-def _system(test: ABTest, sessions: pl.DataFrame) -> dict[str, Any]:
+def _system(test: Any, sessions: pl.DataFrame) -> dict[str, Any]:
     scrapes = [d["server"] for d in test.days if d.get("server")]
     last = scrapes[-1] if scrapes else {}
     rank_s = sum(d["rank_s"] for d in test.days) or float("nan")

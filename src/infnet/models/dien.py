@@ -64,7 +64,10 @@ class AUGRU(nn.Module):
     def forward(self, i: torch.Tensor, a: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """i [B, n, D], attention a [B, n], mask [B, n] -> last state [B, H]."""
         h = i.new_zeros(i.shape[0], self.hidden)
-        steps = int(mask.sum(1).max()) if mask.numel() else 0
+        # eager: stop after the longest history; an exported graph runs every position (the
+        # masked steps keep h), since a traced step count would be fixed into the graph
+        exporting = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+        steps = mask.shape[1] if exporting else int(mask.sum(1).max()) if mask.numel() else 0
         # One matmul for all steps; unbind (not per-step slicing) keeps the backward to one
         # gradient buffer instead of a full-size zero tensor per step.
         wi = self.w(i[:, :steps]).unbind(1)  # steps x [B, 3H]

@@ -167,7 +167,7 @@ def field_tokens(embedding: FeatureEmbedding, batch: Batch) -> torch.Tensor:  # 
     tokens = embedding.categorical(batch)
     if batch.seq_ids.shape[1]:
         pooled = embedding.pooled_sequence(batch)  # [B, F, K*d]
-        tokens = torch.cat([tokens, pooled.reshape(len(batch), -1, embedding.dim)], dim=1)
+        tokens = torch.cat([tokens, pooled.unflatten(2, (-1, embedding.dim)).flatten(1, 2)], dim=1)
     return tokens
 
 

@@ -122,7 +122,7 @@ class HSTU(MultiTaskModel):
     def forward(self, batch: Batch, seq_index: torch.Tensor | None = None) -> ModelOutput:
         batch = batch.per_row_histories(seq_index)
         c = self.embedding.categorical(batch)  # [B, M_tok, d]
-        B, F_ = len(batch), self.schema.num_behaviours
+        F_ = self.schema.num_behaviours
         item = self.embedding.target(batch) if F_ else c[:, self.item_tokens]  # [B, ., d]
         target = self.item_proj(item.flatten(1)).unsqueeze(1)  # [B, 1, D]
         target = target + self.type_embedding.weight[F_] + self.position_embedding.weight[0]
@@ -136,10 +136,13 @@ class HSTU(MultiTaskModel):
             recency = torch.arange(n, 0, -1, device=c.device)  # [n]: 1 = most recent
             s = s + self.type_embedding.weight[:F_, None] + self.position_embedding(recency)
             x = torch.cat([s.flatten(1, 2), target], dim=1)  # [B, F*n + 1, D]
-            valid = torch.cat([batch.seq_mask.flatten(1), batch.seq_mask.new_ones(B, 1)], dim=1)
+            # the target is always valid; ones_like keeps an exported batch size dynamic
+            valid = torch.cat(
+                [batch.seq_mask.flatten(1), torch.ones_like(batch.seq_mask[:, 0, :1])], 1
+            )
             recency = torch.cat([recency.repeat(F_), recency.new_zeros(1)])
         else:
-            x, valid = target, batch.seq_mask.new_ones(B, 1)
+            x, valid = target, torch.ones_like(target[:, :, 0], dtype=torch.bool)
             recency = torch.zeros(1, dtype=torch.long, device=c.device)
         for i, block in enumerate(self.blocks):
             x = block(x, valid, recency, last_only=i == len(self.blocks) - 1)

@@ -30,10 +30,12 @@ class CategoricalHubs(nn.Module):
 
     def forward(self, c: torch.Tensor) -> torch.Tensor:
         if self.init == "mlp":
-            return self.mlp(c.flatten(1)).view(len(c), *self.shape)
+            return self.mlp(c.flatten(1)).view(
+                -1, *self.shape
+            )  # -1: an exported batch stays dynamic
         if self.init == "mean":
             return c.mean(1, keepdim=True) + self.hubs
-        return self.hubs.expand(len(c), -1, -1)
+        return self.hubs.expand(c.shape[0], -1, -1)
 
 
 class SequenceHubs(nn.Module):
