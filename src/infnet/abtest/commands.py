@@ -14,7 +14,7 @@ def abtest(
         Path, typer.Option(help="Directory for the data, models, server and report.")
     ] = Path("abtest"),
     days: Annotated[int, typer.Option(help="Simulated test days.")] = 30,
-    users: Annotated[int, typer.Option(help="Simulated users.")] = 3000,
+    users: Annotated[int, typer.Option(help="Simulated users.")] = 2500,
     items: Annotated[int, typer.Option(help="Simulated items (15% of them ads).")] = 2000,
     control: Annotated[str, typer.Option(help="The control arm's model.")] = "production",
     treatment: Annotated[str, typer.Option(help="The treatment arm's model.")] = "infnet",

@@ -69,7 +69,7 @@ CHUNK = 100  # sessions ranked between two deliveries of due callbacks
 
 class ABConfig(Strict):
     days: int = Field(default=30, ge=1)
-    users: int = Field(default=3000, ge=100)
+    users: int = Field(default=2500, ge=100)
     items: int = Field(default=2000, ge=100)
     warmup_days: int = Field(default=7, ge=2)
     candidates: int = Field(default=50, ge=2)
@@ -293,6 +293,7 @@ class ABTest:
         record: dict[str, Any] = {"day": day, "sessions": len(frame), "rank_s": rank_s}
         night = time.time()
         record["feature_version"] = self.features.publish(as_of=self.day_start(day + 1))
+        record["features_s"] = time.time() - night
         if self.updates is not None:
             record["updates"] = self.updates.nightly(drain=day == c.days - 1)
         record["night_s"] = time.time() - night
@@ -425,29 +426,35 @@ class ArmUpdates:
         self.publishers: dict[str, Publisher] = {}
 
     def nightly(self, *, drain: bool) -> dict[str, Any]:
+        started = time.time()
         while self.matcher.step():
             pass
         if drain:
             self.matcher.step(drain=True)
         written = self.writer.flush(force=drain)
-        out: dict[str, Any] = {"samples_written": written}
+        out: dict[str, Any] = {"samples_written": written, "match_s": time.time() - started}
         if not self.writer.written_to:
             return out
         for arm, run in self.test.runs.items():
             if arm not in self.trainers:
+                # one commit a night (at the end of each run): the night is the unit of work
                 self.trainers[arm] = OnlineTrainer(run, self.root / "samples", self.root / arm / "trainer",
-                                                   lr=self.lr, traffic_arm=arm)  # fmt: skip
+                                                   lr=self.lr, traffic_arm=arm,
+                                                   commit_every=1 << 30)  # fmt: skip
                 self.publishers[arm] = Publisher(
                     self.root / arm / "trainer", self.root / "samples", self.root / arm / "versions",
                     serving=self.test.model_dirs[arm], server=self.test.url, token=self.test.token,
                     arm=arm, traffic_arm=arm, config=PublisherConfig(every_samples=1, every_s=1e9),
                 )  # fmt: skip
+            started = time.time()
             steps = self.trainers[arm].run(flush=True)
-            decision: dict[str, Any] = {"steps": steps}
+            decision: dict[str, Any] = {"steps": steps, "train_s": time.time() - started}
             if steps:
+                started = time.time()
                 try:
                     decision |= self.publishers[arm].publish()
                 except PublishError as err:
                     decision |= {"result": "not_judged", "why": str(err)}
+                decision["publish_s"] = time.time() - started
             out[arm] = decision
         return out
