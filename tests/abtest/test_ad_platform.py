@@ -40,6 +40,18 @@ def test_revenue_comes_from_ads_bids_and_clicks():
     assert by_position["p_click"][0] > by_position["p_click"][-1]
 
 
+def test_with_conversions_an_ad_pays_its_bid_only_when_a_click_converts():
+    p = platform(candidates=10, slate=10, conversion=True)
+    users, t, tab = p.arrivals()
+    shown = p.retrieve(users)
+    imp, _ = p.session(users, t, tab, shown)
+    bid, cvr = p.ads.bid[shown], p.ads.cvr[shown]
+    paid = imp["revenue"] > 0
+    np.testing.assert_allclose(imp["revenue"][paid], bid[paid])
+    assert imp["is_click"][paid].all() and paid.sum() < (imp["is_click"] & p.ads.is_ad[shown]).sum()
+    np.testing.assert_allclose(imp["e_revenue"], bid * imp["p_click"] * cvr)
+
+
 def test_retention_is_whether_the_user_came_back_the_next_day():
     p = platform()
     days = list(simulate_days(p, 3, random_ranker(np.random.default_rng(2))))

@@ -47,6 +47,8 @@ class DailyFeatures:
         """Apply the pending events and write the snapshot; its feature version."""
         n = self.n
         for f, rows, item_rows, t in self.pending:
+            if not len(rows):
+                continue
             order = np.lexsort((t, rows))
             rows, item_rows, t = rows[order], item_rows[order], t[order]
             starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])

@@ -65,6 +65,7 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "infnet": {"preset": "v2", "time_aware": True, "candidate_hub": True, "wide_heads": True}
 }
 CHUNK = 100  # sessions ranked between two deliveries of due callbacks
+MAX_FAILURES = 20  # calls in a row that fail before the test stops
 
 
 class ABConfig(Strict):
@@ -131,6 +132,7 @@ class ABTest:
         self.url = ""
         self.token = secrets.token_hex(16)
         self.stopped: str | None = None  # why the test ended early
+        self.failures = 0  # calls to the server that failed in a row
         self.timings: dict[str, float] = {}
 
     # --- warm-up ----------------------------------------------------------------------------
@@ -240,6 +242,9 @@ class ABTest:
         except ServerFailed as err:
             self.stopped = str(err)
             self.log(f"[red]stopped[/red]: {err}")
+        except BaseException as err:  # the report says so, then the traceback follows
+            self.stopped = f"{type(err).__name__}: {err}"
+            raise
         finally:
             self.timings["test_s"] = time.time() - started
             self.save()
@@ -313,6 +318,10 @@ class ABTest:
         except httpx.HTTPError as err:
             status, answer = 599, None
             self._check_server(err)
+        if status == 200:
+            self.failures = 0
+        elif status != 599:
+            self._check_server(f"HTTP {status} from /v1/rank")
         latency = (time.perf_counter() - started) * 1000
         if answer is not None:
             order = np.array([int(x["id"]) for x in answer["items"]], np.int64)
@@ -327,12 +336,15 @@ class ABTest:
         bucket = self.server_config.bucket(str(user))
         return next(a for a, (_, (lo, hi)) in self.config.arms().items() if lo <= bucket < hi)
 
-    def _check_server(self, err: Exception) -> None:
-        self.failures = getattr(self, "failures", 0) + 1
+    def _check_server(self, err: Exception | str) -> None:
+        """After a failed call: stop when the server has died, or when MAX_FAILURES calls in
+        a row failed (a server that answers nothing but errors); transient errors only
+        count against the arm's stability."""
+        self.failures += 1
         if self.server is not None and self.server.poll() is not None:
             raise ServerFailed(f"the server exited with status {self.server.returncode} ({err})")
-        if self.failures >= 20:
-            raise ServerFailed(f"20 requests failed to reach the server (last: {err})")
+        if self.failures >= MAX_FAILURES:
+            raise ServerFailed(f"{MAX_FAILURES} calls in a row failed (last: {err})")
 
     def _deliver(self, pending: list, upto: int | None) -> None:
         due = []
