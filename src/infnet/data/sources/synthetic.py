@@ -24,6 +24,7 @@ from infnet.data.prepare import prepare
 from infnet.data.sources.ad_platform import Platform, ad_items_frame, random_ranker, simulate_days
 from infnet.data.sources.simulator import (
     DEFAULT_TASKS,
+    TASKS,
     World,
     items_frame,
     simulate,
@@ -64,7 +65,6 @@ TASK_SPECS = {
     "revenue": TaskSpec("revenue", "revenue", kind="regression"),
     "retention": TaskSpec("retention", "retention"),
 }
-AD_TASKS = ("revenue", "retention")
 ALIASES = {"click": "is_click", "watch_time": "play_time"}
 ORACLE = {
     "is_click": "p_click",
@@ -96,7 +96,7 @@ def resolve_tasks(tasks: Sequence[str], platform: str = "auto") -> tuple[list[st
         raise ValueError(
             f"synthetic: unknown platform {platform!r} (choose from {list(PLATFORMS)})"
         )
-    ads = [t for t in names if t in AD_TASKS]
+    ads = [t for t in names if t not in TASKS]  # the feed simulates simulator.TASKS
     if platform == "auto":
         platform = "ads" if ads else "feed"
     if platform == "feed" and ads:
