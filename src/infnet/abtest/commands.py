@@ -35,6 +35,10 @@ def abtest(
     ] = None,
     conversion: Annotated[bool, typer.Option(help="Ads pay per conversion after a click.")] = False,
     epochs: Annotated[int, typer.Option(help="Epochs of the arms' offline training.")] = 2,
+    online_lr: Annotated[
+        float | None,
+        typer.Option(help="Learning rate of the nightly updates (default: the run's)."),
+    ] = None,
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Run an online A/B test of two rankers on the simulated ad platform through a real
@@ -46,7 +50,8 @@ def abtest(
 
     fields = dict(days=days, users=users, items=items, control=control, treatment=treatment,
                   treatment_share=treatment_share, aa=aa, updates=updates,
-                  warmup_days=warmup_days, conversion=conversion, epochs=epochs, seed=seed)  # fmt: skip
+                  warmup_days=warmup_days, conversion=conversion, epochs=epochs,
+                  online_lr=online_lr, seed=seed)  # fmt: skip
     if formula is not None:
         fields["formula"] = formula
     try:
