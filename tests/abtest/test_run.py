@@ -38,6 +38,7 @@ def test_a_server_killed_mid_test_leaves_a_complete_partial_report(tmp_path):
     assert (sessions["status"] == 200).all()
     report = (out / "report.md").read_text()
     assert "Stopped early after 2 of 4 days: the server exited" in report
+    assert "control MTL-AUC 0." in report and "treatment MTL-AUC 0." in report  # offline
     for section in ("Business metrics", "30-day trend", "System metrics per arm", "Guards"):
         assert f"## {section}" in report
     results = json.loads((out / "results.json").read_text())

@@ -135,6 +135,11 @@ def write_report(test: Any) -> None:
             "below are what was measured until then." if test.stopped else
             f"All {c.days} days ran.")  # fmt: skip
     n_users = {a: measured["CTR"]["users"][i] for i, a in enumerate(arms)}
+    offline = "; ".join(
+        f"{a} MTL-AUC {fmt(test.offline[a].get('mtl_auc'))} (click AUC "
+        f"{fmt(test.offline[a].get('is_click', {}).get('auc'))})"
+        for a in arms
+    )
     updates = (
         "none (A/A)"
         if c.aa
@@ -156,6 +161,7 @@ def write_report(test: Any) -> None:
         f"{c.label_delay_s:g} s on average.\n"
         f"- Model updates: {updates}; "
         "features refreshed nightly.\n"
+        f"- Offline, on the warm-up's test split (its last days): {offline}.\n"
         "- Intervals: 95%, delta method with users as units; p: two-sided z-test of the difference."
     )
 

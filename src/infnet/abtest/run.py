@@ -163,7 +163,7 @@ class ABTest:
         train = {"epochs": c.epochs, "batch_size": 1024, "patience": 3,
                  "eval_every": max(1, self.data.num_rows("train") // 1024 // 4)}  # fmt: skip
         specs = {model: RunSpec(label=model, model=model, options=OPTIONS.get(model, {}),
-                                train=train, seed=c.seed) for model in set(models.values())}  # fmt: skip
+                                train=train, seed=c.seed) for model in dict.fromkeys(models.values())}  # fmt: skip
         self.log(f"training {', '.join(specs)} on {self.data.num_rows('train'):,} warm-up rows")
         runner = Runner(self.data, self.out / "runs", console=self.console,
                         workers=min(2, len(specs)), threads=1)  # fmt: skip
