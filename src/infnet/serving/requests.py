@@ -128,9 +128,7 @@ def parse_rank_request(body: bytes, max_candidates: int) -> RankRequest:
             f"top-ranked the client displays), got {shown!r}",
         )
     context = {k: v for k, v in context.items() if k != "timestamp"}
-    return RankRequest(
-        request_id, str(data["user_id"]), timestamp, context, candidates, bid, shown
-    )
+    return RankRequest(request_id, str(data["user_id"]), timestamp, context, candidates, bid, shown)
 
 
 async def read_body(request: Request, limit: int, timeout_s: float = 10.0) -> bytes:
