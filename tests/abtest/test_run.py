@@ -69,3 +69,18 @@ def test_bad_settings_name_the_setting():
         ABConfig(treatment_share=0.001)
     with pytest.raises(ValueError, match="greater than or equal to 1"):
         ABConfig(days=0)
+
+
+def test_the_command_names_a_bad_option(tmp_path):
+    from typer.testing import CliRunner
+
+    from infnet.cli import app
+
+    for args, message in (
+        (["--days", "0"], "--days: Input should be greater than or equal to 1"),
+        (["--treatment", "infnet2"], "treatment: unknown model 'infnet2' (models: "),
+    ):
+        result = CliRunner().invoke(app, ["abtest", "--out", str(tmp_path / "ab"), *args])
+        assert result.exit_code == 2, result.output
+        assert message in " ".join(result.output.replace("│", " ").split())
+        assert not (tmp_path / "ab").exists()  # refused before anything is written

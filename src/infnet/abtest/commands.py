@@ -57,8 +57,11 @@ def abtest(
     try:
         config = ABConfig(**fields)
     except ValidationError as err:
-        problems = "; ".join(f"--{'-'.join(map(str, e['loc'])).replace('_', '-') or 'options'}: "
-                             f"{e['msg'].removeprefix('Value error, ')}" for e in err.errors())  # fmt: skip
+        problems = "; ".join(
+            (f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: " if e["loc"] else "")
+            + e["msg"].removeprefix("Value error, ")
+            for e in err.errors()
+        )
         raise typer.BadParameter(problems) from None
     console = Console(stderr=True)
     test = ABTest(config, out, console)
