@@ -8,7 +8,8 @@ import json
 import polars as pl
 import pytest
 
-from infnet.abtest.run import ABConfig, ABTest
+from infnet.abtest.config import ABConfig
+from infnet.abtest.run import ABTest
 from infnet.streaming.events import IMPRESSIONS, open_event_log
 from infnet.streaming.samples import SampleParts
 

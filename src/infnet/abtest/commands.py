@@ -46,7 +46,8 @@ def abtest(
     the weekly trend, system metrics per arm (about 25 minutes at the defaults on 2 cores)."""
     from rich.console import Console
 
-    from infnet.abtest.run import ABConfig, ABTest
+    from infnet.abtest.config import ABConfig
+    from infnet.abtest.run import ABTest
 
     fields = dict(days=days, users=users, items=items, control=control, treatment=treatment,
                   treatment_share=treatment_share, aa=aa, updates=updates,

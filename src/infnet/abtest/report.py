@@ -93,8 +93,8 @@ def _pct(v: float, digits: int = 2) -> str:
     return "-" if v is None or not np.isfinite(v) else f"{100 * v:+.{digits}f}%"
 
 
-def _ci(ci: tuple[float, float], scale: float = 100.0, unit: str = "%") -> str:
-    return f"[{scale * ci[0]:+.2f}, {scale * ci[1]:+.2f}]{unit}"
+def _ci(ci: tuple[float, float]) -> str:
+    return f"[{100 * ci[0]:+.2f}, {100 * ci[1]:+.2f}]%"
 
 
 def _quantile(buckets: list[tuple[float, float]], q: float) -> float:

@@ -40,11 +40,11 @@ import numpy as np
 import orjson
 import polars as pl
 import yaml
-from pydantic import Field, model_validator
 from rich.console import Console
 
+from infnet.abtest.config import OPTIONS, ABConfig
 from infnet.abtest.features import DailyFeatures
-from infnet.config import Strict
+from infnet.abtest.updates import ArmUpdates
 from infnet.data.loader import PreparedDataset
 from infnet.data.prepare import prepare
 from infnet.data.sources.ad_platform import DAY_MS, Platform, random_ranker, simulate_days
@@ -53,69 +53,11 @@ from infnet.data.sources.synthetic import draw_world, raw_dataset
 from infnet.serving.config import load_server_config
 from infnet.serving.process import start_server
 from infnet.streaming.events import open_event_log
-from infnet.streaming.label_matcher import LabelMatcher
-from infnet.streaming.online_trainer import OnlineTrainer
-from infnet.streaming.publisher import Publisher, PublisherConfig, PublishError
-from infnet.streaming.samples import SampleWriter
 
 TASKS = ("is_click", "is_like", "long_view")
 BEHAVIOUR_LABEL = {"click": "is_click", "like": "is_like", "long_view": "long_view"}
-# the arm models: the best INFNet of the variants suite (as the demo), others as registered
-OPTIONS: dict[str, dict[str, Any]] = {
-    "infnet": {"preset": "v2", "time_aware": True, "candidate_hub": True, "wide_heads": True}
-}
 CHUNK = 100  # sessions ranked between two deliveries of due callbacks
 MAX_FAILURES = 20  # calls in a row that fail before the test stops
-
-
-class ABConfig(Strict):
-    days: int = Field(default=30, ge=1)
-    users: int = Field(default=2500, ge=100)
-    items: int = Field(default=2000, ge=100)
-    warmup_days: int = Field(default=7, ge=2)
-    candidates: int = Field(default=50, ge=2)
-    slate: int = Field(default=8, ge=1)
-    control: str = "production"
-    treatment: str = "infnet"
-    treatment_share: float = Field(default=0.5, gt=0, lt=1)
-    num_buckets: int = Field(default=100, ge=2)
-    aa: bool = False  # both arms serve the control model, no updates
-    updates: bool = True  # the streaming loop updates each arm's model nightly
-    # eCPM (pCTR x bid) plus the organic value of engagement; bid is 0 for organic items
-    formula: str = "is_click * bid + 0.3 * is_click + 0.3 * long_view + 0.3 * is_like"
-    conversion: bool = False
-    epochs: int = Field(default=2, ge=1)
-    max_len: int = Field(default=20, ge=1)
-    label_delay_s: float = Field(default=300.0, ge=0)  # mean delay of a label callback
-    online_lr: float | None = None  # default: the run's lr
-    seed: int = 0
-
-    @model_validator(mode="after")
-    def _check(self) -> ABConfig:
-        from infnet.models import available_models
-
-        for which in ("control", "treatment"):
-            name = getattr(self, which)
-            if name not in available_models():
-                raise ValueError(
-                    f"{which}: unknown model {name!r} (models: {', '.join(available_models())})"
-                )
-        if self.slate > self.candidates:
-            raise ValueError(f"slate ({self.slate}) must not exceed candidates ({self.candidates})")
-        cut = round(self.treatment_share * self.num_buckets)
-        if not 0 < cut < self.num_buckets:
-            raise ValueError(
-                f"treatment_share {self.treatment_share} of {self.num_buckets} buckets leaves an "
-                "arm without buckets"
-            )
-        return self
-
-    def arms(self) -> dict[str, tuple[str, tuple[int, int]]]:
-        """arm -> (model, buckets [start, end))."""
-        cut = round(self.treatment_share * self.num_buckets)
-        treatment = self.control if self.aa else self.treatment
-        return {"control": (self.control, (0, self.num_buckets - cut)),
-                "treatment": (treatment, (self.num_buckets - cut, self.num_buckets))}  # fmt: skip
 
 
 class ServerFailed(RuntimeError):
@@ -215,7 +157,9 @@ class ABTest:
         self.client = httpx.Client(timeout=30, headers={"content-type": "application/json"})
         self.updates = None
         if c.updates and not c.aa:
-            self.updates = ArmUpdates(open_event_log(out / "events.sqlite"), self, c.online_lr)
+            self.updates = ArmUpdates(open_event_log(out / "events.sqlite"), out / "stream",
+                                      self.runs, self.model_dirs, self.url, self.token,
+                                      c.online_lr)  # fmt: skip
         self.log(f"server ready at {self.url}: arms {', '.join(c.arms())}")
 
     def day_start(self, day: int) -> int:
@@ -418,55 +362,3 @@ class ABTest:
             os.replace(tmp, path)
         if len(frame):
             write_report(self)
-
-
-class ArmUpdates:
-    """The streaming loop of the test: one matcher and sample writer over the whole event
-    log; per arm an online trainer and a publisher that read that arm's samples only."""
-
-    def __init__(self, events, test: ABTest, lr: float | None) -> None:
-        from infnet.data.schema import Schema
-
-        root = test.out / "stream"
-        root.mkdir(parents=True, exist_ok=True)
-        schema_file = test.model_dirs["control"] / "schema.json"
-        self.matcher = LabelMatcher(events, root / "matcher.sqlite", Schema.load(schema_file))
-        self.writer = SampleWriter(root / "matcher.sqlite", root / "samples", schema_file,
-                                   part_rows=1024)  # fmt: skip
-        self.test, self.root, self.lr = test, root, lr
-        self.trainers: dict[str, OnlineTrainer] = {}
-        self.publishers: dict[str, Publisher] = {}
-
-    def nightly(self, *, drain: bool) -> dict[str, Any]:
-        started = time.time()
-        while self.matcher.step():
-            pass
-        if drain:
-            self.matcher.step(drain=True)
-        written = self.writer.flush(force=drain)
-        out: dict[str, Any] = {"samples_written": written, "match_s": time.time() - started}
-        if not self.writer.written_to:
-            return out
-        for arm, run in self.test.runs.items():
-            if arm not in self.trainers:
-                # one commit a night (at the end of each run): the night is the unit of work
-                self.trainers[arm] = OnlineTrainer(run, self.root / "samples", self.root / arm / "trainer",
-                                                   lr=self.lr, traffic_arm=arm,
-                                                   commit_every=1 << 30)  # fmt: skip
-                self.publishers[arm] = Publisher(
-                    self.root / arm / "trainer", self.root / "samples", self.root / arm / "versions",
-                    serving=self.test.model_dirs[arm], server=self.test.url, token=self.test.token,
-                    arm=arm, traffic_arm=arm, config=PublisherConfig(every_samples=1, every_s=1e9),
-                )  # fmt: skip
-            started = time.time()
-            steps = self.trainers[arm].run(flush=True)
-            decision: dict[str, Any] = {"steps": steps, "train_s": time.time() - started}
-            if steps:
-                started = time.time()
-                try:
-                    decision |= self.publishers[arm].publish()
-                except PublishError as err:
-                    decision |= {"result": "not_judged", "why": str(err)}
-                decision["publish_s"] = time.time() - started
-            out[arm] = decision
-        return out

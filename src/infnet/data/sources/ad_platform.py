@@ -261,13 +261,13 @@ def simulate_days(platform: Platform, days: int, ranker: Ranker) -> Iterator[pl.
         order = ranker(users, cands)
         shown = np.take_along_axis(cands, order, axis=1)[:, : platform.slate]
         imp, ses = platform.session(users, t, tab, shown)
-        pending = log_frame(platform, users, t, tab, shown, imp, ses)
+        pending = log_frame(users, t, tab, shown, imp, ses)
         platform.end_day(users)
     if pending is not None:
         yield pending.with_columns(retention=pl.lit(None, dtype=pl.Int8))
 
 
-def log_frame(platform, users, t, tab, shown, imp, ses) -> pl.DataFrame:
+def log_frame(users, t, tab, shown, imp, ses) -> pl.DataFrame:
     """One row per impression, KuaiRand's columns plus the ad platform's."""
     n, k = shown.shape
     t_bj = np.repeat(t, k) + 8 * 3_600_000
