@@ -26,6 +26,8 @@ VOCAB_DIR = "vocab"
 SEQ_DIR = "sequences"
 SPLITS = ("train", "valid", "test")
 ITEMS = "items.parquet"
+# rows per Parquet row group of a split's part files: the unit parts.py reads and shards
+ROW_GROUP_ROWS = 65_536
 
 USER = "__user"
 TIME = "__time"

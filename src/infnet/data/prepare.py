@@ -359,7 +359,9 @@ def _write_splits(
             for b, (start, end) in pointers.items():
                 cols[layout.seq_start_col(b)] = start[i].astype(np.int64)
                 cols[layout.seq_end_col(b)] = end[i].astype(np.int64)
-            pl.DataFrame(cols).write_parquet(tmp / s / f"part-{p:05d}.parquet")
+            pl.DataFrame(cols).write_parquet(
+                tmp / s / f"part-{p:05d}.parquet", row_group_size=layout.ROW_GROUP_ROWS
+            )
         splits.append(
             Split(
                 name=s,
