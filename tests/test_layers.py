@@ -22,6 +22,7 @@ LAYERS: list[set[str]] = [
     {"infnet.streaming"},
     {"infnet.demo", "infnet.abtest"},
     {"infnet.cli"},
+    {"infnet.__main__"},  # `python -m infnet` (and `torchrun -m infnet`) runs the cli
 ]
 
 

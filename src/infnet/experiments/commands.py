@@ -63,6 +63,10 @@ def experiment(
         int | None,
         typer.Option(min=1, help="Torch threads of each worker (default: CPU cores / workers)."),
     ] = None,
+    procs: Annotated[
+        int,
+        typer.Option(min=1, help="Processes of each training run (DistributedDataParallel)."),
+    ] = 1,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Run an experiment suite of the source document (chapter 4) and write its report."""
@@ -104,7 +108,8 @@ def experiment(
             progress=progress,
             console=console,
             workers=workers,
-            threads=threads or max(1, (os.cpu_count() or 1) // workers),
+            threads=threads or max(1, (os.cpu_count() or 1) // (workers * procs)),
+            procs=procs,
         ),
         seeds=list(range(seeds or (1 if quick else 3))),
         models=names,

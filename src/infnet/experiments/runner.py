@@ -30,6 +30,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from infnet.data.loader import PreparedDataset, RowLimit
 from infnet.training.config import RunConfig, TrainConfig
+from infnet.training.distributed import Group
 from infnet.training.evaluation import Predictions
 from infnet.training.trainer import Trainer
 
@@ -74,7 +75,9 @@ def run_key(config: RunConfig, fingerprint: str) -> str:
 class Runner:
     """Executes RunSpecs into `cache_dir`, with a progress bar: one after another, or in
     `workers` processes of `threads` torch threads each. Small recommendation models use
-    CPU cores better as independent single-threaded runs than as one multi-threaded run."""
+    CPU cores better as independent single-threaded runs than as one multi-threaded run.
+    With `procs` > 1 each run trains in that many DDP processes (training/distributed.py);
+    its result equals the single-process one to float tolerance, so it shares the cache."""
 
     def __init__(
         self,
@@ -85,9 +88,10 @@ class Runner:
         console: Console | None = None,
         workers: int = 1,
         threads: int | None = None,
+        procs: int = 1,
     ) -> None:
-        if workers < 1:
-            raise ValueError(f"Runner: workers must be >= 1, got {workers}")
+        if workers < 1 or procs < 1:
+            raise ValueError(f"Runner: workers and procs must be >= 1, got {workers}, {procs}")
         self.data = data
         self.cache_dir = Path(cache_dir)
         self.fingerprint = data.fingerprint()
@@ -95,6 +99,7 @@ class Runner:
         self.console = console or Console(stderr=True)
         self.workers = workers
         self.threads = threads
+        self.procs = procs  # processes of each run (DDP over gloo or NCCL)
         self.trained = 0  # runs trained (not found in the cache) by this runner
         self._pool: ProcessPoolExecutor | None = None
 
@@ -231,9 +236,9 @@ class Runner:
                 self.trained += record["status"] == "trained"
                 finish(i, record, time.time() - started)
 
-    def _worker_args(self) -> tuple[str, dict[str, int] | None, str, int]:
+    def _worker_args(self) -> tuple[str, dict[str, int] | None, str, int, int]:
         limits = self.data.limits if isinstance(self.data, RowLimit) else None
-        return str(self.data.path), limits, str(self.cache_dir), self.threads or 1
+        return str(self.data.path), limits, str(self.cache_dir), self.threads or 1, self.procs
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
@@ -300,15 +305,38 @@ class Runner:
         return {**record, "status": "trained"}
 
     def _train(self, config: RunConfig, run_dir: Path) -> dict[str, Any]:
-        trainer = Trainer.from_config(config, run_dir, data=self.data, progress=False)
-        if (run_dir / "last.pt").is_file():
-            try:
-                trainer.resume()
-            except Exception:  # a checkpoint cut short by the interruption: start over
+        if self.procs == 1:
+            return train_run(config, run_dir, self.data)
+        from infnet.training.distributed import spawn
+        from infnet.training.rundir import TEST
+
+        limits = self.data.limits if isinstance(self.data, RowLimit) else None
+        threads = self.threads or 1
+        spawn(_rank_run, self.procs, str(self.data.path), limits, config, str(run_dir), threads)
+        return json.loads((run_dir / TEST).read_text())
+
+
+def train_run(
+    config: RunConfig, run_dir: Path, data: PreparedDataset, group: Group | None = None
+) -> dict[str, Any]:
+    """Train (resuming an interrupted run) and save the test predictions; the result.
+    Under DDP every rank calls it and rank 0 writes."""
+    main = group is None or group.is_main
+    trainer = Trainer.from_config(config, run_dir, data=data, progress=False, group=group)
+    if (run_dir / "last.pt").is_file():
+        try:
+            trainer.resume()
+        except Exception:  # a checkpoint cut short by the interruption: start over
+            if group is not None:
+                group.barrier()  # every rank has tried before rank 0 removes it
+            if main:
                 shutil.rmtree(run_dir)
-                trainer = Trainer.from_config(config, run_dir, data=self.data, progress=False)
-        result = trainer.fit()
-        p = trainer.test_predictions
+            if group is not None:
+                group.barrier()
+            trainer = Trainer.from_config(config, run_dir, data=data, progress=False, group=group)
+    result = trainer.fit()
+    p = trainer.test_predictions
+    if main:
         np.savez_compressed(
             run_dir / PREDICTIONS,
             outputs=p.outputs,
@@ -316,17 +344,37 @@ class Runner:
             label_mask=p.label_mask,
             users=p.users,
         )
-        return result
+    return result
 
 
-def _worker_run(args: tuple[str, dict[str, int] | None, str, int], spec: RunSpec) -> dict[str, Any]:
+def _rank_run(
+    path: str, limits: dict[str, int] | None, config: RunConfig, run_dir: str, threads: int
+) -> None:
+    """One rank of a run in `procs` processes (Runner with procs > 1)."""
+    import torch
+
+    from infnet.training.config import resolve_device
+    from infnet.training.distributed import from_environment, shut_down
+
+    torch.set_num_threads(threads)
+    data = RowLimit(path, limits) if limits is not None else PreparedDataset(path)
+    group = from_environment(resolve_device(config.train.device))
+    try:
+        train_run(config, Path(run_dir), data, group)
+    finally:
+        shut_down()
+
+
+def _worker_run(
+    args: tuple[str, dict[str, int] | None, str, int, int], spec: RunSpec
+) -> dict[str, Any]:
     """One run in a worker process (Runner with workers > 1)."""
     import torch
 
-    path, limits, cache_dir, threads = args
+    path, limits, cache_dir, threads, procs = args
     torch.set_num_threads(threads)
     data = RowLimit(path, limits) if limits is not None else PreparedDataset(path)
-    return Runner(data, cache_dir, progress=False).run(spec)
+    return Runner(data, cache_dir, progress=False, threads=threads, procs=procs).run(spec)
 
 
 def load_predictions(record: dict[str, Any]) -> Predictions:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 import shutil
+import subprocess
+import sys
 import typing
 from pathlib import Path
 from typing import Annotated, Any
@@ -86,6 +89,14 @@ def train(
     ] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Train in N processes with DistributedDataParallel (launches torchrun; "
+            "the global batch is train.batch_size, split across them).",
+        ),
+    ] = 1,
     list_options: Annotated[
         bool,
         typer.Option(
@@ -101,37 +112,83 @@ def train(
     Budgets: --set epochs=N, --set max_steps=N (optimiser steps), --set time_limit_s=S (seconds of training, counted across --resume); the first reached ends training, and the best checkpoint so far is kept and scored on test.
 
     Tasks: --set task_weighting=fixed|uncertainty|normalised (how the task losses combine); --set selection=monitor|weighted|all_tasks and --set monitor=mtl_auc|TASK.METRIC (which checkpoint is kept). A task below chance or collapsed is flagged in log.txt, metrics.jsonl, test_metrics.json and here.
-    """
-    from infnet.training.tables import rich_table
-    from infnet.training.trainer import Trainer
 
+    Several processes: --nproc N, or `torchrun --nproc-per-node N -m infnet train ...` (docs/scaling.md); --set loader=parts --set memory_budget_mb=M streams the splits from their part files in M MB.
+    """
     if list_options:
         print_options(model or "infnet")
         return
     run = resolve_run_config(data, model, config, set_ or [])
     refuse_overlap(out, [Path(run.data)])
-    if out.exists() and any(out.iterdir()) and not resume:
-        if not overwrite:
-            raise typer.BadParameter(
-                f"{out} exists; pass --resume to continue it or --overwrite to replace it",
-                param_hint="--out",
-            )
+    replace = out.exists() and any(out.iterdir()) and not resume
+    if replace and not overwrite:
+        raise typer.BadParameter(
+            f"{out} exists; pass --resume to continue it or --overwrite to replace it",
+            param_hint="--out",
+        )
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        sys.exit(launch(nproc))
+    from infnet.training import distributed
+
+    try:
+        _train(run, out, replace=replace, resume=resume, progress=progress)
+    except distributed.DistributedError as err:
+        print(f"infnet: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    finally:
+        distributed.shut_down()
+
+
+def launch(nproc: int) -> int:
+    """This command again under torchrun in `nproc` processes (without --nproc); its exit
+    status. torchrun stops every rank when one fails and names the rank that did."""
+    args, skip = [], False
+    for a in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            args.append(a)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += ["--nproc-per-node", str(nproc), "-m", "infnet", *args]
+    code = subprocess.run(command).returncode
+    if code:
+        print(
+            f"infnet: error: the {nproc}-process run failed (exit {code}); torchrun's summary "
+            "above names the failed rank",
+            file=sys.stderr,
+        )
+    return code
+
+
+def _train(run: Any, out: Path, *, replace: bool, resume: bool, progress: bool) -> None:
+    from infnet.training.config import resolve_device
+    from infnet.training.distributed import from_environment
+    from infnet.training.tables import rich_table
+    from infnet.training.trainer import Trainer
+
+    group = from_environment(resolve_device(run.train.device))
+    main = group is None or group.is_main
+    if replace and main:
         shutil.rmtree(out)
-    trainer = Trainer.from_config(run, out, progress=progress)
+    if group is not None:
+        group.barrier()  # the old run is gone before any rank looks for last.pt
+    trainer = Trainer.from_config(run, out, progress=progress, group=group)
     tc = run.train
-    console.print(
+    say = console.print if main else (lambda *a, **k: None)
+    where = f" in {group.world_size} processes" if group else ""
+    say(
         f"training {run.model}: at most {trainer.total_steps:,} steps ({tc.epochs} epochs of "
-        f"{trainer.steps_per_epoch:,} batches of {tc.batch_size}); early stopping after "
-        f"{tc.patience} evaluations without improvement may end it sooner"
+        f"{trainer.steps_per_epoch:,} batches of {tc.batch_size}{where}); early stopping "
+        f"after {tc.patience} evaluations without improvement may end it sooner"
     )
     if resume and trainer.resume():
-        console.print(f"resumed {out} at epoch {trainer.epoch}, step {trainer.global_step}")
+        say(f"resumed {out} at epoch {trainer.epoch}, step {trainer.global_step}")
     result = trainer.fit()
-    console.print(
-        rich_table(trainer.schema, {run.model: result["test"]}, title=f"test metrics ({out})")
-    )
+    say(rich_table(trainer.schema, {run.model: result["test"]}, title=f"test metrics ({out})"))
     for flag in result["flags"]:  # also in log.txt and test_metrics.json
-        console.print(f"[yellow]flagged task[/yellow] {flag}")
+        say(f"[yellow]flagged task[/yellow] {flag}")
 
 
 def print_options(model: str) -> None:

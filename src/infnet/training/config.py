@@ -43,6 +43,11 @@ class TrainConfig(Strict):
     max_steps: int | None = Field(default=None, ge=1)
     time_limit_s: float | None = Field(default=None, gt=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # The batch source: "memory" holds every split in memory (data/loader.py, the fast
+    # default); "parts" streams each split from its Parquet row groups in
+    # `memory_budget_mb` (data/parts.py), for data that does not fit.
+    loader: Literal["memory", "parts"] = "memory"
+    memory_budget_mb: float = Field(default=1024, gt=0)
 
 
 class RunConfig(Strict):

@@ -19,6 +19,7 @@ from torch import nn
 from infnet.data.batch import Batch
 from infnet.data.schema import Schema
 from infnet.training.config import TrainConfig
+from infnet.training.distributed import Group
 
 NORMALISER_MOMENTUM = 0.99  # m_i <- 0.99 m_i + 0.01 L_i: a memory of about 100 steps
 
@@ -52,38 +53,51 @@ class TaskLoss(nn.Module):
         if self.weighting == "normalised":
             self.register_buffer("running", torch.full((T,), float("nan")))  # m_i, NaN: unseen
 
-    def task_losses(self, outputs: torch.Tensor, batch: Batch) -> list[torch.Tensor | None]:
-        """L_i of each task, None where the batch has no label of it."""
+    def _sums(self, outputs: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each task's loss summed over the rows holding its label [T], and their count [T]."""
         z = (batch.labels - self.mean) / self.std  # binary tasks: mean 0, std 1
-        out: list[torch.Tensor | None] = []
+        per_row = []
         for i, kind in enumerate(self.kinds):
-            present = batch.label_mask[:, i]
-            if not present.any():
-                out.append(None)
-                continue
-            y_hat, y = outputs[present, i], z[present, i]
             if kind == "bce":
-                out.append(F.binary_cross_entropy_with_logits(y_hat, y))
+                per_row.append(
+                    F.binary_cross_entropy_with_logits(outputs[:, i], z[:, i], reduction="none")
+                )
             elif kind == "mse":
-                out.append(F.mse_loss(y_hat, y))
+                per_row.append(F.mse_loss(outputs[:, i], z[:, i], reduction="none"))
             else:
-                out.append(F.huber_loss(y_hat, y))
-        return out
+                per_row.append(F.huber_loss(outputs[:, i], z[:, i], reduction="none"))
+        present = batch.label_mask
+        sums = torch.where(present, torch.stack(per_row, 1), 0.0).sum(0)  # [T]
+        return sums, present.sum(0).to(sums.dtype)
 
-    def forward(self, outputs: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, list[float]]:
-        """The combined loss and each task's L_i (NaN where the batch has none of its labels)."""
+    def forward(
+        self, outputs: torch.Tensor, batch: Batch, group: Group | None = None
+    ) -> tuple[torch.Tensor, list[float]]:
+        """The combined loss and each task's L_i (NaN where the batch has none of its labels).
+
+        With a `group` (DDP), the batch is this rank's part of a global batch: L_i is the
+        global batch's (its summed losses over its count of labels, one all-reduce), and the
+        returned loss is this rank's share, whose average over the ranks, the gradient
+        DistributedDataParallel computes, is the global loss."""
+        sums, counts = self._sums(outputs, batch)
+        world, total_sums, total_counts = 1, sums.detach(), counts
+        if group is not None:
+            world = group.world_size
+            total_sums, total_counts = group.all_sum(torch.cat([sums.detach(), counts])).chunk(2)
         total = outputs.new_zeros(())
         per_task = []
-        for i, loss in enumerate(self.task_losses(outputs, batch)):
-            if loss is None:
+        for i in range(len(self.kinds)):
+            if total_counts[i] == 0:
                 per_task.append(float("nan"))
                 continue
-            per_task.append(loss.item())
+            value = total_sums[i] / total_counts[i]  # L_i of the (global) batch
+            per_task.append(value.item())
+            loss = sums[i] * (world / total_counts[i])
             if self.weighting == "uncertainty":
                 s = self.log_var[i]
                 loss = self.coefficient[i] * torch.exp(-s) * loss + 0.5 * s
             elif self.weighting == "normalised":
-                loss = loss / self._running(i, loss.detach())
+                loss = loss / self._running(i, value)
             total = total + self.weights[i] * loss
         return total, per_task
 

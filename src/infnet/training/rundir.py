@@ -31,24 +31,37 @@ CONFIG, LOG, METRICS, BEST, LAST, TEST = (
 
 
 class RunDir:
-    def __init__(self, path: str | Path, config: RunConfig, schema: Schema) -> None:
+    """A run directory; with `writer=False` (every DDP rank but 0) it is only read."""
+
+    def __init__(
+        self, path: str | Path, config: RunConfig, schema: Schema, *, writer: bool = True
+    ) -> None:
         self.path = Path(path)
         self.config = config
         self.schema = schema
+        self.writer = writer
 
     def start(self) -> None:
+        if not self.writer:
+            return
         self.path.mkdir(parents=True, exist_ok=True)
         (self.path / CONFIG).write_text(self.config.model_dump_json(indent=2))
 
     def log(self, message: str) -> None:
+        if not self.writer:
+            return
         with open(self.path / LOG, "a") as f:
             f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
 
     def append_metrics(self, record: dict[str, Any]) -> None:
+        if not self.writer:
+            return
         with open(self.path / METRICS, "a") as f:
             f.write(json.dumps(record) + "\n")
 
     def save(self, name: str, state: dict[str, Any]) -> None:
+        if not self.writer:
+            return
         save_checkpoint(
             self.path / name, state, config=self.config.model_dump(mode="json"), schema=self.schema
         )
@@ -60,6 +73,8 @@ class RunDir:
         return load_checkpoint(self.path / name)
 
     def write_test(self, result: dict[str, Any]) -> None:
+        if not self.writer:
+            return
         (self.path / TEST).write_text(json.dumps(result, indent=2))
 
 

@@ -1,7 +1,9 @@
 """The multi-task trainer: one loop for every registered model.
 
-The trainer receives its model and its batch source (a `PreparedDataset`, or anything with
-its `schema`, `num_rows` and `batches`); each step is `step.train_step`. Evaluation every
+The trainer receives its model and its batch source (a `PreparedDataset`, a `PartsDataset`,
+or anything with its `schema`, `num_rows` and `batches`); each step is `step.train_step`.
+With a `Group` (distributed.py) it is one rank of a DDP job: the model is wrapped, each rank
+trains on its part of every global batch, evaluation is sharded, and rank 0 alone writes. Evaluation every
 epoch or every k steps; the checkpoint kept and early stopping follow `train.selection`
 (selection.py), and every evaluation names the tasks that are below chance or collapsed;
 training ends at the epoch, step or time budget; the best checkpoint is restored at the
@@ -19,14 +21,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from infnet.config import validate
 from infnet.data.batch import Batch
 from infnet.data.loader import PreparedDataset
+from infnet.data.parts import PartsDataset
 from infnet.models import build_model, model_class
 from infnet.models.base import MultiTaskModel
 from infnet.models.checkpoint import CheckpointError, check_compatible, load_state_strict
 from infnet.training.config import RunConfig, resolve_device
+from infnet.training.distributed import Group, check_batch
 from infnet.training.evaluation import Predictions, evaluate_split, predict, score
 from infnet.training.losses import TaskLoss
 from infnet.training.optim import make_optimizer, make_schedule
@@ -44,15 +49,31 @@ class Trainer:
         run_dir: str | Path | None = None,
         *,
         progress: bool = True,
+        group: Group | None = None,
     ) -> None:
+        tc = config.train
+        check_batch(tc.batch_size, group)
         self.config = config
         self.data = data
         self.schema = data.schema
-        self.run = RunDir(run_dir, config, self.schema) if run_dir is not None else None
-        self.progress = progress
-        self.device = resolve_device(config.train.device)
+        self.group = group
+        main = group is None or group.is_main
+        self.run = (
+            RunDir(run_dir, config, self.schema, writer=main) if run_dir is not None else None
+        )
+        self.progress = progress and main
+        self.device = resolve_device(tc.device)
+        if group is not None:
+            self.device = group.device(self.device)
         self.model = model.to(self.device)
-        tc = config.train
+        # what steps train: the model itself, or its DDP wrapper (which averages gradients);
+        # evaluation and checkpoints use the model itself
+        self.net: torch.nn.Module = self.model
+        if group is not None:
+            cuda = self.device.type == "cuda"
+            self.net = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if cuda else None
+            )
         self.loss = TaskLoss(self.schema, tc).to(self.device)
         self.selection = Selection(self.schema, tc)
         self.optimizer = make_optimizer(self.model, tc, list(self.loss.parameters()))
@@ -76,15 +97,17 @@ class Trainer:
         *,
         data: PreparedDataset | None = None,
         progress: bool = True,
+        group: Group | None = None,
     ) -> Trainer:
-        """The config's dataset (unless given) and a new model, seeded by train.seed."""
-        data = data or PreparedDataset(config.data)
+        """The config's dataset (unless given) and a new model, seeded by train.seed (the
+        same on every rank)."""
+        data = data or open_dataset(config)
         torch.manual_seed(config.train.seed)
         options = validate(
             model_class(config.model).Config, config.model_options, where="model_options"
         )
         model = build_model(config.model, data.schema, options)
-        return cls(config, model, data, run_dir, progress=progress)
+        return cls(config, model, data, run_dir, progress=progress, group=group)
 
     # --- checkpoints -----------------------------------------------------------------------
     def _save_last(self) -> None:
@@ -142,14 +165,18 @@ class Trainer:
     def _epoch_batches(self) -> Iterator[Batch]:
         tc = self.config.train
         batches = self.data.batches(
-            "train", tc.batch_size, shuffle=True, seed=tc.seed * 100_003 + self.epoch
+            "train",
+            tc.batch_size,
+            shuffle=True,
+            seed=tc.seed * 100_003 + self.epoch,
+            shard=self.group.shard if self.group else None,
         )
         return islice(batches, self.step_in_epoch, None)
 
     def _evaluate_and_track(self, train_loss: float) -> bool:
         """Evaluate on valid, record, checkpoint; returns True when training should stop."""
         tc = self.config.train
-        valid = evaluate_split(self.model, self.data, "valid", tc.eval_batch_size)
+        valid = evaluate_split(self.model, self.data, "valid", tc.eval_batch_size, self.group)
         score_ = self.selection.score(valid)
         flags = task_flags(self.schema, valid, self.evaluations)
         improved = self.selection.improves(valid, self.best["valid"] if self.best else None)
@@ -196,7 +223,10 @@ class Trainer:
         tc = self.config.train
         if tc.max_steps is not None and self.global_step >= tc.max_steps:
             return True
-        return tc.time_limit_s is not None and self._clock() >= tc.time_limit_s
+        if tc.time_limit_s is None:
+            return False
+        late = self._clock() >= tc.time_limit_s
+        return self.group.any(late) if self.group else late  # every rank stops at one step
 
     def _clock(self) -> float:
         """Seconds of training so far, the runs before a resume included."""
@@ -239,12 +269,13 @@ class Trainer:
                 running, count = 0.0, 0
                 for batch in self._epoch_batches():
                     running += train_step(
-                        self.model,
+                        self.net,
                         batch.to(self.device),
                         self.loss,
                         self.optimizer,
                         self.scheduler,
                         tc.grad_clip,
+                        self.group,
                     )
                     count += 1
                     self.step_in_epoch += 1
@@ -289,13 +320,15 @@ class Trainer:
         return f" | valid {self.selection.name} {now:.4f} (best {self.best['score']:.4f})"
 
     def finish(self) -> dict[str, Any]:
+        if self.group is not None:
+            self.group.barrier()  # rank 0's best.pt is written before any rank reads it
         if self.run is not None and self.run.has(BEST):
             load_state_strict(self.run.path / BEST, self.model, self.run.load(BEST)["model"])
         elif self._best_state is not None:
             self.model.load_state_dict(self._best_state)
         # kept so callers that also want the raw test predictions (experiments) reuse them
         self.test_predictions = predict(
-            self.model, self.data, "test", self.config.train.eval_batch_size
+            self.model, self.data, "test", self.config.train.eval_batch_size, group=self.group
         )
         test = score(self.data, self.test_predictions)
         # the kept checkpoint's flags on valid (its collapse judged against the evaluations
@@ -314,6 +347,13 @@ class Trainer:
                 self.run.log(f"kept checkpoint: {flag}")
             self.run.write_test(result)
         return result
+
+
+def open_dataset(config: RunConfig) -> PreparedDataset | PartsDataset:
+    """The batch source `train.loader` names over the config's dataset."""
+    if config.train.loader == "parts":
+        return PartsDataset(config.data, config.train.memory_budget_mb)
+    return PreparedDataset(config.data)
 
 
 def _progress(enabled: bool):
