@@ -353,3 +353,24 @@ def test_a_flagged_task_is_marked_in_the_comparison(flipped_prepared: Path, tmp_
     report = (tmp_path / "out" / "report.md").read_text()
     assert "| shared_bottom ⚠ |" in report
     assert "Runs with a flagged task" in report and "flipped: test AUC" in report
+
+
+def test_a_run_in_two_processes_records_the_single_process_result(
+    small_prepared: Path, tmp_path: Path
+) -> None:
+    """Runner(procs=2): one run trained by two DDP ranks, its record and test predictions
+    those of the one-process run (RowLimit data included), and cached like any run."""
+    from infnet.data.loader import RowLimit
+    from infnet.experiments.runner import RunSpec
+
+    data = RowLimit(small_prepared, {"train": 3000})
+    spec = RunSpec("fm", "fm", {}, TRAIN, 0)
+    one = Runner(data, tmp_path / "one", progress=False).run(spec)
+    two = Runner(data, tmp_path / "two", progress=False, procs=2, threads=1).run(spec)
+    assert two["status"] == "trained"
+    assert two["test"]["mtl_auc"] == pytest.approx(one["test"]["mtl_auc"], abs=1e-4)
+    np.testing.assert_allclose(
+        load_predictions(two).outputs, load_predictions(one).outputs, rtol=1e-4, atol=1e-5
+    )
+    again = Runner(data, tmp_path / "two", progress=False, procs=2).run(spec)
+    assert again["status"] == "cached"

@@ -13,8 +13,9 @@ as its rows allow, so every process takes the same number of optimiser steps and
 is read exactly once an epoch.
 
 The budget holds the behaviours' event tables (kept whole, as in loader.py, since any row
-may point anywhere in them), two copies of a window (while it is shuffled), the decoding of
-one row group and one batch.
+may point anywhere in them), three copies of a window (the window and its shuffled copy,
+and the allocators' slack: measured, benchmarks/distributed.py), the decoding of one row
+group and one batch.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from infnet.data import layout
@@ -34,6 +36,7 @@ from infnet.data.batch import Batch
 from infnet.data.rows import DatasetDirectory, Rows, Shard, assemble, part_columns
 
 DECODE_FACTOR = 4  # bytes a row group takes while decoded and converted, per byte it ends as
+WINDOW_COPIES = 3
 
 
 @dataclass(frozen=True)
@@ -108,7 +111,7 @@ class PartsDataset(DatasetDirectory):
 
     def _window_rows(self, split: str, batch_size: int = 0) -> int:
         """Rows of a window: what the budget holds after the event tables, one row group's
-        decoding and one batch, over two copies of the window."""
+        decoding and one batch, over three copies of the window."""
         units, row = self.units(split), self._row_bytes()
         largest = max((u.rows for u in units), default=0)
         seq = self.schema.sequences
@@ -117,9 +120,9 @@ class PartsDataset(DatasetDirectory):
             + (seq.max_len * len(seq.behaviours) * (len(seq.side_fields) + 2) if seq else 0)
         )
         fixed = self.events.nbytes + DECODE_FACTOR * largest * row + batch_size * batch_row
-        window = (self.budget - fixed) // (2 * row)
+        window = (self.budget - fixed) // (WINDOW_COPIES * row)
         if window < largest:
-            need = math.ceil((fixed + 2 * largest * row) / 2**20)
+            need = math.ceil((fixed + WINDOW_COPIES * largest * row) / 2**20)
             raise ValueError(
                 f"{self.path / split}: a memory budget of {self.budget / 2**20:.0f} MB does not "
                 f"hold one row group of {largest:,} rows beside the event tables "
@@ -175,19 +178,24 @@ class PartsDataset(DatasetDirectory):
         buffer: Rows | None = None  # rows read; those from `used` on are not yet batched
         used, at = 0, 0  # rows of the buffer batched, next unit to read
         for size in sizes:
-            while (buffer is None or len(buffer) - used < size) and at < len(units):
-                group, rows = [], 0
-                while at < len(units) and (not group or rows + units[at].rows <= window):
-                    group.append(self._read(units[at]))
-                    rows += units[at].rows
-                    at += 1
-                fresh = Rows.concat(group)
-                del group
-                if rng is not None:
-                    fresh = fresh.take(rng.permutation(len(fresh)))
-                if buffer is not None:
-                    fresh = Rows.concat([buffer.take(np.arange(used, len(buffer))), fresh])
-                buffer, used = fresh, 0
+            if buffer is None or len(buffer) - used < size:
+                # keep only the rows not yet batched, so that two windows are never held
+                left = None if buffer is None else buffer.take(np.arange(used, len(buffer)))
+                buffer = None
+                while (left is None or len(left) < size) and at < len(units):
+                    group, rows = [], 0
+                    while at < len(units) and (not group or rows + units[at].rows <= window):
+                        group.append(self._read(units[at]))
+                        rows += units[at].rows
+                        at += 1
+                    fresh = Rows.concat(group)
+                    del group
+                    pa.default_memory_pool().release_unused()  # Arrow keeps freed pages
+                    if rng is not None:
+                        fresh = fresh.take(rng.permutation(len(fresh)))
+                    left = fresh if left is None else Rows.concat([left, fresh])
+                    del fresh
+                buffer, used = left, 0
             assert buffer is not None and len(buffer) - used >= size, "sizes exceed the rows"
             yield assemble(buffer, self.events, self.schema, np.arange(used, used + size))
             used += size

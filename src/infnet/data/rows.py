@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
 from infnet.data import layout
@@ -143,23 +145,29 @@ def part_columns(s: Schema) -> list[str]:
 
 def read_events(path: Path, schema: Schema) -> Events:
     seq = schema.sequences
-    tables, times, offsets, total = [], [], [], 0
+    files = []
     for b in seq.behaviours if seq else []:
         file = path / layout.SEQ_DIR / f"{b}.parquet"
         if not file.is_file():
             raise FileNotFoundError(f"behaviour sequence file not found: {file}")
-        t = pl.read_parquet(file, columns=[layout.TIME, *seq.side_fields])
-        tables.append(t.select(seq.side_fields).to_numpy().astype(np.int32))
-        times.append(t[layout.TIME].cast(pl.Int64).to_numpy())
-        offsets.append(total)
-        total += len(t)
-    K = len(seq.side_fields) if seq else 1
-    tables.append(np.zeros((1, K), dtype=np.int32))  # the PAD row, index `total`
-    times.append(np.zeros(1, dtype=np.int64))
+        files.append(file)
+    sides = seq.side_fields if seq else []
+    sizes = [pq.ParquetFile(f).metadata.num_rows for f in files]
+    total = sum(sizes)
+    # filled one column at a time: the tables can be the largest thing a loader holds
+    table = np.zeros((total + 1, max(len(sides), 1)), dtype=np.int32)  # last row: PAD
+    time = np.zeros(total + 1, dtype=np.int64)
+    at = 0
+    for file, n in zip(files, sizes, strict=True):
+        t = pq.read_table(file, columns=[layout.TIME, *sides])
+        for k, side in enumerate(sides):
+            table[at : at + n, k] = t.column(side).to_numpy()
+        time[at : at + n] = t.column(layout.TIME).to_numpy()
+        at += n
+        del t
+    pa.default_memory_pool().release_unused()  # Arrow keeps the pages it read into
     return Events(
-        table=np.ascontiguousarray(np.concatenate(tables)),
-        time=np.concatenate(times),
-        offsets=np.asarray(offsets, dtype=np.int64),
+        table=table, time=time, offsets=np.cumsum([0, *sizes[:-1]], dtype=np.int64)[: len(files)]
     )
 
 
@@ -170,9 +178,10 @@ def frame_rows(df: pl.DataFrame, s: Schema, offsets: np.ndarray, where: str) -> 
         raise ValueError(f"{where}: column {missing[0]!r} is missing from the part files")
 
     def matrix(cols: list[str], dtype: type) -> np.ndarray:
-        if not cols:
-            return np.zeros((len(df), 0), dtype=dtype)
-        return np.ascontiguousarray(df.select(cols).to_numpy().astype(dtype, copy=False))
+        out = np.empty((len(df), len(cols)), dtype=dtype)
+        for j, c in enumerate(cols):  # a column at a time: no [N, M] temporary of another dtype
+            out[:, j] = df[c].to_numpy()
+        return out
 
     categorical = matrix(s.field_names, np.int32)
     if len(df):
