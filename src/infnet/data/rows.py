@@ -52,10 +52,6 @@ class Rows:
     def _arrays(self) -> tuple[np.ndarray, ...]:
         return (self.categorical, self.labels, self.user, self.time, self.start, self.end)
 
-    @property
-    def nbytes(self) -> int:
-        return sum(a.nbytes for a in self._arrays())
-
     @staticmethod
     def concat(parts: list[Rows]) -> Rows:
         return Rows(
