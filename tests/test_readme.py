@@ -98,3 +98,23 @@ def test_serving_block_runs_as_written(tour: Path) -> None:
     assert {str(i["id"]) for i in answer["items"]} == {"1021", "77", "3051"}
     assert all(i["known"] for i in answer["items"])  # every video of the table is in the store
     assert (tour / "models/v1/model.onnx").is_file()
+
+
+def test_scale_out_block_runs_as_written(tour: Path) -> None:
+    steps = "--set epochs=1 --set max_steps=3 --no-progress"
+    script = shortened(
+        block("Scale-out training"),
+        [
+            ("--out runs/ddp --nproc 2 --set epochs=1", f"--out runs/ddp --nproc 2 {steps}"),
+            ("--out runs/ddp2 --set epochs=1", f"--out runs/ddp2 {steps}"),
+            ("--set memory_budget_mb=256 --set epochs=1", f"--set memory_budget_mb=256 {steps}"),
+        ],
+    )
+    run_bash(script, tour, timeout=900)
+    ddp = json.loads((tour / "runs/ddp/test_metrics.json").read_text())["test"]
+    torchrun = json.loads((tour / "runs/ddp2/test_metrics.json").read_text())["test"]
+    # the same command under the two launchers: the same seed, batches and weights
+    assert abs(ddp["mtl_auc"] - torchrun["mtl_auc"]) < 1e-4, (ddp, torchrun)
+    assert json.loads((tour / "runs/ooc/test_metrics.json").read_text())["test"]["mtl_auc"] > 0
+    results = json.loads((tour / "reports/ddp/results.json").read_text())
+    assert "infnet" in json.dumps(results) and "mmoe" in json.dumps(results)
