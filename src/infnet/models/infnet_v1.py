@@ -78,7 +78,7 @@ from infnet.data.schema import Schema
 from infnet.models.base import ModelOutput, MultiTaskModel
 from infnet.models.embedding import FeatureEmbedding
 from infnet.models.infnet_config import INFNetConfig
-from infnet.models.layers.attention import CrossAttention
+from infnet.models.layers.attention import CrossAttention, attend_folded
 from infnet.models.layers.mlp import MLP
 from infnet.models.layers.pgu import PGU
 from infnet.models.layers.pooling import masked_mean
@@ -125,6 +125,9 @@ class _Block(nn.Module):
         else:  # post: the updated query sets
             normed = list(flows)
         self.norms = nn.ModuleDict({n: nn.LayerNorm(d) for n in normed})
+        self.reads = sorted({n for q, ks in flows.items() for n in [q, *ks]})
+        self.readers = {k: [q for q, ks in flows.items() if k in ks] for k in self.reads}
+        self.readers = {k: qs for k, qs in self.readers.items() if qs}
         self.pgu = nn.ModuleDict(
             {
                 x: PGU(sum(sizes[p] for p in ps), d, c.gate_hidden, c.gate, c.dropout)
@@ -143,19 +146,29 @@ class _Block(nn.Module):
         return out
 
     def _flows(self, h: Tokens, mask: Masks, weights: dict | None) -> Tokens:
-        pre = (lambda n, x: self.norms[n](x)) if self.norm == "pre" else (lambda n, x: x)
-        new = dict(h)
-        for q, keys in self.flows.items():
-            update = 0
-            for k in keys:
-                out, w = self.attn[f"{q}_{k}"](
-                    pre(q, h[q]), pre(k, h[k]), mask[k], weights is not None
-                )
+        # each token set normalised once, however many flows read it
+        x = {n: self.norms[n](h[n]) if self.norm == "pre" else h[n] for n in self.reads}
+        out: dict[str, torch.Tensor] = {}
+        for k, qs in self.readers.items():
+            # the folded flows reading key set k share one pass over it; flows of many
+            # queries project the keys their own way
+            shared = [q for q in qs if self.attn[f"{q}_{k}"].folds(x[q].shape[1])]
+            attns = [self.attn[f"{q}_{k}"] for q in shared]
+            done = attend_folded(attns, [x[q] for q in shared], x[k], mask[k], weights is not None)
+            done += [
+                self.attn[f"{q}_{k}"](x[q], x[k], mask[k], weights is not None)
+                for q in qs
+                if q not in shared
+            ]
+            for q, (o, w) in zip(shared + [q for q in qs if q not in shared], done, strict=True):
+                out[f"{q}_{k}"] = o
                 if weights is not None:
                     weights[f"{q}_{k}"] = w
-                update = update + out
-            x = h[q] + update if self.residual else update
-            new[q] = self.norms[q](x) if self.norm == "post" else x
+        new = dict(h)
+        for q, keys in self.flows.items():
+            update = sum(out[f"{q}_{k}"] for k in keys)
+            y = h[q] + update if self.residual else update
+            new[q] = self.norms[q](y) if self.norm == "post" else y
         return new
 
     def _full(self, h: Tokens, mask: Masks, weights: dict | None) -> Tokens:
@@ -303,12 +316,20 @@ class INFNetV1(MultiTaskModel):
 
     def _sequence_proxies(self, s: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         # s [B, F, n, d], mask [B, F, n] -> S~ [B, F * k, d]
-        m = mask.to(s.dtype)
-        pooled = torch.einsum("bfnd,bfn,nk->bfkd", self.phi_seq(s), m, self.segments)
+        # phi_seq's last layer is linear, so it commutes with the pooling: pooling its
+        # hidden layer first, sum_t w_t (W h_t + b) = W (sum_t w_t h_t) + b sum_t w_t,
+        # runs that layer on F * k pooled vectors instead of all L positions.
+        B, F, n, _ = s.shape
+        *hidden, last = self.phi_seq
+        h = nn.Sequential(*hidden)(s).view(B * F, n, -1)  # [B F, n, hidden]
+        w = mask.to(s.dtype).unsqueeze(-1) * self.segments  # [B, F, n, k]
+        w = w.view(B * F, n, -1).mT  # [B F, k, n]
+        count = w.sum(-1, keepdim=True)  # [B F, k, 1]
+        pooled = nn.functional.linear(torch.bmm(w, h), last.weight) + count * last.bias
         if self.config.sequence_pooling != "sum":
-            count = torch.einsum("bfn,nk->bfk", m, self.segments).clamp_min(1.0).unsqueeze(-1)
+            count = count.clamp_min(1.0)
             pooled = pooled / (count if self.config.sequence_pooling == "mean" else count.sqrt())
-        return pooled.flatten(1, 2)
+        return pooled.view(B, -1, pooled.shape[-1])
 
     def _tokens(self, batch: Batch, seq_index: torch.Tensor | None) -> tuple[Tokens, Masks]:
         c = self.config

@@ -1,4 +1,5 @@
-"""CrossAttention against PyTorch's reference, and its fully masked rows."""
+"""CrossAttention against PyTorch's reference, its fully masked rows, and several attentions
+sharing one pass over a key set."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from infnet.models.layers.attention import CrossAttention
+from infnet.models.layers.attention import CrossAttention, attend_folded
 
 
 @pytest.mark.parametrize("num_heads", [1, 2, 4])
@@ -45,3 +46,31 @@ def test_cross_attention_all_masked_rows_have_finite_gradients() -> None:
         out.sum().backward()
         assert torch.equal(out, torch.zeros_like(out))
         assert torch.isfinite(query.grad).all() and torch.isfinite(key.grad).all()
+
+
+def test_attentions_sharing_a_key_set_equal_their_separate_calls() -> None:
+    # one pass over K for several flows (INFNet's blocks) against each flow on its own, in
+    # the projected order (scaled_dot_product_attention), forward and backward
+    torch.manual_seed(0)
+    d, B, L = 16, 6, 13
+    attns = [CrossAttention(d, 2) for _ in range(3)]
+    queries = [torch.randn(B, q, d, requires_grad=True) for q in (1, 3, 4)]
+    key = torch.randn(B, L, d, requires_grad=True)
+    mask = torch.rand(B, L) > 0.5
+    mask[0] = False
+    shared = attend_folded(attns, queries, key, mask, need_weights=True)
+    alone = [a(q, key, mask, folded=False) for a, q in zip(attns, queries, strict=True)]
+    for (out, w), (want, _), q in zip(shared, alone, queries, strict=True):
+        torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(w.sum(-1)[1:], torch.ones(B - 1, q.shape[1]))
+        assert torch.equal(out[0], torch.zeros_like(out[0]))
+    grads = torch.autograd.grad(sum(o.sum() for o, _ in shared), [key, *queries])
+    want = torch.autograd.grad(sum(o.sum() for o, _ in alone), [key, *queries])
+    for g, w in zip(grads, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5)
+
+
+def test_attentions_sharing_a_key_set_must_agree_on_dropout() -> None:
+    attns = [CrossAttention(8, 2, dropout=0.1), CrossAttention(8, 2, dropout=0.2)]
+    with pytest.raises(ValueError, match="differ in dropout"):
+        attend_folded(attns, [torch.randn(2, 1, 8)] * 2, torch.randn(2, 5, 8))

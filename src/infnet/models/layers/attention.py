@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -38,6 +40,9 @@ class CrossAttention(nn.Module):
         self.v_proj = nn.Linear(dim, dim)
         self.out_proj = nn.Linear(dim, dim)
 
+    def folds(self, num_queries: int) -> bool:
+        return 2 * num_queries * (self.num_heads - 1) <= self.dim
+
     def forward(
         self,
         query: torch.Tensor,  # [B, q, d]
@@ -47,41 +52,11 @@ class CrossAttention(nn.Module):
         folded: bool | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Returns (output [B, q, d], head-averaged weights [B, q, L] or None)."""
-        nq = query.shape[1]
         if folded is None:
-            folded = 2 * nq * (self.num_heads - 1) <= self.dim
-        # Rows with no real key attend uniformly over the (finite) padding, then are zeroed.
-        has_key = None
-        if key_mask is not None:
-            has_key = key_mask.any(dim=1)  # [B]
-            key_mask = key_mask | ~has_key.unsqueeze(1)
-        run = self._folded if folded or need_weights else self._projected
-        out, weights = run(query, key, key_mask, need_weights)
-        if has_key is not None:
-            keep = has_key.to(out.dtype).view(-1, 1, 1)
-            out = out * keep
-            weights = None if weights is None else weights * keep
-        return out, weights
-
-    def _folded(self, query, key, key_mask, need_weights):
-        B, nq, d = query.shape
-        H, dk = self.num_heads, self.head_dim
-        q = self.q_proj(query).view(B, nq, H, dk)
-        w_k = self.k_proj.weight.view(H, dk, d)
-        q_in = torch.einsum("bqhe,hed->bqhd", q, w_k).reshape(B, nq * H, d) * dk**-0.5
-        scores = torch.bmm(q_in, key.transpose(1, 2))  # [B, q*H, L]
-        if key_mask is not None:
-            scores = scores.masked_fill(~key_mask.unsqueeze(1), float("-inf"))
-        attn = torch.softmax(scores, dim=-1)
-        weights = attn.view(B, nq, H, -1).mean(2) if need_weights else None
-        if self.training and self.dropout > 0:
-            attn = nn.functional.dropout(attn, self.dropout)
-        pooled = torch.bmm(attn, key).view(B, nq, H, d)  # A_h K, raw key space
-        w_v = self.v_proj.weight.view(H, dk, d)
-        heads = torch.einsum("bqhd,hed->bqhe", pooled, w_v).reshape(B, nq, d) + self.v_proj.bias
-        return self.out_proj(heads), weights
-
-    def _projected(self, query, key, key_mask, need_weights):
+            folded = self.folds(query.shape[1])
+        if folded or need_weights:
+            return attend_folded([self], [query], key, key_mask, need_weights)[0]
+        key_mask, keep = _real_keys(key_mask, key.dtype)
         B, nq, d = query.shape
         H, dk = self.num_heads, self.head_dim
         q = self.q_proj(query).view(B, nq, H, dk).transpose(1, 2)  # [B, H, q, dk]
@@ -91,4 +66,69 @@ class CrossAttention(nn.Module):
         heads = nn.functional.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
         )
-        return self.out_proj(heads.transpose(1, 2).reshape(B, nq, d)), None
+        out = self.out_proj(heads.transpose(1, 2).reshape(B, nq, d))
+        return (out if keep is None else out * keep), None
+
+
+def attend_folded(
+    attns: Sequence[CrossAttention],
+    queries: Sequence[torch.Tensor],  # [B, q_i, d] each
+    key: torch.Tensor,  # [B, L, d]
+    key_mask: torch.Tensor | None = None,  # bool [B, L], True = real token
+    need_weights: bool = False,
+) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """CA_i(Q_i, K, K) for every i in the folded order, over one key set read once.
+
+    Each attention's queries are folded into the key space with its own weights, so the
+    queries of all of them stack into one [B, sum_i q_i H, d] matrix: one score product,
+    one softmax and one pooling product over K serve every flow that reads K. Each row
+    of the softmax is one (flow, query, head), so the result is each CA_i's own.
+    """
+    if not attns:
+        return []
+    key_mask, keep = _real_keys(key_mask, key.dtype)
+    B, _, d = key.shape
+    dropout = {a.dropout for a in attns if a.training}
+    if len(dropout) > 1:
+        raise ValueError(f"attentions sharing a key set differ in dropout: {sorted(dropout)}")
+    folded = []
+    for a, query in zip(attns, queries, strict=True):
+        nq, H, dk = query.shape[1], a.num_heads, a.head_dim
+        q = a.q_proj(query).view(B, nq, H, dk)
+        w_k = a.k_proj.weight.view(H, dk, d)
+        folded.append(torch.einsum("bqhe,hed->bqhd", q, w_k).reshape(B, nq * H, d) * dk**-0.5)
+    sizes = [q.shape[1] for q in folded]
+    scores = torch.bmm(torch.cat(folded, 1) if len(folded) > 1 else folded[0], key.mT)
+    if key_mask is not None:  # scores [B, sum q_i H, L]
+        scores = scores.masked_fill(~key_mask.unsqueeze(1), float("-inf"))
+    attn = torch.softmax(scores, dim=-1)
+    if dropout and (p := dropout.pop()) > 0:
+        attn_in = nn.functional.dropout(attn, p)
+    else:
+        attn_in = attn
+    pooled = torch.bmm(attn_in, key)  # A_h K, raw key space: [B, sum q_i H, d]
+    results = []
+    for a, query, part, w in zip(
+        attns, queries, pooled.split(sizes, 1), attn.split(sizes, 1), strict=True
+    ):
+        nq, H, dk = query.shape[1], a.num_heads, a.head_dim
+        w_v = a.v_proj.weight.view(H, dk, d)
+        heads = torch.einsum("bqhd,hed->bqhe", part.view(B, nq, H, d), w_v).reshape(B, nq, d)
+        out = a.out_proj(heads + a.v_proj.bias)
+        weights = w.view(B, nq, H, -1).mean(2) if need_weights else None
+        if keep is not None:
+            out = out * keep
+            weights = None if weights is None else weights * keep
+        results.append((out, weights))
+    return results
+
+
+def _real_keys(
+    key_mask: torch.Tensor | None, dtype: torch.dtype
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Rows with no real key attend uniformly over the (finite) padding and are then zeroed:
+    (the mask with those rows all True, the [B, 1, 1] float factor that zeroes them)."""
+    if key_mask is None:
+        return None, None
+    has_key = key_mask.any(dim=1)  # [B]
+    return key_mask | ~has_key.unsqueeze(1), has_key.to(dtype).view(-1, 1, 1)
