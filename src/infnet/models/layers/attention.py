@@ -103,7 +103,9 @@ def attend_folded(
         scores = scores.masked_fill(~key_mask.unsqueeze(1), float("-inf"))
     attn = torch.softmax(scores, dim=-1)
     p = dropout.pop() if dropout else 0.0
-    pooled = torch.bmm(nn.functional.dropout(attn, p) if p > 0 else attn, key)  # A_h K, raw key space: [B, sum q_i H, d]
+    pooled = torch.bmm(
+        nn.functional.dropout(attn, p) if p > 0 else attn, key
+    )  # A_h K, raw key space: [B, sum q_i H, d]
     results = []
     for a, query, part, w in zip(
         attns, queries, pooled.split(sizes, 1), attn.split(sizes, 1), strict=True
