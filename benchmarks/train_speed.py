@@ -1,11 +1,19 @@
-"""Training and inference speed on the KuaiRand subset; one JSON line per model.
+"""Training and inference speed on the KuaiRand subset, and the share of the machine's peak
+it reaches; one JSON line per model and thread count.
 
     python benchmarks/train_speed.py [--data PREPARED] [--models infnet,mmoe] [--steps 10]
+        [--threads 1,2] [--options '{"preset": "v2"}']
 
 Without --data the subset is prepared into a temporary directory first (not timed).
 Train: optimizer steps (forward, loss, backward, Adam) on shuffled batches from the
 loader, loader time included, after one warm-up step. Inference: forward passes under
-no_grad. Each model is built with its default config.
+no_grad. Each model is built with its default config (and --options, for every model).
+
+FLOPs are counted by torch.utils.flop_counter (matrix products and attention, 2 per
+multiply-add; elementwise work is not counted): one train step (forward and backward) and
+one forward, per sample. GFLOP/s = FLOPs per sample x samples/s. The peak is measured here,
+first, at each thread count: the best of fp32 2,048 x 2,048 matrix products (a "peak" line),
+so the share says how much of what this machine's GEMM reaches the model gets.
 """
 
 from __future__ import annotations
@@ -19,9 +27,11 @@ from itertools import islice
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from infnet.data.loader import PreparedDataset
 from infnet.data.sources.kuairand import prepare_kuairand
+from infnet.experiments.measure import forward_flops
 from infnet.models import build_model
 from infnet.training.config import TrainConfig
 from infnet.training.losses import TaskLoss
@@ -34,9 +44,28 @@ DEFAULT_DATA_DIR = Path(
 )
 
 
-def measure(data: PreparedDataset, model_name: str, batch_size: int, steps: int) -> dict:
+def gemm_peak_gflops(n: int = 2048, seconds: float = 2.0) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best, spent = float("inf"), 0.0
+    while spent < seconds:
+        t = time.perf_counter()
+        torch.mm(a, b)
+        dt = time.perf_counter() - t
+        best, spent = min(best, dt), spent + dt
+    return 2 * n**3 / best / 1e9
+
+
+def measure(
+    data: PreparedDataset,
+    model_name: str,
+    batch_size: int,
+    steps: int,
+    options: dict,
+    peak: float,
+) -> dict:
     torch.manual_seed(0)
-    model = build_model(model_name, data.schema)
+    model = build_model(model_name, data.schema, options)
     loss_fn = TaskLoss(data.schema, TrainConfig())
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     batches = data.batches("train", batch_size, shuffle=True, seed=0)
@@ -44,7 +73,11 @@ def measure(data: PreparedDataset, model_name: str, batch_size: int, steps: int)
     def step(batch) -> None:
         train_step(model, batch, loss_fn, optimizer)
 
-    step(next(batches))  # warm-up
+    first = next(batches)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step(first)  # the warm-up, counted
+    train_flops = counter.get_total_flops() / len(first)
     t0 = time.perf_counter()
     rows = 0
     for batch in islice(batches, steps):
@@ -60,15 +93,25 @@ def measure(data: PreparedDataset, model_name: str, batch_size: int, steps: int)
         for _ in range(steps):
             model(batch)
         infer_s = (time.perf_counter() - t0) / steps
+    infer_flops = forward_flops(model, batch)
+    train_rate, infer_rate = rows / train_s, batch_size / infer_s
     return {
         "benchmark": "train_speed",
         "model": model_name,
+        "options": options,
         "parameters": model.num_parameters(),
         "batch_size": batch_size,
-        "train_samples_per_s": round(rows / train_s),
-        "inference_ms_per_batch": round(infer_s * 1000, 1),
-        "inference_samples_per_s": round(batch_size / infer_s),
         "threads": torch.get_num_threads(),
+        "train_samples_per_s": round(train_rate),
+        "train_mflop_per_sample": round(train_flops / 1e6, 2),
+        "train_gflop_per_s": round(train_flops * train_rate / 1e9, 1),
+        "train_share_of_peak": round(train_flops * train_rate / 1e9 / peak, 3),
+        "inference_ms_per_batch": round(infer_s * 1000, 1),
+        "inference_samples_per_s": round(infer_rate),
+        "inference_mflop_per_sample": round(infer_flops / 1e6, 2),
+        "inference_gflop_per_s": round(infer_flops * infer_rate / 1e9, 1),
+        "inference_share_of_peak": round(infer_flops * infer_rate / 1e9 / peak, 3),
+        "load_1m": round(os.getloadavg()[0], 2),
     }
 
 
@@ -79,6 +122,8 @@ def main() -> None:
     parser.add_argument("--models", default="infnet")
     parser.add_argument("--batch-size", type=int, default=4096)
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--threads", default="1,2", help="torch thread counts, comma-separated")
+    parser.add_argument("--options", type=json.loads, default={}, help="model options (JSON)")
     args = parser.parse_args()
     torch.set_flush_denormal(True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -94,8 +139,22 @@ def main() -> None:
             path = Path(tmp) / "kr"
             prepare_kuairand(args.data_dir, path, progress=False)
         data = PreparedDataset(path)
-        for name in args.models.split(","):
-            print(json.dumps(measure(data, name, args.batch_size, args.steps)), flush=True)
+        for threads in map(int, args.threads.split(",")):
+            torch.set_num_threads(threads)
+            peak = gemm_peak_gflops()
+            print(
+                json.dumps(
+                    {
+                        "benchmark": "train_speed",
+                        "peak_gflop_per_s": round(peak, 1),
+                        "threads": threads,
+                    }
+                ),
+                flush=True,
+            )
+            for name in args.models.split(","):
+                record = measure(data, name, args.batch_size, args.steps, args.options, peak)
+                print(json.dumps(record), flush=True)
 
 
 if __name__ == "__main__":

@@ -67,7 +67,7 @@ from infnet.data.schema import Schema
 from infnet.models.base import ModelOutput, MultiTaskModel
 from infnet.models.embedding import FeatureEmbedding
 from infnet.models.infnet_config import INFNetConfig
-from infnet.models.layers.attention import CrossAttention
+from infnet.models.layers.attention import CrossAttention, attend_folded
 from infnet.models.layers.bgu import BGU
 from infnet.models.layers.hubs import CategoricalHubs, SequenceHubs
 from infnet.models.layers.mlp import MLP
@@ -92,16 +92,11 @@ class Aggregate(nn.Module):
         self.fuse = nn.Linear(len(views) * d, d) if config.fusion == "concat_linear" else None
         self.norm = nn.LayerNorm(d)
 
-    def forward(
-        self, hubs: torch.Tensor, tokens: Tokens, masks: Masks, weights: dict | None = None
-    ) -> torch.Tensor:
-        reads = []
-        for y in self.views:
-            out, w = self.attn[y](hubs, tokens[y], masks[y], weights is not None)
-            if weights is not None:
-                weights[y] = w
-            reads.append(out)
-        update = self.fuse(torch.cat(reads, dim=-1)) if self.fuse is not None else sum(reads)
+    def forward(self, hubs: torch.Tensor, reads: dict[Group, torch.Tensor]) -> torch.Tensor:
+        """hubs [B, h, d], reads: view -> CA(hubs, view) [B, h, d] (Block.forward computes
+        them, sharing one pass over each token group among the hub sets reading it)."""
+        r = [reads[y] for y in self.views]
+        update = self.fuse(torch.cat(r, dim=-1)) if self.fuse is not None else sum(r)
         return self.norm(hubs + update)
 
 
@@ -133,13 +128,27 @@ class Block(nn.Module):
     def forward(
         self, tokens: Tokens, masks: Masks, hubs: Tokens, weights: dict | None = None
     ) -> tuple[Tokens, Tokens]:
-        # phase 1: aggregate (every hub set reads the tokens entering the block)
+        # phase 1: aggregate (every hub set reads the tokens entering the block); the hub
+        # sets of few queries that read one token group share one pass over it
+        reads: dict[Group, dict[Group, torch.Tensor]] = {h: {} for h in self.aggregate}
+        need = weights is not None
+        if need:
+            for h in self.aggregate:
+                weights[h] = {}
+        for y in tokens:
+            readers = [h for h, agg in self.aggregate.items() if y in agg.views]
+            shared = [h for h in readers if self.aggregate[h].attn[y].folds(hubs[h].shape[1])]
+            attns = [self.aggregate[h].attn[y] for h in shared]
+            done = attend_folded(attns, [hubs[h] for h in shared], tokens[y], masks[y], need)
+            alone = [h for h in readers if h not in shared]
+            done += [self.aggregate[h].attn[y](hubs[h], tokens[y], masks[y], need) for h in alone]
+            for h, (out, w) in zip(shared + alone, done, strict=True):
+                reads[h][y] = out
+                if need:
+                    weights[h][y] = w
         hubs = dict(hubs)
         for h, agg in self.aggregate.items():
-            w = {} if weights is not None else None
-            hubs[h] = agg(hubs[h], tokens, masks, w)
-            if w is not None:
-                weights[h] = w
+            hubs[h] = agg(hubs[h], reads[h])
         # phase 2: broadcast (every token group reads its updated hubs)
         tokens = dict(tokens)
         for x, unit in self.broadcast.items():
@@ -270,7 +279,8 @@ class INFNetV2(MultiTaskModel):
                 else {}
             )
             hubs_read = live_hubs | {h for hs in broadcasts.values() for h in hs}
-            aggregates = {h: views[h] for h in hubs_read} if c.aggregation else {}
+            # in views' order, not the set's: module creation order fixes the initialisation
+            aggregates = {h: ys for h, ys in views.items() if h in hubs_read} if c.aggregation else {}
             blocks.append(Block(aggregates, broadcasts, hub_sizes, c))
             live_hubs = hubs_read
             live_tokens = live_tokens | {y for ys in aggregates.values() for y in ys}
