@@ -280,7 +280,9 @@ class INFNetV2(MultiTaskModel):
             )
             hubs_read = live_hubs | {h for hs in broadcasts.values() for h in hs}
             # in views' order, not the set's: module creation order fixes the initialisation
-            aggregates = {h: ys for h, ys in views.items() if h in hubs_read} if c.aggregation else {}
+            aggregates = (
+                {h: ys for h, ys in views.items() if h in hubs_read} if c.aggregation else {}
+            )
             blocks.append(Block(aggregates, broadcasts, hub_sizes, c))
             live_hubs = hubs_read
             live_tokens = live_tokens | {y for ys in aggregates.values() for y in ys}
