@@ -2,12 +2,13 @@
 it reaches; one JSON line per model and thread count.
 
     python benchmarks/train_speed.py [--data PREPARED] [--models infnet,mmoe] [--steps 10]
-        [--threads 1,2] [--options '{"preset": "v2"}']
+        [--threads 1,2] [--options '{"preset": "v2"}'] [--compile]
 
 Without --data the subset is prepared into a temporary directory first (not timed).
 Train: optimizer steps (forward, loss, backward, Adam) on shuffled batches from the
 loader, loader time included, after one warm-up step. Inference: forward passes under
-no_grad. Each model is built with its default config (and --options, for every model).
+no_grad. Each model is built with its default config (and --options, for every model);
+--compile times the train steps of torch.compile(model) (train.compile), after compiling.
 
 FLOPs are counted by torch.utils.flop_counter (matrix products and attention, 2 per
 multiply-add; elementwise work is not counted): one train step (forward and backward) and
@@ -63,6 +64,7 @@ def measure(
     steps: int,
     options: dict,
     peak: float,
+    compile: bool = False,
 ) -> dict:
     torch.manual_seed(0)
     model = build_model(model_name, data.schema, options)
@@ -70,14 +72,21 @@ def measure(
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     batches = data.batches("train", batch_size, shuffle=True, seed=0)
 
+    net = model
+
     def step(batch) -> None:
-        train_step(model, batch, loss_fn, optimizer)
+        train_step(net, batch, loss_fn, optimizer)
 
     first = next(batches)
     counter = FlopCounterMode(display=False)
     with counter:
-        step(first)  # the warm-up, counted
+        step(first)  # the warm-up, counted (eagerly: the counter does not see compiled code)
     train_flops = counter.get_total_flops() / len(first)
+    if compile:
+        net = torch.compile(model)
+        t0 = time.perf_counter()
+        step(next(batches))
+        compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     rows = 0
     for batch in islice(batches, steps):
@@ -99,6 +108,8 @@ def measure(
         "benchmark": "train_speed",
         "model": model_name,
         "options": options,
+        "compiled": compile,
+        **({"compile_s": round(compile_s, 1)} if compile else {}),
         "parameters": model.num_parameters(),
         "batch_size": batch_size,
         "threads": torch.get_num_threads(),
@@ -123,6 +134,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4096)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--threads", default="1,2", help="torch thread counts, comma-separated")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the train steps")
     parser.add_argument("--options", type=json.loads, default={}, help="model options (JSON)")
     args = parser.parse_args()
     torch.set_flush_denormal(True)
@@ -153,7 +165,9 @@ def main() -> None:
                 flush=True,
             )
             for name in args.models.split(","):
-                record = measure(data, name, args.batch_size, args.steps, args.options, peak)
+                record = measure(
+                    data, name, args.batch_size, args.steps, args.options, peak, args.compile
+                )
                 print(json.dumps(record), flush=True)
 
 

@@ -264,3 +264,15 @@ def test_uncertainty_weights_are_trained_and_resumed(small_prepared, tmp_path, m
     torch.testing.assert_close(resumed.loss.log_var.detach(), learned)
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert set(lines[-1]["loss_weights"]) == set(trainer.schema.task_names)
+
+
+def test_compiled_train_steps_give_the_eager_weights(small_prepared, tmp_path):
+    torch._dynamo.reset()
+    runs = {}
+    for compiled in (False, True):
+        config = _run(small_prepared, model="infnet", epochs=1, max_steps=4, compile=compiled)
+        trainer = Trainer.from_config(config, tmp_path / str(compiled), progress=False)
+        trainer.fit()
+        runs[compiled] = trainer.model.state_dict()
+    for name, eager in runs[False].items():
+        torch.testing.assert_close(runs[True][name], eager, rtol=1e-4, atol=1e-5, msg=name)

@@ -74,6 +74,8 @@ class Trainer:
             self.net = DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if cuda else None
             )
+        if tc.compile:
+            self.net = torch.compile(self.net)
         self.loss = TaskLoss(self.schema, tc).to(self.device)
         self.selection = Selection(self.schema, tc)
         self.optimizer = make_optimizer(self.model, tc, list(self.loss.parameters()))
