@@ -323,7 +323,7 @@ class INFNetV1(MultiTaskModel):
         *hidden, last = self.phi_seq
         h = nn.Sequential(*hidden)(s).view(B * F, n, -1)  # [B F, n, hidden]
         w = mask.to(s.dtype).unsqueeze(-1) * self.segments  # [B, F, n, k]
-        w = w.view(B * F, n, -1).mT  # [B F, k, n]
+        w = w.view(B * F, n, -1).transpose(1, 2)  # [B F, k, n]
         count = w.sum(-1, keepdim=True)  # [B F, k, 1]
         pooled = nn.functional.linear(torch.bmm(w, h), last.weight) + count * last.bias
         if self.config.sequence_pooling != "sum":

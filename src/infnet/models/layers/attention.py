@@ -98,7 +98,7 @@ def attend_folded(
         w_k = a.k_proj.weight.view(H, dk, d)
         folded.append(torch.einsum("bqhe,hed->bqhd", q, w_k).reshape(B, nq * H, d) * dk**-0.5)
     sizes = [q.shape[1] for q in folded]
-    scores = torch.bmm(torch.cat(folded, 1) if len(folded) > 1 else folded[0], key.mT)
+    scores = torch.bmm(torch.cat(folded, 1) if len(folded) > 1 else folded[0], key.transpose(1, 2))
     if key_mask is not None:  # scores [B, sum q_i H, L]
         scores = scores.masked_fill(~key_mask.unsqueeze(1), float("-inf"))
     attn = torch.softmax(scores, dim=-1)
