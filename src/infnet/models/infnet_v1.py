@@ -78,7 +78,7 @@ from infnet.data.schema import Schema
 from infnet.models.base import ModelOutput, MultiTaskModel
 from infnet.models.embedding import FeatureEmbedding
 from infnet.models.infnet_config import INFNetConfig
-from infnet.models.layers.attention import CrossAttention, attend_folded
+from infnet.models.layers.attention import CrossAttention, attend_shared
 from infnet.models.layers.mlp import MLP
 from infnet.models.layers.pgu import PGU
 from infnet.models.layers.pooling import masked_mean
@@ -126,8 +126,11 @@ class _Block(nn.Module):
             normed = list(flows)
         self.norms = nn.ModuleDict({n: nn.LayerNorm(d) for n in normed})
         self.reads = sorted({n for q, ks in flows.items() for n in [q, *ks]})
-        self.readers = {k: [q for q, ks in flows.items() if k in ks] for k in self.reads}
-        self.readers = {k: qs for k, qs in self.readers.items() if qs}
+        self.readers = {  # key set -> the query sets whose flows read it
+            k: [q for q, ks in flows.items() if k in ks]
+            for k in self.reads
+            if any(k in ks for ks in flows.values())
+        }
         self.pgu = nn.ModuleDict(
             {
                 x: PGU(sum(sizes[p] for p in ps), d, c.gate_hidden, c.gate, c.dropout)
@@ -149,18 +152,10 @@ class _Block(nn.Module):
         # each token set normalised once, however many flows read it
         x = {n: self.norms[n](h[n]) if self.norm == "pre" else h[n] for n in self.reads}
         out: dict[str, torch.Tensor] = {}
-        for k, qs in self.readers.items():
-            # the folded flows reading key set k share one pass over it; flows of many
-            # queries project the keys their own way
-            shared = [q for q in qs if self.attn[f"{q}_{k}"].folds(x[q].shape[1])]
-            attns = [self.attn[f"{q}_{k}"] for q in shared]
-            done = attend_folded(attns, [x[q] for q in shared], x[k], mask[k], weights is not None)
-            done += [
-                self.attn[f"{q}_{k}"](x[q], x[k], mask[k], weights is not None)
-                for q in qs
-                if q not in shared
-            ]
-            for q, (o, w) in zip(shared + [q for q in qs if q not in shared], done, strict=True):
+        for k, qs in self.readers.items():  # the flows reading key set k, in one pass
+            attns = [self.attn[f"{q}_{k}"] for q in qs]
+            done = attend_shared(attns, [x[q] for q in qs], x[k], mask[k], weights is not None)
+            for q, (o, w) in zip(qs, done, strict=True):
                 out[f"{q}_{k}"] = o
                 if weights is not None:
                     weights[f"{q}_{k}"] = w

@@ -67,7 +67,7 @@ from infnet.data.schema import Schema
 from infnet.models.base import ModelOutput, MultiTaskModel
 from infnet.models.embedding import FeatureEmbedding
 from infnet.models.infnet_config import INFNetConfig
-from infnet.models.layers.attention import CrossAttention, attend_folded
+from infnet.models.layers.attention import CrossAttention, attend_shared
 from infnet.models.layers.bgu import BGU
 from infnet.models.layers.hubs import CategoricalHubs, SequenceHubs
 from infnet.models.layers.mlp import MLP
@@ -137,12 +137,9 @@ class Block(nn.Module):
                 weights[h] = {}
         for y in tokens:
             readers = [h for h, agg in self.aggregate.items() if y in agg.views]
-            shared = [h for h in readers if self.aggregate[h].attn[y].folds(hubs[h].shape[1])]
-            attns = [self.aggregate[h].attn[y] for h in shared]
-            done = attend_folded(attns, [hubs[h] for h in shared], tokens[y], masks[y], need)
-            alone = [h for h in readers if h not in shared]
-            done += [self.aggregate[h].attn[y](hubs[h], tokens[y], masks[y], need) for h in alone]
-            for h, (out, w) in zip(shared + alone, done, strict=True):
+            attns = [self.aggregate[h].attn[y] for h in readers]
+            done = attend_shared(attns, [hubs[h] for h in readers], tokens[y], masks[y], need)
+            for h, (out, w) in zip(readers, done, strict=True):
                 reads[h][y] = out
                 if need:
                     weights[h][y] = w

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from infnet.models.layers.attention import CrossAttention, attend_folded
+from infnet.models.layers.attention import CrossAttention, attend_folded, attend_shared
 
 
 @pytest.mark.parametrize("num_heads", [1, 2, 4])
@@ -74,3 +74,15 @@ def test_attentions_sharing_a_key_set_must_agree_on_dropout() -> None:
     attns = [CrossAttention(8, 2, dropout=0.1), CrossAttention(8, 2, dropout=0.2)]
     with pytest.raises(ValueError, match="differ in dropout"):
         attend_folded(attns, [torch.randn(2, 1, 8)] * 2, torch.randn(2, 5, 8))
+
+
+def test_shared_pass_keeps_the_order_of_attentions_that_fold_and_that_do_not() -> None:
+    torch.manual_seed(1)
+    d, B, L = 16, 4, 9
+    attns = [CrossAttention(d, 2) for _ in range(3)]
+    queries = [torch.randn(B, q, d) for q in (2, 12, 3)]  # 12 queries do not fold (d = 16)
+    assert [a.folds(q.shape[1]) for a, q in zip(attns, queries, strict=True)] == [True, False, True]
+    key, mask = torch.randn(B, L, d), torch.rand(B, L) > 0.3
+    got = attend_shared(attns, queries, key, mask)
+    for (out, _), a, q in zip(got, attns, queries, strict=True):
+        torch.testing.assert_close(out, a(q, key, mask, folded=False)[0], rtol=1e-5, atol=1e-5)

@@ -98,14 +98,14 @@ def attend_folded(
         w_k = a.k_proj.weight.view(H, dk, d)
         folded.append(torch.einsum("bqhe,hed->bqhd", q, w_k).reshape(B, nq * H, d) * dk**-0.5)
     sizes = [q.shape[1] for q in folded]
-    scores = torch.bmm(torch.cat(folded, 1) if len(folded) > 1 else folded[0], key.transpose(1, 2))
-    if key_mask is not None:  # scores [B, sum q_i H, L]
+    stacked = torch.cat(folded, 1) if len(folded) > 1 else folded[0]  # [B, sum q_i H, d]
+    scores = torch.bmm(stacked, key.transpose(1, 2))  # [B, sum q_i H, L]
+    if key_mask is not None:
         scores = scores.masked_fill(~key_mask.unsqueeze(1), float("-inf"))
     attn = torch.softmax(scores, dim=-1)
     p = dropout.pop() if dropout else 0.0
-    pooled = torch.bmm(
-        nn.functional.dropout(attn, p) if p > 0 else attn, key
-    )  # A_h K, raw key space: [B, sum q_i H, d]
+    attn_in = nn.functional.dropout(attn, p) if p > 0 else attn
+    pooled = torch.bmm(attn_in, key)  # A_h K, raw key space: [B, sum q_i H, d]
     results = []
     for a, query, part, w in zip(
         attns, queries, pooled.split(sizes, 1), attn.split(sizes, 1), strict=True
@@ -120,6 +120,31 @@ def attend_folded(
             weights = None if weights is None else weights * keep
         results.append((out, weights))
     return results
+
+
+def attend_shared(
+    attns: Sequence[CrossAttention],
+    queries: Sequence[torch.Tensor],  # [B, q_i, d] each
+    key: torch.Tensor,  # [B, L, d]
+    key_mask: torch.Tensor | None = None,
+    need_weights: bool = False,
+) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """CA_i(Q_i, K, K) for every i, in order: the attentions of few queries (those that
+    fold) share one pass over K (attend_folded); those of many project K their own way."""
+    folds = [a.folds(q.shape[1]) for a, q in zip(attns, queries, strict=True)]
+    shared = iter(
+        attend_folded(
+            [a for a, f in zip(attns, folds, strict=True) if f],
+            [q for q, f in zip(queries, folds, strict=True) if f],
+            key,
+            key_mask,
+            need_weights,
+        )
+    )
+    return [
+        next(shared) if f else a(q, key, key_mask, need_weights)
+        for a, q, f in zip(attns, queries, folds, strict=True)
+    ]
 
 
 def _real_keys(
