@@ -79,7 +79,7 @@ from infnet.models.base import ModelOutput, MultiTaskModel
 from infnet.models.embedding import FeatureEmbedding
 from infnet.models.infnet_config import INFNetConfig
 from infnet.models.layers.attention import CrossAttention, attend_shared
-from infnet.models.layers.mlp import MLP
+from infnet.models.layers.mlp import MLP, pooled_mlp
 from infnet.models.layers.pgu import PGU
 from infnet.models.layers.pooling import masked_mean
 
@@ -311,18 +311,12 @@ class INFNetV1(MultiTaskModel):
 
     def _sequence_proxies(self, s: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         # s [B, F, n, d], mask [B, F, n] -> S~ [B, F * k, d]
-        # phi_seq's last layer is linear, so it commutes with the pooling: pooling its
-        # hidden layer first, sum_t w_t (W h_t + b) = W (sum_t w_t h_t) + b sum_t w_t,
-        # runs that layer on F * k pooled vectors instead of all L positions.
         B, F, n, _ = s.shape
-        *hidden, last = self.phi_seq
-        h = nn.Sequential(*hidden)(s).view(B * F, n, -1)  # [B F, n, hidden]
         w = mask.to(s.dtype).unsqueeze(-1) * self.segments  # [B, F, n, k]
         w = w.view(B * F, n, -1).transpose(1, 2)  # [B F, k, n]
-        count = w.sum(-1, keepdim=True)  # [B F, k, 1]
-        pooled = nn.functional.linear(torch.bmm(w, h), last.weight) + count * last.bias
+        pooled = pooled_mlp(self.phi_seq, s.reshape(B * F, n, -1), w)  # [B F, k, d]
         if self.config.sequence_pooling != "sum":
-            count = count.clamp_min(1.0)
+            count = w.sum(-1, keepdim=True).clamp_min(1.0)  # [B F, k, 1]
             pooled = pooled / (count if self.config.sequence_pooling == "mean" else count.sqrt())
         return pooled.view(B, -1, pooled.shape[-1])
 

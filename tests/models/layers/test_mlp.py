@@ -1,11 +1,12 @@
-"""MLP and task towers: the layer stack, one output per task, task k's tower on task k's input."""
+"""MLP and task towers: the layer stack, one output per task, task k's tower on task k's input;
+an MLP pooled over positions."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from infnet.models.layers.mlp import MLP, TaskTowers, towers_over
+from infnet.models.layers.mlp import MLP, TaskTowers, pooled_mlp, towers_over
 
 
 def test_mlp_is_linear_relu_repeated_then_a_plain_linear():
@@ -27,3 +28,13 @@ def test_task_towers_give_one_column_per_task_and_towers_over_reads_its_own_inpu
     got = towers_over(towers, per_task)
     for k in range(3):
         torch.testing.assert_close(got[:, k : k + 1], towers.towers[k](per_task[k]))
+
+
+def test_pooled_mlp_is_the_weighted_sum_of_the_mlp_over_positions() -> None:
+    torch.manual_seed(0)
+    mlp = MLP(8, [16, 12], 4)
+    x, weights = torch.randn(5, 7, 8), torch.rand(5, 3, 7)
+    weights[0] = 0.0  # nothing pooled: zero, not the last layer's bias
+    want = torch.einsum("bkn,bno->bko", weights, mlp(x))
+    torch.testing.assert_close(pooled_mlp(mlp, x, weights), want, rtol=1e-5, atol=1e-6)
+    assert torch.equal(pooled_mlp(mlp, x, weights)[0], torch.zeros(3, 4))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from infnet.models.layers.mlp import MLP
+from infnet.models.layers.mlp import MLP, pooled_mlp
 from infnet.models.layers.pooling import masked_mean
 
 
@@ -63,7 +63,7 @@ class SequenceHubs(nn.Module):
         B, F, n, d = s.shape
         if self.init == "mlp":
             pooled = torch.stack(
-                [_pooled_mlp(mlp, s[:, f], mask[:, f]) for f, mlp in enumerate(self.mlps)],
+                [_mean_mlp(mlp, s[:, f], mask[:, f]) for f, mlp in enumerate(self.mlps)],
                 dim=1,
             )  # [B, F, n_s * d]
             return pooled.view(B, F * self.per_behaviour, d)
@@ -74,14 +74,9 @@ class SequenceHubs(nn.Module):
         return hubs.flatten(1, 2)
 
 
-def _pooled_mlp(mlp: MLP, s: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """masked_mean(mlp(s), mask) for s [B, n, d], mask [B, n] -> [B, out]. The MLP's last
-    layer is linear, so it commutes with the mean: it runs on the pooled hidden layer,
-    W mean_t(h_t) + b, once per sample instead of once per position (b alone would be
-    wrong for a history with no event, whose mean is zero)."""
-    *hidden, last = mlp
-    h = nn.Sequential(*hidden)(s)  # [B, n, hidden]
+def _mean_mlp(mlp: MLP, s: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """masked_mean(mlp(s), mask) for s [B, n, d], mask [B, n] -> [B, out], the last layer
+    run after the pooling (pooled_mlp); a history with no event gives zero, as the mean
+    of nothing does."""
     m = mask.to(s.dtype).unsqueeze(1)  # [B, 1, n]
-    count = m.sum(-1)  # [B, 1]
-    pooled = torch.bmm(m, h).squeeze(1) / count.clamp_min(1.0)
-    return nn.functional.linear(pooled, last.weight) + (count > 0).to(s.dtype) * last.bias
+    return (pooled_mlp(mlp, s, m) / m.sum(-1, keepdim=True).clamp_min(1.0)).squeeze(1)

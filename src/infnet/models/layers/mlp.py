@@ -35,6 +35,20 @@ class MLP(nn.Sequential):
         self.out_dim = dim
 
 
+def pooled_mlp(mlp: MLP, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """sum_t w_kt MLP(x_t) for x [B, n, d], weights [B, k, n] -> [B, k, out].
+
+    The MLP's last layer is linear, so it commutes with the weighted sum,
+    sum_t w_t (W h_t + b) = W (sum_t w_t h_t) + b sum_t w_t: it runs on the k pooled
+    hidden vectors instead of the n positions (the sequence hubs pool every position)."""
+    *hidden, last = mlp
+    h = x
+    for layer in hidden:
+        h = layer(h)  # [B, n, hidden]
+    pooled = torch.bmm(weights, h)  # [B, k, hidden]
+    return nn.functional.linear(pooled, last.weight) + weights.sum(-1, keepdim=True) * last.bias
+
+
 class TaskTowers(nn.Module):
     """One MLP tower per task over a shared representation: [B, D] -> [B, N_task].
 
