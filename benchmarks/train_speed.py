@@ -2,13 +2,14 @@
 it reaches; one JSON line per model and thread count.
 
     python benchmarks/train_speed.py [--data PREPARED] [--models infnet,mmoe] [--steps 10]
-        [--threads 1,2] [--options '{"preset": "v2"}'] [--compile]
+        [--threads 1,2] [--options '{"preset": "v2"}'] [--compile] [--bf16]
 
 Without --data the subset is prepared into a temporary directory first (not timed).
 Train: optimizer steps (forward, loss, backward, Adam) on shuffled batches from the
 loader, loader time included, after one warm-up step. Inference: forward passes under
 no_grad. Each model is built with its default config (and --options, for every model);
---compile times the train steps of torch.compile(model) (train.compile), after compiling.
+--compile times the train steps of torch.compile(model) (train.compile), after compiling;
+--bf16 runs them under torch.autocast("cpu", bfloat16).
 
 FLOPs are counted by torch.utils.flop_counter (matrix products and attention, 2 per
 multiply-add; elementwise work is not counted): one train step (forward and backward) and
@@ -65,6 +66,7 @@ def measure(
     options: dict,
     peak: float,
     compile: bool = False,
+    bf16: bool = False,
 ) -> dict:
     torch.manual_seed(0)
     model = build_model(model_name, data.schema, options)
@@ -75,7 +77,8 @@ def measure(
     net = model
 
     def step(batch) -> None:
-        train_step(net, batch, loss_fn, optimizer)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            train_step(net, batch, loss_fn, optimizer)
 
     first = next(batches)
     counter = FlopCounterMode(display=False)
@@ -109,6 +112,7 @@ def measure(
         "model": model_name,
         "options": options,
         "compiled": compile,
+        "bf16_autocast": bf16,
         **({"compile_s": round(compile_s, 1)} if compile else {}),
         "parameters": model.num_parameters(),
         "batch_size": batch_size,
@@ -135,6 +139,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--threads", default="1,2", help="torch thread counts, comma-separated")
     parser.add_argument("--compile", action="store_true", help="torch.compile the train steps")
+    parser.add_argument("--bf16", action="store_true", help="train steps under bf16 autocast")
     parser.add_argument("--options", type=json.loads, default={}, help="model options (JSON)")
     args = parser.parse_args()
     torch.set_flush_denormal(True)
@@ -166,7 +171,14 @@ def main() -> None:
             )
             for name in args.models.split(","):
                 record = measure(
-                    data, name, args.batch_size, args.steps, args.options, peak, args.compile
+                    data,
+                    name,
+                    args.batch_size,
+                    args.steps,
+                    args.options,
+                    peak,
+                    args.compile,
+                    args.bf16,
                 )
                 print(json.dumps(record), flush=True)
 

@@ -50,8 +50,8 @@ class TrainConfig(Strict):
     memory_budget_mb: float = Field(default=1024, gt=0)
     # torch.compile the train steps' model (Inductor); evaluation, checkpoints and export
     # use the model itself. It fuses the elementwise work between INFNet's skinny matrix
-    # products (+18% train samples/s on one CPU thread, benchmarks/train_speed.py
-    # --compile) after a minute or two of compiling, so it pays on long runs only.
+    # products (+14% train samples/s on one CPU thread, benchmarks/train_speed.py
+    # --compile) after up to two minutes of compiling, so it pays on long runs only.
     compile: bool = False
 
 
