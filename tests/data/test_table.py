@@ -633,7 +633,7 @@ def test_a_bag_is_a_side_field_with_all_its_values_pooled(tmp_path):
     two = (batch.seq_ids[..., 2] > 0) & batch.seq_mask  # positions with a second tag
     assert two.any()
     torch.manual_seed(0)
-    embedding = FeatureEmbedding(schema, 4)
+    embedding = FeatureEmbedding(schema, 4, std=0.01)
     e = embedding.sequence(batch)
     assert e.shape[-2] == 2  # [B, F, n, K_tok = 2, d]
     swapped = batch.seq_ids.clone()

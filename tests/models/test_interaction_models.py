@@ -122,7 +122,9 @@ def _repad(batch: Batch, seed: int) -> Batch:
 @pytest.mark.parametrize("name", MODELS)
 def test_padded_positions_do_not_change_the_output(name, train):
     schema = make_schema()
-    model = build(name, schema).train(train)
+    # tables N(0, 0.01^2): at the default 1e-4 the outputs sit near zero, where the control
+    # below (a real position does change them) drowns in the tolerance
+    model = build(name, schema, embedding_std=0.01).train(train)
     if name == "lr":  # zero-initialised: give the control below something to see
         for p in model.parameters():
             torch.nn.init.normal_(p)

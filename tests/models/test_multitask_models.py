@@ -85,7 +85,9 @@ def test_every_parameter_gets_a_gradient(name: str, num_behaviours: int) -> None
 @pytest.mark.parametrize("name", MODELS)
 def test_padded_positions_do_not_change_outputs(name: str, train: bool) -> None:
     schema = make_schema()
-    model = build(name, schema).train(train)
+    # tables N(0, 0.01^2): at the default 1e-4 the outputs sit near zero, where the control
+    # below (a real position does change them) drowns in the tolerance
+    model = build(name, schema, embedding_std=0.01).train(train)
     batch = make_batch(schema, batch_size=16)
     assert (~batch.seq_mask).any() and batch.seq_mask.any()
     noisy = make_batch(schema, batch_size=16, seed=1).seq_ids  # other (non-zero) ids everywhere

@@ -100,13 +100,18 @@ def test_a_broken_model_dir_is_refused_with_its_name(model_dir, tmp_path):
         load_model_dir(broken)
 
 
+# Untrained at the default init (tables N(0, 1e-4^2)) a model scores every row 0.5 +- 1e-5,
+# where a parity bound of 1e-5 says nothing: tables N(0, 0.01^2) spread the scores.
+SPREAD = {"embedding_std": 0.01}
+
+
 def test_a_model_that_gathers_histories_per_row_reads_shared_ones(tmp_path):
     # DIN gathers each row's history (Batch.per_row_histories) inside its graph: the graph
     # takes a request's history once, with the same scores as repeating it per row.
     schema = make_schema()
     batch = make_batch(schema, batch_size=12, empty_rows=2)
     torch.manual_seed(0)
-    module = ScoringModule(build_model("din", schema).eval()).eval()
+    module = ScoringModule(build_model("din", schema, SPREAD).eval()).eval()
     assert input_names(module) == list(INPUTS[:4])  # no seq_gap: DIN is not time-aware here
     compact, index = shared_histories(batch, 3)
     export_onnx(module, batch, tmp_path / "din.onnx", "torchscript")
@@ -132,7 +137,7 @@ def test_a_time_aware_graph_reads_the_time_gaps_of_shared_histories(tmp_path, mo
     schema = make_schema()
     batch = make_batch(schema, batch_size=12, empty_rows=2)
     torch.manual_seed(0)
-    module = ScoringModule(build_model(model, schema, {"time_aware": True}).eval()).eval()
+    module = ScoringModule(build_model(model, schema, {"time_aware": True, **SPREAD}).eval()).eval()
     assert input_names(module) == list(INPUTS)
     compact, index = shared_histories(batch, 3)
     export_onnx(module, batch, tmp_path / "m.onnx", "torchscript")
@@ -162,7 +167,7 @@ def test_every_model_exports_a_graph_of_any_batch_size(tmp_path, model, options)
     # into the graph (len(batch), a Python int of a shape) fails there
     schema = make_schema()
     torch.manual_seed(0)
-    module = ScoringModule(build_model(model, schema, options).eval()).eval()
+    module = ScoringModule(build_model(model, schema, {**options, **SPREAD}).eval()).eval()
     check = make_batch(schema, batch_size=40, empty_rows=3)
     done = _export_checked(module, check, tmp_path / "m.onnx", "auto", 1e-5)
     assert done["max_abs_diff"] <= 1e-5 and done["rows"] > 40

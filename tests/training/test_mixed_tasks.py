@@ -58,4 +58,4 @@ def test_a_standardised_regression_task_does_not_cost_the_binary_task(datasets):
     single, both, raw = (_auc(datasets[k]) for k in ("single", "standardised", "raw"))
     assert single > 0.65
     assert both >= single - 0.005, (single, both)
-    assert raw < 0.5 < single, (single, raw)  # what the raw scale did: below chance
+    assert raw < single - 0.1, (single, raw)  # what the raw scale costs (0.57 against 0.70)

@@ -7,9 +7,10 @@ import pkgutil
 
 from infnet.data.schema import Schema
 from infnet.models.base import REGISTRY, ModelConfig, MultiTaskModel, register
+from infnet.models.init import initialise_linears
 
 for _module in pkgutil.iter_modules(__path__):
-    if _module.name not in {"base", "checkpoint", "embedding", "layers"}:
+    if _module.name not in {"base", "checkpoint", "embedding", "init", "layers"}:
         importlib.import_module(f"{__name__}.{_module.name}")
 
 
@@ -31,7 +32,9 @@ def build_model(
     cls = model_class(name)
     if not isinstance(config, ModelConfig):
         config = cls.Config.model_validate(config or {})
-    return cls(schema, config)
+    model = cls(schema, config)
+    initialise_linears(model, config.linear_init)
+    return model
 
 
 __all__ = ["MultiTaskModel", "available_models", "build_model", "model_class", "register"]

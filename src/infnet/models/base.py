@@ -22,9 +22,10 @@ Losses and metrics belong to training.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import ClassVar, NamedTuple
+from typing import ClassVar, Literal, NamedTuple
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from infnet.config import Strict
@@ -37,6 +38,11 @@ class ModelConfig(Strict):
 
     embedding_dim: int = 16
     dropout: float = 0.0
+    # Initialisation (models/init.py): the feature tables N(0, embedding_std^2) and every
+    # nn.Linear Xavier-normal with zero bias, as FuxiCTR and DeepCTR do; "torch" keeps
+    # PyTorch's Kaiming-uniform linears.
+    embedding_std: float = Field(default=1e-4, gt=0)
+    linear_init: Literal["xavier_normal", "torch"] = "xavier_normal"
 
 
 class SequenceModelConfig(ModelConfig):

@@ -46,7 +46,7 @@ class DCNv2(MultiTaskModel):
 
     def __init__(self, schema: Schema, config: Config) -> None:
         super().__init__(schema, config)
-        self.embedding = FeatureEmbedding(schema, config.embedding_dim)
+        self.embedding = FeatureEmbedding(schema, config.embedding_dim, std=config.embedding_std)
         in_dim = self.embedding.flat_dim(schema)
         self.cross = CrossNetworkV2(
             in_dim, config.num_cross_layers, config.low_rank, config.num_experts

@@ -135,7 +135,7 @@ class DIEN(MultiTaskModel):
     def __init__(self, schema: Schema, config: Config) -> None:
         super().__init__(schema, config)
         d = config.embedding_dim
-        self.embedding = FeatureEmbedding(schema, d, config.time_aware)
+        self.embedding = FeatureEmbedding(schema, d, config.time_aware, std=config.embedding_std)
         kd = self.embedding.num_side_tokens * d
         hidden = config.gru_hidden or kd
         self.branches = nn.ModuleList(

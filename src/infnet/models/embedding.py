@@ -61,13 +61,13 @@ def lookup_tokens(tables: nn.ModuleList, toks: Tokens, categorical: torch.Tensor
 
 
 class FeatureEmbedding(nn.Module):
-    def __init__(self, schema: Schema, dim: int, time_aware: bool = False) -> None:
+    def __init__(self, schema: Schema, dim: int, time_aware: bool = False, *, std: float) -> None:
         super().__init__()
         self.dim = dim
         self.tokens = tokens(schema)
         self.tables = token_tables(schema, dim)
         for table in self.tables:
-            nn.init.normal_(table.weight, std=0.01)
+            nn.init.normal_(table.weight, std=std)  # ModelConfig.embedding_std
             with torch.no_grad():
                 table.weight[PAD].zero_()
         # table of each column of Batch.categorical (a bag's slots share one)
@@ -92,8 +92,8 @@ class FeatureEmbedding(nn.Module):
                 )
             self.positions = nn.Embedding(seq.max_len, dim)  # p_t
             self.gaps = nn.Embedding(GAP_BUCKETS, dim, padding_idx=0)  # r_t
-            nn.init.normal_(self.positions.weight, std=0.01)
-            nn.init.normal_(self.gaps.weight, std=0.01)
+            nn.init.normal_(self.positions.weight, std=std)
+            nn.init.normal_(self.gaps.weight, std=std)
             with torch.no_grad():
                 self.gaps.weight[0].zero_()
 

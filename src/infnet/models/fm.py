@@ -45,7 +45,7 @@ class FM(MultiTaskModel):
 
     def __init__(self, schema: Schema, config: Config) -> None:
         super().__init__(schema, config)
-        self.embedding = FeatureEmbedding(schema, config.embedding_dim)
+        self.embedding = FeatureEmbedding(schema, config.embedding_dim, std=config.embedding_std)
         self.linear = LinearTerm(schema, schema.num_tasks, config.use_history)
         self.task_weight = nn.Parameter(torch.ones(schema.num_tasks, config.embedding_dim))  # u_t
 

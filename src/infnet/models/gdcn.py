@@ -60,7 +60,7 @@ class GDCN(MultiTaskModel):
 
     def __init__(self, schema: Schema, config: Config) -> None:
         super().__init__(schema, config)
-        self.embedding = FeatureEmbedding(schema, config.embedding_dim)
+        self.embedding = FeatureEmbedding(schema, config.embedding_dim, std=config.embedding_std)
         in_dim = self.embedding.flat_dim(schema)
         self.cross = GatedCrossNetwork(in_dim, config.num_cross_layers)
         self.deep = MLP(in_dim, config.deep_hidden, dropout=config.dropout)

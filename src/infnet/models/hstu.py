@@ -95,7 +95,7 @@ class HSTU(MultiTaskModel):
     def __init__(self, schema: Schema, config: Config) -> None:
         super().__init__(schema, config)
         d, D = config.embedding_dim, config.model_dim
-        self.embedding = FeatureEmbedding(schema, d, config.time_aware)
+        self.embedding = FeatureEmbedding(schema, d, config.time_aware, std=config.embedding_std)
         # The candidate token is built from the fields the history shares with it; without
         # sequences, from all item tokens (a bag is one).
         self.item_tokens = [

@@ -218,7 +218,7 @@ class INFNetV1(MultiTaskModel):
     def __init__(self, schema: Schema, config: INFNetConfig) -> None:
         super().__init__(schema, config)
         c, d = config, config.embedding_dim
-        self.embedding = FeatureEmbedding(schema, d, c.time_aware)
+        self.embedding = FeatureEmbedding(schema, d, c.time_aware, std=config.embedding_std)
         M, T = schema.num_categorical_tokens, schema.num_tasks
         seq = schema.sequences
         if seq is not None and c.sequence_hubs_per_behaviour > seq.max_len:

@@ -192,7 +192,7 @@ class INFNetV2(MultiTaskModel):
         M, N, seq = schema.num_categorical_tokens, schema.num_tasks, schema.sequences
         if c.candidate_hub and seq is None:
             raise ValueError("candidate_hub reads the behaviour sequences; the schema has none")
-        self.embedding = FeatureEmbedding(schema, d, c.time_aware)
+        self.embedding = FeatureEmbedding(schema, d, c.time_aware, std=config.embedding_std)
         if seq is not None:
             self.seq_proj = nn.Linear(schema.num_side_tokens * d, d)  # W_s
             self.behaviour = nn.Embedding(len(seq.behaviours), d)  # e_b

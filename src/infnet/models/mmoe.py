@@ -71,7 +71,7 @@ class MMoE(MultiTaskModel):
 
     def __init__(self, schema: Schema, config: Config) -> None:
         super().__init__(schema, config)
-        self.embedding = FeatureEmbedding(schema, config.embedding_dim)
+        self.embedding = FeatureEmbedding(schema, config.embedding_dim, std=config.embedding_std)
         self.moe = MixtureOfExperts(
             self.embedding.flat_dim(schema),
             config.num_experts,

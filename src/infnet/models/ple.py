@@ -46,7 +46,7 @@ class PLE(MultiTaskModel):
 
     def __init__(self, schema: Schema, config: Config) -> None:
         super().__init__(schema, config)
-        self.embedding = FeatureEmbedding(schema, config.embedding_dim)
+        self.embedding = FeatureEmbedding(schema, config.embedding_dim, std=config.embedding_std)
         self.ple = build_ple(self.embedding.flat_dim(schema), schema.num_tasks, config)
         self.towers = TaskTowers(
             self.ple.out_dim, schema.num_tasks, config.tower_hidden, config.dropout

@@ -52,7 +52,7 @@ class Production(MultiTaskModel):
     def __init__(self, schema: Schema, config: Config) -> None:
         super().__init__(schema, config)
         d = config.embedding_dim
-        self.embedding = FeatureEmbedding(schema, d, config.time_aware)
+        self.embedding = FeatureEmbedding(schema, d, config.time_aware, std=config.embedding_std)
         kd = self.embedding.num_side_tokens * d  # width of v_A and of each e_(f,j)
         self.attention = nn.ModuleList(
             TargetAttention(kd, kd, config.attention_hidden, config.attention_activation)

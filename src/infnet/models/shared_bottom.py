@@ -35,7 +35,7 @@ class SharedBottom(MultiTaskModel):
 
     def __init__(self, schema: Schema, config: Config) -> None:
         super().__init__(schema, config)
-        self.embedding = FeatureEmbedding(schema, config.embedding_dim)
+        self.embedding = FeatureEmbedding(schema, config.embedding_dim, std=config.embedding_std)
         self.bottom = MLP(
             self.embedding.flat_dim(schema), config.bottom_hidden, dropout=config.dropout
         )

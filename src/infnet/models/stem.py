@@ -75,8 +75,10 @@ class STEM(MultiTaskModel):
     def __init__(self, schema: Schema, config: Config) -> None:
         super().__init__(schema, config)
         d = config.embedding_dim
-        self.shared_embedding = FeatureEmbedding(schema, d)
-        self.task_embeddings = nn.ModuleList(FeatureEmbedding(schema, d) for _ in schema.tasks)
+        self.shared_embedding = FeatureEmbedding(schema, d, std=config.embedding_std)
+        self.task_embeddings = nn.ModuleList(
+            FeatureEmbedding(schema, d, std=config.embedding_std) for _ in schema.tasks
+        )
         in_dim = self.shared_embedding.flat_dim(schema)
         self.levels = nn.ModuleList(
             STEMLevel(

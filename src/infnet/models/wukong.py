@@ -88,7 +88,7 @@ class WuKong(MultiTaskModel):
     def __init__(self, schema: Schema, config: Config) -> None:
         super().__init__(schema, config)
         d = config.embedding_dim
-        self.embedding = FeatureEmbedding(schema, d)
+        self.embedding = FeatureEmbedding(schema, d, std=config.embedding_std)
         n, layers = num_field_tokens(schema), []
         for _ in range(config.num_layers):
             layers.append(
