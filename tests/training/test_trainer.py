@@ -276,3 +276,18 @@ def test_compiled_train_steps_give_the_eager_weights(small_prepared, tmp_path):
         runs[compiled] = trainer.model.state_dict()
     for name, eager in runs[False].items():
         torch.testing.assert_close(runs[True][name], eager, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_on_evaluate_stops_the_run_at_that_evaluation(small_prepared) -> None:
+    # what a tuner's pruner does with a hopeless trial (experiments/tune.py)
+    config = RunConfig(
+        data=str(small_prepared),
+        model="fm",
+        train=TrainConfig(epochs=3, batch_size=1024, eval_every=2),
+    )
+    trainer = Trainer.from_config(config, progress=False)
+    seen: list[tuple[int, float]] = []
+    trainer.on_evaluate = lambda i, score: seen.append((i, score)) or i == 1
+    result = trainer.fit()
+    assert [i for i, _ in seen] == [0, 1] and result["pruned"]
+    assert result["steps"] == 4 and len(trainer.evaluations) == 2

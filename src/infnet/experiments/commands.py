@@ -17,7 +17,7 @@ def experiment(
     suite: Annotated[
         str,
         typer.Argument(
-            help="compare, variants, correlation, ablation, proxies, efficiency, scaling, attention or paper (all)."
+            help="compare, variants, correlation, ablation, proxies, efficiency, scaling, attention, paper (all of these) or tune."
         ),
     ],
     data: Annotated[Path, typer.Option(help="Prepared dataset directory.")],
@@ -67,6 +67,19 @@ def experiment(
         int,
         typer.Option(min=1, help="Processes of each training run (DistributedDataParallel)."),
     ] = 1,
+    trials: Annotated[
+        int, typer.Option(min=1, help="tune: finished trials per model (the same for every model).")
+    ] = 20,
+    space: Annotated[
+        Path | None,
+        typer.Option(help="tune: search space YAML/JSON (default: experiments/space.py's)."),
+    ] = None,
+    tuned: Annotated[
+        Path | None,
+        typer.Option(
+            help="compare: train each model's best configuration of this tune (its OUT or tuned.json)."
+        ),
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Run an experiment suite of the source document (chapter 4) and write its report."""
@@ -89,8 +102,36 @@ def experiment(
     refuse_overlap(out, [data])
     if cache is not None:
         refuse_overlap(cache, [data], "--cache")
+    if tuned is not None and suite != "compare":
+        raise typer.BadParameter("--tuned goes with the compare suite", param_hint="--tuned")
+    search = None
+    if space is not None:
+        from infnet.experiments.space import load_space
+
+        try:
+            search = load_space(space)
+        except (OSError, ValueError) as err:
+            raise typer.BadParameter(str(err), param_hint="--space") from None
+    if suite == "tune":
+        from infnet.experiments.space import DEFAULT_SPACE, check_space
+        from infnet.models import available_models
+
+        try:
+            check_space(search or DEFAULT_SPACE, names or available_models(), str(space or "space"))
+        except (KeyError, ValueError) as err:
+            raise typer.BadParameter(str(err.args[0]), param_hint="--space") from None
+    outcome = None
+    if tuned is not None:
+        from infnet.experiments.tune import load_tuned
+
+        try:
+            outcome = load_tuned(tuned)
+        except (OSError, ValueError) as err:
+            raise typer.BadParameter(str(err), param_hint="--tuned") from None
     dataset = RowLimit(data, QUICK_ROWS) if quick else PreparedDataset(data)
     train = dict(QUICK_TRAIN) if quick else {}
+    if suite == "tune":
+        train["epochs"] = 2  # a trial's budget: one epoch is this slice's optimum for most
     if epochs is not None:
         train["epochs"] = epochs
     if set_:
@@ -119,6 +160,9 @@ def experiment(
         console=console,
         latency_batch=latency_batch,
         reps=3 if quick else 5,
+        trials=trials,
+        space=search,
+        tuned=outcome,
     )
     started = time.time()
     try:

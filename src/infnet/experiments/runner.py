@@ -47,6 +47,9 @@ class RunSpec:
     options: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields (seed excluded)
     seed: int = 0
+    # after every validation (index, score): True stops the run there (a tuner's pruner);
+    # it must pickle to reach a worker process, and is not part of the run's identity
+    on_evaluate: Callable[[int, float], bool] | None = field(default=None, compare=False)
 
 
 def resolve(spec: RunSpec, data: PreparedDataset) -> RunConfig:
@@ -279,7 +282,7 @@ class Runner:
             return {**json.loads(done.read_text()), **base, "status": "cached"}
         started = time.time()
         try:
-            result = self._train(config, run_dir)
+            result = self._train(config, run_dir, spec.on_evaluate)
         except Exception as err:
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "error.txt").write_text(traceback.format_exc())
@@ -297,6 +300,7 @@ class Runner:
             "test": result["test"],
             "best": result["best"],
             "flags": result["flags"],
+            "pruned": result.get("pruned", False),
             "parameters": result["parameters"],
             "seconds": time.time() - started,
             "predictions": str(run_dir / PREDICTIONS),
@@ -304,9 +308,16 @@ class Runner:
         done.write_text(json.dumps(record, indent=2, allow_nan=True))
         return {**record, "status": "trained"}
 
-    def _train(self, config: RunConfig, run_dir: Path) -> dict[str, Any]:
+    def _train(
+        self,
+        config: RunConfig,
+        run_dir: Path,
+        on_evaluate: Callable[[int, float], bool] | None = None,
+    ) -> dict[str, Any]:
         if self.procs == 1:
-            return train_run(config, run_dir, self.data)
+            return train_run(config, run_dir, self.data, on_evaluate=on_evaluate)
+        if on_evaluate is not None:
+            raise ValueError("a run that reports its evaluations (tuning) trains in one process")
         from infnet.training.distributed import spawn
         from infnet.training.rundir import TEST
 
@@ -317,7 +328,11 @@ class Runner:
 
 
 def train_run(
-    config: RunConfig, run_dir: Path, data: PreparedDataset, group: Group | None = None
+    config: RunConfig,
+    run_dir: Path,
+    data: PreparedDataset,
+    group: Group | None = None,
+    on_evaluate: Callable[[int, float], bool] | None = None,
 ) -> dict[str, Any]:
     """Train (resuming an interrupted run) and save the test predictions; the result.
     Under DDP every rank calls it and rank 0 writes."""
@@ -334,6 +349,7 @@ def train_run(
             if group is not None:
                 group.barrier()
             trainer = Trainer.from_config(config, run_dir, data=data, progress=False, group=group)
+    trainer.on_evaluate = on_evaluate
     result = trainer.fit()
     p = trainer.test_predictions
     if main:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -90,6 +90,10 @@ class Trainer:
         self._best_state: dict[str, torch.Tensor] | None = None
         self.test_predictions: Predictions | None = None  # set by finish()
         self.bad_evals = 0
+        # Called after every evaluation with (evaluation index, validation score, higher is
+        # better); True stops training there, as a tuner's pruner does with a hopeless trial.
+        self.on_evaluate: Callable[[int, float], bool] | None = None
+        self.pruned = False
 
     @classmethod
     def from_config(
@@ -219,7 +223,9 @@ class Trainer:
                 }
             )
             self._save_last()
-        return self.bad_evals >= tc.patience
+        if self.on_evaluate is not None and self.on_evaluate(len(self.evaluations) - 1, score_):
+            self.pruned = True
+        return self.pruned or self.bad_evals >= tc.patience
 
     def _out_of_budget(self) -> bool:
         tc = self.config.train
@@ -343,6 +349,7 @@ class Trainer:
             "parameters": self.model.num_parameters(),
             "steps": self.global_step,
             "flags": flags,
+            "pruned": self.pruned,
         }
         if self.run is not None:
             for flag in flags:

@@ -21,6 +21,7 @@ from infnet.experiments.suites import (
     efficiency,
     proxies,
     scaling,
+    tuning,
     variants,
 )
 from infnet.experiments.suites.context import QUICK_ROWS, QUICK_TRAIN, Context
@@ -36,7 +37,9 @@ SUITES: dict[str, Callable[[Context, Report], dict[str, Any]]] = {
     "scaling": scaling.run,
     "attention": attention.run,
 }
-ALL = [*SUITES, "paper"]
+# tune is not part of `paper`: a study spans hours, and compare --tuned reads its outcome
+ALL = [*SUITES, "paper", "tune"]
+RUNS = {**SUITES, "tune": tuning.run}
 
 
 def run_suite(name: str, ctx: Context) -> dict[str, Any]:
@@ -52,7 +55,7 @@ def run_suite(name: str, ctx: Context) -> dict[str, Any]:
             "seeds": ctx.seeds,
             "quick": ctx.quick,
             "train": ctx.train,
-            name: SUITES[name](ctx, report),
+            name: RUNS[name](ctx, report),
         }
         report.write(ctx.out, results)
         return results

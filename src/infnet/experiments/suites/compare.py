@@ -14,6 +14,7 @@ from infnet.experiments import figures
 from infnet.experiments.report import Report, Section, fmt, fmt_mean_std, fmt_p, fmt_pct
 from infnet.experiments.runner import load_predictions, ok
 from infnet.experiments.stats import delong, paired_ttest
+from infnet.experiments.suites import tuning
 from infnet.experiments.suites.context import (
     FLOORS,
     INFNET,
@@ -35,13 +36,18 @@ from infnet.models import available_models, model_class
 
 
 def run(ctx: Context, report: Report) -> dict[str, Any]:
-    models = ctx.models or available_models()
+    if ctx.tuned is not None:  # every model's best configuration of a tune
+        models = ctx.models or list(ctx.tuned["models"])
+        specs = tuning.tuned_specs(ctx, ctx.tuned)
+    else:
+        models = ctx.models or available_models()
+        specs = [ctx.spec(m, m, {}, s) for m in models for s in ctx.seeds]
     for m in models:
         model_class(m)  # an unknown model stops here with the list of known ones
     schema, main = ctx.schema, main_task(ctx.schema)
-    records = ctx.runner.run_all(
-        [ctx.spec(m, m, {}, s) for m in models for s in ctx.seeds], "compare"
-    )
+    records = ctx.runner.run_all(specs, "compare")
+    if ctx.tuned is not None:
+        tuning.section(ctx, report, ctx.tuned)
     groups = by_label(records)
     section = report.section("Comparison (source document 4.2.1, 4.2.2)")
     floor = next((f for f in reversed(FLOORS) if f in groups), None)

@@ -24,6 +24,7 @@ from infnet.data.loader import PreparedDataset
 from infnet.data.schema import Schema
 from infnet.experiments.report import Section
 from infnet.experiments.runner import Runner, RunSpec, ok
+from infnet.experiments.space import Space
 from infnet.experiments.stats import mean_std
 from infnet.metrics import relative_improvement
 
@@ -54,6 +55,9 @@ class Context:
     console: Console = field(default_factory=lambda: Console(stderr=True))
     latency_batch: int = 1024
     reps: int = 5
+    trials: int = 20  # tune: finished trials per model
+    space: Space | None = None  # tune: the search space (experiments/space.py's default)
+    tuned: dict[str, Any] | None = None  # compare --tuned: a tune's outcome (experiments/tune.py)
 
     @property
     def schema(self) -> Schema:

@@ -1,0 +1,112 @@
+"""The search space of `infnet experiment tune`: one space and one budget for every model.
+
+A space file (YAML or JSON) names ranges and choices; each key is a TrainConfig field
+(lr, batch_size, embedding_l2, ...) or a field of the model's own Config (embedding_dim,
+dropout, num_experts, ...), told apart by name:
+
+    lr: {low: 1.0e-4, high: 3.0e-3, log: true}
+    embedding_dim: {choices: [16, 32, 64]}
+    models:                      # only where a model has its own key hyper-parameter
+      mmoe: {num_experts: {choices: [4, 8]}}
+
+The default space (DEFAULT_SPACE) is the field's usual one: learning rate log-uniform,
+embedding size, dropout, L2 on the embedding tables and batch size for every model, plus
+the block count of INFNet and the expert count of the expert models.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import optuna
+from pydantic import Field, model_validator
+
+from infnet.config import Strict, load_yaml, validate
+from infnet.models import model_class
+from infnet.training.config import TrainConfig
+
+
+class Range(Strict):
+    low: float
+    high: float
+    log: bool = False
+    integer: bool = False
+
+    @model_validator(mode="after")
+    def _non_empty(self) -> Range:
+        if not self.low < self.high:
+            raise ValueError(f"empty or inverted range: low {self.low} >= high {self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range needs low > 0, got {self.low}")
+        return self
+
+
+class Choice(Strict):
+    choices: list[Any] = Field(min_length=1)
+
+
+Param = Range | Choice
+
+
+class Space(Strict):
+    params: dict[str, Param] = Field(default_factory=dict)  # every model
+    models: dict[str, dict[str, Param]] = Field(default_factory=dict)  # model -> its own keys
+
+    def for_model(self, model: str) -> dict[str, Param]:
+        return {**self.params, **self.models.get(model, {})}
+
+
+DEFAULT_SPACE = Space(
+    params={
+        "lr": Range(low=1e-4, high=3e-3, log=True),
+        "embedding_dim": Choice(choices=[16, 32, 64]),
+        "dropout": Range(low=0.0, high=0.3),
+        "embedding_l2": Range(low=1e-8, high=1e-4, log=True),
+        "batch_size": Choice(choices=[1024, 2048, 4096]),
+    },
+    models={
+        "infnet": {"num_blocks": Choice(choices=[1, 2, 3])},
+        "mmoe": {"num_experts": Choice(choices=[4, 8])},
+        "omoe": {"num_experts": Choice(choices=[4, 8])},
+    },
+)
+
+
+def load_space(path: str | Path) -> Space:
+    raw = load_yaml(path)  # YAML is a superset of JSON
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: a search space is a mapping of keys to ranges or choices")
+    models = raw.pop("models", {}) or {}
+    return validate(Space, {"params": raw, "models": models}, where=str(path))
+
+
+def check_space(space: Space, models: list[str], where: str = "search space") -> None:
+    """Every key of the space is a TrainConfig field or a field of each model's Config it
+    applies to; an unknown key lists the valid ones."""
+    train_keys = set(TrainConfig.model_fields) - {"seed"}
+    for model in models:
+        model_keys = set(model_class(model).Config.model_fields)
+        for key in space.for_model(model):
+            if key not in train_keys | model_keys:
+                raise ValueError(
+                    f"{where}: unknown key {key!r} for model {model}; train keys: "
+                    f"{', '.join(sorted(train_keys))}; {model} keys: {', '.join(sorted(model_keys))}"
+                )
+    for model in space.models:
+        model_class(model)  # an unknown model lists the known ones
+
+
+def suggest(trial: optuna.Trial, space: Space, model: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One trial's (model options, train overrides) drawn from the space."""
+    options: dict[str, Any] = {}
+    train: dict[str, Any] = {}
+    for key, param in space.for_model(model).items():
+        if isinstance(param, Choice):
+            value = trial.suggest_categorical(key, param.choices)
+        elif param.integer:
+            value = trial.suggest_int(key, int(param.low), int(param.high), log=param.log)
+        else:
+            value = trial.suggest_float(key, param.low, param.high, log=param.log)
+        (train if key in TrainConfig.model_fields else options)[key] = value
+    return options, train
