@@ -122,6 +122,9 @@ def test_a_bad_space_names_its_key(tmp_path: Path, small_prepared: Path) -> None
     bad.write_text(yaml.safe_dump({"dropout": {"choices": []}}))
     with pytest.raises(ValueError, match="dropout"):
         load_space(bad)
+    bad.write_text(yaml.safe_dump({"expert_hidden": {"choices": [[64, 32]]}}))
+    with pytest.raises(ValueError, match="expert_hidden.*numbers, strings or booleans"):
+        load_space(bad)
     bad.write_text(yaml.safe_dump({"models": {"nope": {"dropout": {"choices": [0.1]}}}}))
     with pytest.raises(KeyError, match="known models"):
         check_space(load_space(bad), ["fm"])

@@ -45,6 +45,14 @@ class Range(Strict):
 class Choice(Strict):
     choices: list[Any] = Field(min_length=1)
 
+    @model_validator(mode="after")
+    def _scalars(self) -> Choice:
+        # what Optuna's categorical distribution can store (not lists such as hidden sizes)
+        bad = [c for c in self.choices if not isinstance(c, (bool, int, float, str))]
+        if bad:
+            raise ValueError(f"choices must be numbers, strings or booleans, got {bad[0]!r}")
+        return self
+
 
 Param = Range | Choice
 

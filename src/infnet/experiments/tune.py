@@ -9,7 +9,7 @@ is never read to choose. Hopeless trials are pruned by the median rule on the
 intermediate validation scores, after a warm-up of one epoch.
 
 Resumable: the studies live in OUT/study.db (SQLite). A trial cut short by an interruption
-is marked failed with `interrupted` and its parameters are asked again first, so its run
+is marked failed (`interrupted` in tuned.json) and its parameters are asked again first, so its run
 directory's last checkpoint resumes it; finished trials are never repeated. One tune
 process drives a study at a time.
 
@@ -90,18 +90,23 @@ def pruner(budget: Budget) -> optuna.pruners.BasePruner:
 
 
 def _requeue_interrupted(study: optuna.Study) -> None:
-    """Trials left running by an interrupted tune: failed as `interrupted`, asked again."""
+    """Trials left running by an interrupted tune: failed, and asked again first."""
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study.enqueue_trial(t.params, user_attrs={"requeued_from": t.number})
-        study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)
         study.tell(t.number, state=TrialState.FAIL)
+
+
+def interrupted(study: optuna.Study) -> set[int]:
+    """Numbers of the trials an interruption cut short (each has a requeued successor)."""
+    trials = study.get_trials(deepcopy=False)
+    return {t.user_attrs["requeued_from"] for t in trials if "requeued_from" in t.user_attrs}
 
 
 def finished(study: optuna.Study) -> int:
     """Trials that count against the budget: done, pruned or failed on their own."""
+    cut = interrupted(study)
     return sum(
-        t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-        and not t.user_attrs.get("interrupted")
+        t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL) and t.number not in cut
         for t in study.get_trials(deepcopy=False)
     )
 
@@ -187,6 +192,7 @@ def summarise(
     }
     for model in models:
         study = optuna.load_study(study_name=model, storage=storage_url(out))
+        cut = interrupted(study)
         trials = [
             {
                 "number": t.number,
@@ -197,10 +203,10 @@ def summarise(
                 "train": t.user_attrs.get("train", {}),
                 "seconds": t.user_attrs.get("seconds", 0.0),
                 "error": t.user_attrs.get("error"),
-                "interrupted": bool(t.user_attrs.get("interrupted")),
+                "interrupted": t.number in cut,
             }
             for t in study.get_trials(deepcopy=False)
-            if t.state != TrialState.RUNNING
+            if t.state not in (TrialState.RUNNING, TrialState.WAITING)
         ]
         complete = [t for t in trials if t["state"] == "COMPLETE"]
         best = max(complete, key=lambda t: t["value"]) if complete else None
