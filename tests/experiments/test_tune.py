@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from infnet.cli import app
 from infnet.data.loader import PreparedDataset
 from infnet.experiments.runner import Runner
-from infnet.experiments.space import Choice, Range, Space, check_space, load_space
+from infnet.experiments.space import Choice, Range, Space, Variant, check_space, load_space
 from infnet.experiments.tune import Budget, Reporter, open_study, storage_url, tune
 
 SPACE = {"lr": {"low": 1e-3, "high": 1e-2, "log": True}, "embedding_dim": {"choices": [4, 8]}}
@@ -96,6 +96,26 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(
     assert [t["state"] for t in trials] == ["FAIL", "FAIL"]
     assert all("divisible" in t["error"] for t in trials)
     assert outcome["models"]["infnet"]["best"] is None
+
+
+def test_a_variant_is_a_study_of_its_own_with_its_fixed_options(
+    small_prepared: Path, tmp_path: Path
+) -> None:
+    data = PreparedDataset(small_prepared)
+    runner = Runner(data, tmp_path / "runs", progress=False)
+    space = Space(
+        params={"lr": Range(low=1e-3, high=1e-2, log=True)},
+        variants={"fm_wide": Variant(model="fm", options={"embedding_dim": 12})},
+    )
+    check_space(space, ["fm", "fm_wide"])
+    with pytest.raises(KeyError, match="unknown model 'fm_narrow'.*variants: fm_wide"):
+        check_space(space, ["fm_narrow"])
+    outcome = tune(runner, ["fm", "fm_wide"], space, Budget(trials=1, epochs=1), tmp_path)
+    wide = outcome["models"]["fm_wide"]
+    assert wide["model"] == "fm" and wide["best"]["options"]["embedding_dim"] == 12
+    assert "embedding_dim" not in outcome["models"]["fm"]["best"]["options"]
+    runs = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*/result.json")]
+    assert sorted(r["config"]["model_options"]["embedding_dim"] for r in runs) == [12, 16]
 
 
 def test_the_median_pruner_stops_a_hopeless_trial(tmp_path: Path) -> None:

@@ -94,7 +94,9 @@ def experiment(
             f"unknown suite {suite!r}; suites: {', '.join(ALL)}", param_hint="SUITE"
         )
     names = [m.strip() for item in models or [] for m in item.split(",") if m.strip()] or None
-    for name in names or []:
+    # tune's labels may be the space's variants, and compare --tuned's the tune's labels:
+    # both are checked against those below
+    for name in names or [] if suite != "tune" and tuned is None else []:
         try:
             model_class(name)
         except KeyError as err:
@@ -116,9 +118,13 @@ def experiment(
         from infnet.experiments.space import DEFAULT_SPACE, check_space
         from infnet.models import available_models
 
+        searched = search or DEFAULT_SPACE
         try:
-            check_space(search or DEFAULT_SPACE, names or available_models(), str(space or "space"))
-        except (KeyError, ValueError) as err:
+            labels = names or [*available_models(), *searched.variants]
+            check_space(searched, labels, str(space or "space"))
+        except KeyError as err:
+            raise typer.BadParameter(str(err.args[0]), param_hint="--models") from None
+        except ValueError as err:
             raise typer.BadParameter(str(err.args[0]), param_hint="--space") from None
     outcome = None
     if tuned is not None:

@@ -8,10 +8,13 @@ dropout, num_experts, ...), told apart by name:
     embedding_dim: {choices: [16, 32, 64]}
     models:                      # only where a model has its own key hyper-parameter
       mmoe: {num_experts: {choices: [4, 8]}}
+    variants:                    # a model with fixed options, tuned as a study of its own
+      infnet_v2: {model: infnet, options: {preset: v2}}
 
 The default space (DEFAULT_SPACE) is the field's usual one: learning rate log-uniform,
 embedding size, dropout, L2 on the embedding tables and batch size for every model, plus
-the block count of INFNet and the expert count of the expert models.
+the block count of INFNet and the expert count of the expert models, and INFNet's v2
+preset as the variant `infnet_v2` beside `infnet` (v1, the default).
 """
 
 from __future__ import annotations
@@ -57,12 +60,29 @@ class Choice(Strict):
 Param = Range | Choice
 
 
+class Variant(Strict):
+    """A tuned entry that is a model with fixed options (INFNet's v2 preset), tuned as a
+    study of its own under its label."""
+
+    model: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
 class Space(Strict):
     params: dict[str, Param] = Field(default_factory=dict)  # every model
     models: dict[str, dict[str, Param]] = Field(default_factory=dict)  # model -> its own keys
+    variants: dict[str, Variant] = Field(default_factory=dict)  # label -> model and options
 
-    def for_model(self, model: str) -> dict[str, Param]:
-        return {**self.params, **self.models.get(model, {})}
+    def model_of(self, label: str) -> str:
+        return self.variants[label].model if label in self.variants else label
+
+    def fixed(self, label: str) -> dict[str, Any]:
+        return dict(self.variants[label].options) if label in self.variants else {}
+
+    def for_model(self, label: str) -> dict[str, Param]:
+        """The keys a study samples: every model's, its model's own, the label's own."""
+        own = self.models.get(label, {}) if label in self.variants else {}
+        return {**self.params, **self.models.get(self.model_of(label), {}), **own}
 
 
 DEFAULT_SPACE = Space(
@@ -78,6 +98,7 @@ DEFAULT_SPACE = Space(
         "mmoe": {"num_experts": Choice(choices=[4, 8])},
         "omoe": {"num_experts": Choice(choices=[4, 8])},
     },
+    variants={"infnet_v2": Variant(model="infnet", options={"preset": "v2"})},
 )
 
 
@@ -86,30 +107,40 @@ def load_space(path: str | Path) -> Space:
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: a search space is a mapping of keys to ranges or choices")
     models = raw.pop("models", {}) or {}
-    return validate(Space, {"params": raw, "models": models}, where=str(path))
+    variants = raw.pop("variants", {}) or {}
+    return validate(Space, {"params": raw, "models": models, "variants": variants}, where=str(path))
 
 
 def check_space(space: Space, models: list[str], where: str = "search space") -> None:
     """Every key of the space is a TrainConfig field or a field of each model's Config it
     applies to; an unknown key lists the valid ones."""
     train_keys = set(TrainConfig.model_fields) - {"seed"}
-    for model in models:
-        model_keys = set(model_class(model).Config.model_fields)
-        for key in space.for_model(model):
+    for label in models:
+        try:
+            model = model_class(space.model_of(label)).Config
+        except KeyError as err:
+            variants = f"; variants: {', '.join(space.variants)}" if space.variants else ""
+            raise KeyError(f"{err.args[0]}{variants}") from None
+        model_keys = set(model.model_fields)
+        for key in space.for_model(label):
             if key not in train_keys | model_keys:
                 raise ValueError(
-                    f"{where}: unknown key {key!r} for model {model}; train keys: "
-                    f"{', '.join(sorted(train_keys))}; {model} keys: {', '.join(sorted(model_keys))}"
+                    f"{where}: unknown key {key!r} for model {label}; train keys: "
+                    f"{', '.join(sorted(train_keys))}; {label} keys: {', '.join(sorted(model_keys))}"
                 )
-    for model in space.models:
-        model_class(model)  # an unknown model lists the known ones
+    for label in space.models:
+        if label not in space.variants:
+            model_class(label)  # an unknown model lists the known ones
+    for variant in space.variants.values():
+        model_class(variant.model)
 
 
-def suggest(trial: optuna.Trial, space: Space, model: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """One trial's (model options, train overrides) drawn from the space."""
-    options: dict[str, Any] = {}
+def suggest(trial: optuna.Trial, space: Space, label: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One trial's (model options, train overrides): the label's fixed options and the keys
+    drawn from the space."""
+    options: dict[str, Any] = space.fixed(label)
     train: dict[str, Any] = {}
-    for key, param in space.for_model(model).items():
+    for key, param in space.for_model(label).items():
         if isinstance(param, Choice):
             value = trial.suggest_categorical(key, param.choices)
         elif param.integer:

@@ -127,7 +127,7 @@ def trial_train(data_rows: int, train: dict[str, Any], budget: Budget) -> dict[s
 
 def tune(
     runner: Runner,
-    models: list[str],
+    models: list[str],  # labels: models or the space's variants
     space: Space,
     budget: Budget,
     out: Path,
@@ -138,28 +138,28 @@ def tune(
     """Run (or resume) every model's study to `budget.trials` finished trials; write and
     return the outcome (TUNED)."""
     rows = runner.data.num_rows("train")
-    for model in models:
-        study = open_study(out, model, seed, budget)
+    for label in models:
+        study = open_study(out, label, seed, budget)
         _requeue_interrupted(study)
         while (done := finished(study)) < budget.trials:
             asked = [study.ask() for _ in range(min(runner.workers, budget.trials - done))]
             specs = []
             for trial in asked:
-                options, train = suggest(trial, space, model)
+                options, train = suggest(trial, space, label)
                 train = trial_train(rows, {**(base_train or {}), **train}, budget)
                 specs.append(
                     RunSpec(
-                        label=f"trial {trial.number}",
-                        model=model,
+                        label=f"{label} trial {trial.number}",
+                        model=space.model_of(label),
                         options=options,
                         train=train,
                         seed=seed,
-                        on_evaluate=Reporter(storage_url(out), model, trial._trial_id, budget),
+                        on_evaluate=Reporter(storage_url(out), label, trial._trial_id, budget),
                     )
                 )
                 trial.set_user_attr("options", options)
                 trial.set_user_attr("train", train)
-            for trial, record in zip(asked, runner.run_all(specs, f"tune {model}"), strict=True):
+            for trial, record in zip(asked, runner.run_all(specs, f"tune {label}"), strict=True):
                 _tell(study, trial, record)
     outcome = summarise(out, models, space, budget, seed)
     (out / TUNED).write_text(json.dumps(outcome, indent=2, allow_nan=True))
@@ -190,8 +190,8 @@ def summarise(
         "seed": seed,
         "models": {},
     }
-    for model in models:
-        study = optuna.load_study(study_name=model, storage=storage_url(out))
+    for label in models:
+        study = optuna.load_study(study_name=label, storage=storage_url(out))
         cut = interrupted(study)
         trials = [
             {
@@ -210,7 +210,8 @@ def summarise(
         ]
         complete = [t for t in trials if t["state"] == "COMPLETE"]
         best = max(complete, key=lambda t: t["value"]) if complete else None
-        result["models"][model] = {
+        result["models"][label] = {
+            "model": space.model_of(label),
             "trials": trials,
             "counts": {
                 s: sum(t["state"] == s for t in trials) for s in ("COMPLETE", "PRUNED", "FAIL")

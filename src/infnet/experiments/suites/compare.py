@@ -36,14 +36,14 @@ from infnet.models import available_models, model_class
 
 
 def run(ctx: Context, report: Report) -> dict[str, Any]:
-    if ctx.tuned is not None:  # every model's best configuration of a tune
-        models = ctx.models or list(ctx.tuned["models"])
+    if ctx.tuned is not None:  # every tuned label's best configuration
         specs = tuning.tuned_specs(ctx, ctx.tuned)
+        models = list(dict.fromkeys(spec.label for spec in specs))
     else:
         models = ctx.models or available_models()
+        for m in models:
+            model_class(m)  # an unknown model stops here with the list of known ones
         specs = [ctx.spec(m, m, {}, s) for m in models for s in ctx.seeds]
-    for m in models:
-        model_class(m)  # an unknown model stops here with the list of known ones
     schema, main = ctx.schema, main_task(ctx.schema)
     records = ctx.runner.run_all(specs, "compare")
     if ctx.tuned is not None:
@@ -218,7 +218,8 @@ def _significance(
         baselines = {
             m: v[key]["mean"]
             for m, v in per_task.items()
-            if m != INFNET and math.isfinite(v[key]["mean"])
+            # a tuned INFNet variant (infnet_v2) is INFNet, not a baseline
+            if m != INFNET and groups[m][0]["model"] != INFNET and math.isfinite(v[key]["mean"])
         }
         if not baselines:
             continue

@@ -17,8 +17,8 @@ from infnet.models import available_models
 
 
 def run(ctx: Context, report: Report) -> dict[str, Any]:
-    models = ctx.models or available_models()
     space = ctx.space or DEFAULT_SPACE
+    models = ctx.models or [*available_models(), *space.variants]
     check_space(space, models)
     if ctx.runner.procs > 1:
         raise ValueError("tune: each trial trains in one process (--procs 1); use --workers")
@@ -115,7 +115,7 @@ def tuned_specs(ctx: Context, outcome: dict[str, Any]) -> list[RunSpec]:
     return [
         RunSpec(
             label=m,
-            model=m,
+            model=outcome["models"][m].get("model", m),
             options=outcome["models"][m]["best"]["options"],
             train={**ctx.train, **outcome["models"][m]["best"]["train"]},
             seed=seed,
