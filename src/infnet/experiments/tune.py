@@ -31,6 +31,7 @@ from optuna.trial import TrialState
 
 from infnet.experiments.runner import Runner, RunSpec, ok
 from infnet.experiments.space import Space, suggest
+from infnet.training.config import TrainConfig
 
 STUDY_DB = "study.db"
 TUNED = "tuned.json"
@@ -69,17 +70,22 @@ def storage_url(out: Path) -> str:
 def open_study(out: Path, model: str, seed: int, budget: Budget) -> optuna.Study:
     out.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.create_study(
+    study = optuna.create_study(
         study_name=model,
         storage=storage_url(out),
         direction="maximize",
         load_if_exists=True,
-        # constant_liar: trials asked together (--workers) do not all sample the same point
-        sampler=optuna.samplers.TPESampler(
-            seed=seed, n_startup_trials=min(10, max(2, budget.trials // 3)), constant_liar=True
-        ),
         pruner=pruner(budget),
     )
+    # Seeded by the trials already in the study: a resumed study does not replay the
+    # random draws of its first trials. constant_liar: trials asked together (--workers)
+    # do not all sample the same point.
+    study.sampler = optuna.samplers.TPESampler(
+        seed=seed + len(study.get_trials(deepcopy=False)),
+        n_startup_trials=min(10, max(2, budget.trials // 3)),
+        constant_liar=True,
+    )
+    return study
 
 
 def pruner(budget: Budget) -> optuna.pruners.BasePruner:
@@ -113,8 +119,6 @@ def finished(study: optuna.Study) -> int:
 
 def trial_train(data_rows: int, train: dict[str, Any], budget: Budget) -> dict[str, Any]:
     """A trial's TrainConfig overrides: its sampled keys plus the shared budget."""
-    from infnet.training.config import TrainConfig
-
     batch = int(train.get("batch_size", TrainConfig().batch_size))
     steps = math.ceil(data_rows / batch)
     return {
