@@ -25,7 +25,11 @@ def experiment(
         Path, typer.Option(help="Report folder (results.json, report.md, index.html, PNGs).")
     ] = Path("experiments"),
     seeds: Annotated[
-        int | None, typer.Option(min=1, help="Seeds per configuration (default 3; 1 with --quick).")
+        int | None,
+        typer.Option(
+            min=1,
+            help="Seeds per configuration (default 3; 1 with --quick and for tune, whose trials train seed 0).",
+        ),
     ] = None,
     models: Annotated[
         list[str] | None,
@@ -158,7 +162,7 @@ def experiment(
             threads=threads or max(1, (os.cpu_count() or 1) // (workers * procs)),
             procs=procs,
         ),
-        seeds=list(range(seeds or (1 if quick else 3))),
+        seeds=list(range(seeds or (1 if quick or suite == "tune" else 3))),  # tune: seed 0
         models=names,
         quick=quick,
         train=train,
