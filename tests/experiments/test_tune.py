@@ -81,11 +81,12 @@ def test_a_study_resumes_without_repeating_a_trial_and_compare_trains_its_best(
     assert (report / "tuning_history.png").is_file()
 
 
-def test_a_failing_trial_is_recorded_and_the_study_goes_on(
-    small_prepared: Path, tmp_path: Path
-) -> None:
-    data = PreparedDataset(small_prepared)
-    runner = Runner(data, tmp_path / "runs", progress=False)
+@pytest.fixture
+def runner(small_prepared: Path, tmp_path: Path) -> Runner:
+    return Runner(PreparedDataset(small_prepared), tmp_path / "runs", progress=False)
+
+
+def test_a_failing_trial_is_recorded_and_the_study_goes_on(runner: Runner, tmp_path: Path) -> None:
     # 3 heads do not divide d = 16: every trial fails at its config, with the reason kept
     space = Space(
         params={"lr": Range(low=1e-3, high=2e-3)},
@@ -99,10 +100,8 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(
 
 
 def test_a_variant_is_a_study_of_its_own_with_its_fixed_options(
-    small_prepared: Path, tmp_path: Path
+    runner: Runner, tmp_path: Path
 ) -> None:
-    data = PreparedDataset(small_prepared)
-    runner = Runner(data, tmp_path / "runs", progress=False)
     space = Space(
         params={"lr": Range(low=1e-3, high=1e-2, log=True)},
         variants={"fm_wide": Variant(model="fm", options={"embedding_dim": 12})},

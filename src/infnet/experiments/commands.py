@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from infnet.experiments.space import Space
 
 console = Console(stderr=True)
 
@@ -108,36 +111,7 @@ def experiment(
     refuse_overlap(out, [data])
     if cache is not None:
         refuse_overlap(cache, [data], "--cache")
-    if tuned is not None and suite != "compare":
-        raise typer.BadParameter("--tuned goes with the compare suite", param_hint="--tuned")
-    search = None
-    if space is not None:
-        from infnet.experiments.space import load_space
-
-        try:
-            search = load_space(space)
-        except (OSError, ValueError) as err:
-            raise typer.BadParameter(str(err), param_hint="--space") from None
-    if suite == "tune":
-        from infnet.experiments.space import DEFAULT_SPACE, check_space
-        from infnet.models import available_models
-
-        searched = search or DEFAULT_SPACE
-        try:
-            labels = names or [*available_models(), *searched.variants]
-            check_space(searched, labels, str(space or "space"))
-        except KeyError as err:
-            raise typer.BadParameter(str(err.args[0]), param_hint="--models") from None
-        except ValueError as err:
-            raise typer.BadParameter(str(err.args[0]), param_hint="--space") from None
-    outcome = None
-    if tuned is not None:
-        from infnet.experiments.tune import load_tuned
-
-        try:
-            outcome = load_tuned(tuned)
-        except (OSError, ValueError) as err:
-            raise typer.BadParameter(str(err), param_hint="--tuned") from None
+    search, outcome = _tuning_inputs(suite, space, tuned, names)
     dataset = RowLimit(data, QUICK_ROWS) if quick else PreparedDataset(data)
     train = dict(QUICK_TRAIN) if quick else {}
     if suite == "tune":
@@ -183,3 +157,38 @@ def experiment(
         f"{suite}: {ctx.runner.trained} run(s) trained in {time.time() - started:.0f}s; "
         f"report: {out / 'report.md'}, {out / 'index.html'}"
     )
+
+
+def _tuning_inputs(
+    suite: str, space: Path | None, tuned: Path | None, names: list[str] | None
+) -> tuple[Space | None, dict[str, Any] | None]:
+    """tune's search space (checked against the models it tunes) and compare's --tuned
+    outcome, each bad input one message naming its option."""
+    from infnet.experiments.space import DEFAULT_SPACE, check_space, load_space
+    from infnet.experiments.tune import load_tuned
+    from infnet.models import available_models
+
+    if tuned is not None and suite != "compare":
+        raise typer.BadParameter("--tuned goes with the compare suite", param_hint="--tuned")
+    search = None
+    if space is not None:
+        try:
+            search = load_space(space)
+        except (OSError, ValueError) as err:
+            raise typer.BadParameter(str(err), param_hint="--space") from None
+    if suite == "tune":
+        searched = search or DEFAULT_SPACE
+        try:
+            labels = names or [*available_models(), *searched.variants]
+            check_space(searched, labels, str(space or "space"))
+        except KeyError as err:
+            raise typer.BadParameter(str(err.args[0]), param_hint="--models") from None
+        except ValueError as err:
+            raise typer.BadParameter(str(err.args[0]), param_hint="--space") from None
+    outcome = None
+    if tuned is not None:
+        try:
+            outcome = load_tuned(tuned)
+        except (OSError, ValueError) as err:
+            raise typer.BadParameter(str(err), param_hint="--tuned") from None
+    return search, outcome
