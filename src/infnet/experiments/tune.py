@@ -56,7 +56,7 @@ class Reporter:
         if not math.isfinite(score):
             return False  # no score to compare; early stopping handles it
         study = optuna.load_study(
-            study_name=self.study, storage=self.storage, pruner=pruner(self.budget)
+            study_name=self.study, storage=storage(self.storage), pruner=pruner(self.budget)
         )
         trial = optuna.trial.Trial(study, self.trial_id)
         trial.report(score, index)
@@ -67,12 +67,18 @@ def storage_url(out: Path) -> str:
     return f"sqlite:///{(out / STUDY_DB).resolve()}"
 
 
+def storage(url: str) -> optuna.storages.RDBStorage:
+    # the workers report while the main process tells: wait for SQLite's lock, as long as
+    # a slow disk may hold it, instead of failing the trial with "database is locked"
+    return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+
+
 def open_study(out: Path, model: str, seed: int, budget: Budget) -> optuna.Study:
     out.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         study_name=model,
-        storage=storage_url(out),
+        storage=storage(storage_url(out)),
         direction="maximize",
         load_if_exists=True,
         pruner=pruner(budget),
@@ -195,7 +201,7 @@ def summarise(
         "models": {},
     }
     for label in models:
-        study = optuna.load_study(study_name=label, storage=storage_url(out))
+        study = optuna.load_study(study_name=label, storage=storage(storage_url(out)))
         cut = interrupted(study)
         trials = [
             {

@@ -37,7 +37,7 @@ def section(ctx: Context, report: Report, outcome: dict[str, Any]) -> None:
         f"at most {b['epochs']} epoch(s) a trial with validation every quarter epoch, early "
         f"stopping after {b['patience']} evaluations without improvement, median pruning "
         "after the first epoch; the score is the validation monitor (test is never read). "
-        f"Search space: `{outcome['space']}`."
+        f"Search space: {_describe(outcome['space'])}."
     )
     rows = []
     history: dict[str, tuple[list[float], list[float]]] = {}
@@ -123,6 +123,25 @@ def tuned_specs(ctx: Context, outcome: dict[str, Any]) -> list[RunSpec]:
         for m in models
         for seed in ctx.seeds
     ]
+
+
+def _describe(space: dict[str, Any]) -> str:
+    """The space of tuned.json in words: `lr` 1e-4..3e-3 (log), `embedding_dim` {16, 32}, ..."""
+
+    def params(ps: dict[str, Any]) -> str:
+        return ", ".join(
+            f"`{k}` {{{', '.join(map(str, p['choices']))}}}"
+            if "choices" in p
+            else f"`{k}` {p['low']:g}..{p['high']:g}" + (" (log)" if p["log"] else "")
+            for k, p in ps.items()
+        )
+
+    text = params(space["params"])
+    for model, ps in space.get("models", {}).items():
+        text += f"; {model}: {params(ps)}"
+    for label, v in space.get("variants", {}).items():
+        text += f"; variant {label}: {v['model']} with {v['options']}"
+    return text
 
 
 def _short(value: Any) -> str:
