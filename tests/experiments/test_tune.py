@@ -42,7 +42,9 @@ def test_a_study_resumes_without_repeating_a_trial_and_compare_trains_its_best(
     result = _tune(small_prepared, out, space, 2)
     assert result.exit_code == 0, result.output
     first = json.loads((out / "tuned.json").read_text())["models"]["fm"]
-    assert [t["state"] for t in first["trials"]] == ["COMPLETE", "COMPLETE"]
+    # the first trial always finishes (the pruner waits for one); the second may be pruned
+    assert [t["state"] for t in first["trials"]][0] == "COMPLETE"
+    assert first["trials"][1]["state"] in ("COMPLETE", "PRUNED")
     runs = sorted((out / "runs").iterdir())
     assert len(runs) == 2
 
@@ -57,7 +59,9 @@ def test_a_study_resumes_without_repeating_a_trial_and_compare_trains_its_best(
     trials = json.loads((out / "tuned.json").read_text())["models"]["fm"]["trials"]
     assert trials[:2] == first["trials"]  # the finished trials, untouched
     assert trials[2]["state"] == "FAIL" and trials[2]["interrupted"]
-    assert trials[3]["state"] == "COMPLETE" and trials[3]["params"] == cut.params
+    # asked again with the cut trial's parameters; finished, or pruned against the median
+    # of the first two (which one depends on the CPU's float rounding)
+    assert trials[3]["state"] in ("COMPLETE", "PRUNED") and trials[3]["params"] == cut.params
     assert len(sorted((out / "runs").iterdir())) == 3  # one run trained, none repeated
     assert _tune(small_prepared, out, space, 3).exit_code == 0
     assert len(sorted((out / "runs").iterdir())) == 3

@@ -130,7 +130,9 @@ def trial_train(data_rows: int, train: dict[str, Any], budget: Budget) -> dict[s
     return {
         **train,
         "epochs": budget.epochs,
-        "eval_every": max(1, steps // EVALS_PER_EPOCH),
+        # ceil: at most EVALS_PER_EPOCH evaluations an epoch, so the pruner's warm-up of
+        # EVALS_PER_EPOCH evaluations is at least one epoch
+        "eval_every": math.ceil(steps / EVALS_PER_EPOCH),
         "patience": budget.patience,
     }
 
