@@ -102,8 +102,9 @@ def experiment(
         )
     names = [m.strip() for item in models or [] for m in item.split(",") if m.strip()] or None
     # tune's labels may be the space's variants, and compare --tuned's the tune's labels:
-    # both are checked against those below
-    for name in names or [] if suite != "tune" and tuned is None else []:
+    # both are checked against those in _tuning_inputs and tuned_specs
+    plain = suite != "tune" and tuned is None
+    for name in (names or []) if plain else []:
         try:
             model_class(name)
         except KeyError as err:

@@ -51,16 +51,21 @@ class Reporter:
 
     def __init__(self, storage: str, study: str, trial_id: int, budget: Budget) -> None:
         self.storage, self.study, self.trial_id, self.budget = storage, study, trial_id, budget
+        self._trial: optuna.Trial | None = None  # opened on the first report, in the worker
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_trial": None}
 
     def __call__(self, index: int, score: float) -> bool:
         if not math.isfinite(score):
             return False  # no score to compare; early stopping handles it
-        study = optuna.load_study(
-            study_name=self.study, storage=storage(self.storage), pruner=pruner(self.budget)
-        )
-        trial = optuna.trial.Trial(study, self.trial_id)
-        trial.report(score, index)
-        return trial.should_prune()
+        if self._trial is None:
+            study = optuna.load_study(
+                study_name=self.study, storage=storage(self.storage), pruner=pruner(self.budget)
+            )
+            self._trial = optuna.trial.Trial(study, self.trial_id)
+        self._trial.report(score, index)
+        return self._trial.should_prune()
 
 
 def storage_url(out: Path) -> str:
@@ -73,11 +78,11 @@ def storage(url: str) -> optuna.storages.RDBStorage:
     return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
 
 
-def open_study(out: Path, model: str, seed: int, budget: Budget) -> optuna.Study:
+def open_study(out: Path, label: str, seed: int, budget: Budget) -> optuna.Study:
     out.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
-        study_name=model,
+        study_name=label,
         storage=storage(storage_url(out)),
         direction="maximize",
         load_if_exists=True,

@@ -218,8 +218,8 @@ def _significance(
         baselines = {
             m: v[key]["mean"]
             for m, v in per_task.items()
-            # a tuned INFNet variant (infnet_v2) is INFNet, not a baseline
-            if m != INFNET and groups[m][0]["model"] != INFNET and math.isfinite(v[key]["mean"])
+            # by model, not label: a tuned INFNet variant (infnet_v2) is INFNet, not a baseline
+            if groups[m][0]["model"] != INFNET and math.isfinite(v[key]["mean"])
         }
         if not baselines:
             continue
