@@ -124,9 +124,43 @@ def test_shared_histories_give_the_outputs_of_repeated_ones(name: str) -> None:
     expected = model(repeated).logits
     torch.testing.assert_close(model(compact, index).logits, expected, rtol=0, atol=1e-6)
     assert (model(compact, index.flip(0)).logits - expected).abs().max() > 1e-4  # the index is read
+    # without seq_index the positions are embedded once per distinct (behaviour, item):
+    # the same sums in another order
     torch.testing.assert_close(
-        model(batch, torch.arange(11)).logits, model(batch).logits, rtol=0, atol=0
+        model(batch, torch.arange(11)).logits, model(batch).logits, rtol=0, atol=1e-6
     )
+
+
+@pytest.mark.parametrize("name", list(ABLATIONS))
+def test_distinct_tokens_give_the_outputs_and_gradients_of_every_position(name: str) -> None:
+    # Training batches embed each distinct (behaviour, item) once and gather it per position
+    # (FeatureEmbedding.distinct_sequence); seq_index = identity takes the per-position path.
+    schema = make_schema()
+    batch = make_batch(schema, batch_size=12, empty_rows=2)
+    pool = batch.seq_ids[2:5, 0, -1]  # 3 items: every row's history repeats them
+    g = torch.Generator().manual_seed(1)
+    ids = pool[torch.randint(0, 3, batch.seq_mask.shape, generator=g)]
+    batch = Batch(**{**batch.__dict__, "seq_ids": ids * batch.seq_mask.unsqueeze(-1)})
+    grads = []
+    for index in (None, torch.arange(12)):
+        model = _model({**ABLATIONS[name], "embedding_std": 0.1}).train()
+        loss = task_loss(model if index is None else _Indexed(model, index), batch)
+        loss.backward()
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.grad is not None})
+        grads[-1]["loss"] = loss.detach()
+    assert grads[0].keys() == grads[1].keys()
+    for n in grads[0]:
+        torch.testing.assert_close(grads[0][n], grads[1][n], rtol=1e-5, atol=1e-6, msg=n)
+
+
+class _Indexed:
+    """A model scoring every row through seq_index, for task_loss."""
+
+    def __init__(self, model: INFNet, index: torch.Tensor) -> None:
+        self.model, self.index, self.schema = model, index, model.schema
+
+    def __call__(self, batch: Batch):
+        return self.model(batch, self.index)
 
 
 def test_empty_history_rows_are_finite_forward_and_backward() -> None:
@@ -190,13 +224,14 @@ def test_sequence_proxies_pooling_and_segments() -> None:
         ("sqrt", lambda c: c**0.5),
     ):
         model = _model({"sequence_pooling": pooling, "sequence_hubs_per_behaviour": 2}, schema)
-        s, m = model.net._sequence(batch)  # [B, 1, 4, d]
-        got = model.net._sequence_proxies(s, m)  # [B, 2, d]: positions {3, 2} (recent), {1, 0}
-        phi = model.net.phi_seq(s) * m.unsqueeze(-1)
-        for k, positions in enumerate(([3, 2], [1, 0])):
-            count = m[:, 0, positions].sum(1, keepdim=True).float().clamp_min(1)
-            want = phi[:, 0, positions].sum(1) / scale(count)
-            torch.testing.assert_close(got[:, k], want)
+        for shared in (False, True):  # distinct tokens gathered, or every position its own
+            # S [B, 1, 4, d]; S~ [B, 2, d]: positions {3, 2} (recent), {1, 0}
+            s, m, got = model.net._sequence(batch, shared)
+            phi = model.net.phi_seq(s) * m.unsqueeze(-1)
+            for k, positions in enumerate(([3, 2], [1, 0])):
+                count = m[:, 0, positions].sum(1, keepdim=True).float().clamp_min(1)
+                want = phi[:, 0, positions].sum(1) / scale(count)
+                torch.testing.assert_close(got[:, k], want)
 
 
 def test_bad_configs_name_the_problem() -> None:

@@ -120,6 +120,31 @@ class FeatureEmbedding(nn.Module):
             dim=-2,
         )
 
+    def distinct_sequence(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The batch's sequence positions as their distinct (behaviour, side ids), each embedded
+        once: (side tokens [P, K_tok, d], behaviour [P], index [B, F, n] of each position's row).
+
+        Without time-aware terms a position's token is a function of its behaviour and item
+        alone, and the rows of a batch share most of their items (KuaiRand: 614,400 positions
+        of a 4,096-row batch, about 12,000 distinct), so a model computes what is per-token on
+        the P rows and gathers (`index`) what is per-position."""
+        if self.time_aware:
+            raise ValueError("time-aware tokens differ by position; use sequence()")
+        ids = batch.seq_ids  # [B, F, n, K]
+        B, F, n, K = ids.shape
+        behaviour = torch.arange(F, device=ids.device).view(1, F, 1).expand(B, F, n)
+        sizes = [self.tables[self.column_table[i]].num_embeddings for i in self.side_field_index]
+        index, first = distinct_rows([behaviour, *ids.unbind(-1)], [F, *sizes])
+        ids_p = ids.reshape(-1, K)[first]  # [P, K]
+        e = torch.stack(
+            [
+                self.tables[self.column_table[i]](ids_p[:, k])
+                for k, i in enumerate(self.side_field_index)
+            ],
+            dim=-2,
+        )  # [P, K, d]
+        return self._side(e, ids_p), behaviour.reshape(-1)[first], index.view(B, F, n)
+
     def target(self, batch: Batch) -> torch.Tensor:  # [B, K_tok, d]
         """The candidate item's side tokens, as a sequence position carries them."""
         ids = batch.categorical[:, self.side_field_index]
@@ -185,3 +210,31 @@ def pooled_history_inputs(schema: Schema) -> list[str]:
         f"its {', '.join(schema.sequences.side_fields)} embeddings)"
         for b in schema.sequences.behaviours
     ]
+
+
+def distinct_rows(
+    columns: list[torch.Tensor], sizes: list[int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distinct rows of int64 columns (column j's values in [0, sizes[j])): (inverse [N],
+    each row's distinct row; first [P], a row holding each distinct row).
+
+    The columns are packed into one int64 key in mixed radix, so one 1-D `torch.unique` does
+    the work (unique over rows, dim=0, is about 70x slower); where the next column would
+    overflow the key, the key so far is first replaced by its rank among the distinct keys."""
+    key = torch.zeros_like(columns[0]).reshape(-1)
+    span = 1
+    for j, (column, size) in enumerate(zip(columns, sizes, strict=True)):
+        column = column.reshape(-1)
+        if column.numel() and (int(column.min()) < 0 or int(column.max()) >= size):
+            raise ValueError(
+                f"column {j} has values outside [0, {size}): {int(column.min())}..{int(column.max())}"
+            )
+        if span * size >= 2**62:
+            values, key = torch.unique(key, return_inverse=True)
+            span = len(values)
+        key, span = key * size + column, span * size
+    values, inverse = torch.unique(key, return_inverse=True)
+    # any row of a distinct key holds the same values, so which one scatter_ keeps is moot
+    rows = torch.arange(len(key), device=key.device)
+    first = torch.empty(len(values), dtype=torch.long, device=key.device).scatter_(0, inverse, rows)
+    return inverse, first

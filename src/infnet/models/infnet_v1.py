@@ -303,18 +303,44 @@ class INFNetV1(MultiTaskModel):
         return flows, gates
 
     # --- tokens -------------------------------------------------------------------------
-    def _sequence(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        e = self.embedding.sequence(batch)  # [B, F, n, K, d]
-        B, F, n, K, d = e.shape
-        s = self.seq_proj(e.reshape(B, F, n, K * d)) + self.behaviour.weight.view(1, F, 1, d)
-        return s * batch.seq_mask.unsqueeze(-1), batch.seq_mask  # [B, F, n, d], [B, F, n]
+    def _sequence(
+        self, batch: Batch, shared: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """S [U, F, n, d], its mask [U, F, n] and S~ [U, F * k, d] (None without phi_seq).
+        shared: the caller already shares histories among rows (seq_index)."""
+        m = batch.seq_mask
+        if self.embedding.time_aware or shared:
+            # every position its own token: time-aware terms differ by position, and the few
+            # histories of a serving batch repeat items less than a training batch's rows do
+            e = self.embedding.sequence(batch)  # [U, F, n, K, d]
+            U, F, n, K, d = e.shape
+            s = self.seq_proj(e.reshape(U, F, n, K * d)) + self.behaviour.weight.view(1, F, 1, d)
+            s = s * m.unsqueeze(-1)
+            tokens, index = s, None
+        else:
+            # s = W_s [e_1 || ... || e_K] + e_behaviour is a function of (behaviour, item):
+            # computed once per distinct pair, then gathered per position
+            e, f, index = self.embedding.distinct_sequence(batch)  # [P, K, d], [P], [U, F, n]
+            tokens = self.seq_proj(e.flatten(1)) + self.behaviour(f)  # [P, d]
+            # padded positions read an appended zero row: S is zero there with no pass over S
+            index = torch.where(m, index, len(tokens))
+            tokens = torch.cat([tokens, tokens.new_zeros(1, tokens.shape[1])])
+            s = tokens.index_select(0, index.flatten()).view(*index.shape, -1)
+        sp = self._sequence_proxies(tokens, index, m) if hasattr(self, "phi_seq") else None
+        return s, m, sp
 
-    def _sequence_proxies(self, s: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        # s [B, F, n, d], mask [B, F, n] -> S~ [B, F * k, d]
-        B, F, n, _ = s.shape
-        w = mask.to(s.dtype).unsqueeze(-1) * self.segments  # [B, F, n, k]
+    def _sequence_proxies(
+        self, tokens: torch.Tensor, index: torch.Tensor | None, mask: torch.Tensor
+    ) -> torch.Tensor:
+        # tokens S [B, F, n, d] (index None) or distinct tokens [P, d] read through index
+        # [B, F, n]; mask [B, F, n] -> S~ [B, F * k, d]
+        B, F, n = mask.shape
+        w = mask.to(tokens.dtype).unsqueeze(-1) * self.segments  # [B, F, n, k]
         w = w.view(B * F, n, -1).transpose(1, 2)  # [B F, k, n]
-        pooled = pooled_mlp(self.phi_seq, s.reshape(B * F, n, -1), w)  # [B F, k, d]
+        if index is None:
+            pooled = pooled_mlp(self.phi_seq, tokens.reshape(B * F, n, -1), w)  # [B F, k, d]
+        else:
+            pooled = pooled_mlp(self.phi_seq, tokens, w, index.view(B * F, n))
         if self.config.sequence_pooling != "sum":
             count = w.sum(-1, keepdim=True).clamp_min(1.0)  # [B F, k, 1]
             pooled = pooled / (count if self.config.sequence_pooling == "mean" else count.sqrt())
@@ -330,8 +356,7 @@ class INFNetV1(MultiTaskModel):
             h["Cp"] = self.phi_cat(C.flatten(1)).view(B, c.num_categorical_hubs, -1)
             mask["Cp"] = None
         if self.schema.sequences is not None:
-            s, m = self._sequence(batch)  # [U, F, n, d], [U, F, n]: once per history
-            sp = self._sequence_proxies(s, m) if hasattr(self, "phi_seq") else None
+            s, m, sp = self._sequence(batch, seq_index is not None)  # once per history
             if seq_index is not None:  # row b reads history seq_index[b]
                 s, m = s.index_select(0, seq_index), m.index_select(0, seq_index)
                 sp = None if sp is None else sp.index_select(0, seq_index)

@@ -38,3 +38,11 @@ def test_pooled_mlp_is_the_weighted_sum_of_the_mlp_over_positions() -> None:
     want = torch.einsum("bkn,bno->bko", weights, mlp(x))
     torch.testing.assert_close(pooled_mlp(mlp, x, weights), want, rtol=1e-5, atol=1e-6)
     assert torch.equal(pooled_mlp(mlp, x, weights)[0], torch.zeros(3, 4))
+
+
+def test_pooled_mlp_over_distinct_tokens_equals_it_over_positions() -> None:
+    torch.manual_seed(0)
+    mlp = MLP(8, [16], 4)
+    table, index, weights = torch.randn(6, 8), torch.randint(0, 6, (5, 7)), torch.rand(5, 2, 7)
+    want = pooled_mlp(mlp, table[index], weights)  # [5, 2, 4]
+    torch.testing.assert_close(pooled_mlp(mlp, table, weights, index), want, rtol=1e-5, atol=1e-6)

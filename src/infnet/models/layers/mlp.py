@@ -35,17 +35,30 @@ class MLP(nn.Sequential):
         self.out_dim = dim
 
 
-def pooled_mlp(mlp: MLP, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def pooled_mlp(
+    mlp: MLP, x: torch.Tensor, weights: torch.Tensor, index: torch.Tensor | None = None
+) -> torch.Tensor:
     """sum_t w_kt MLP(x_t) for x [B, n, d], weights [B, k, n] -> [B, k, out].
 
     The MLP's last layer is linear, so it commutes with the weighted sum,
     sum_t w_t (W h_t + b) = W (sum_t w_t h_t) + b sum_t w_t: it runs on the k pooled
-    hidden vectors instead of the n positions (the sequence hubs pool every position)."""
+    hidden vectors instead of the n positions (the sequence hubs pool every position).
+
+    With `index` [B, n], x [P, d] holds distinct tokens and position t of row b is
+    x[index[b, t]]: the hidden layers run once per distinct token and the pooling is a
+    weighted embedding bag over their outputs, never materialising [B, n, hidden]."""
     *hidden, last = mlp
     h = x
     for layer in hidden:
-        h = layer(h)  # [B, n, hidden]
-    pooled = torch.bmm(weights, h)  # [B, k, hidden]
+        h = layer(h)  # [B, n, hidden], or [P, hidden] with index
+    if index is None:
+        pooled = torch.bmm(weights, h)  # [B, k, hidden]
+    else:
+        B, k, n = weights.shape
+        bags = index.unsqueeze(1).expand(B, k, n).reshape(B * k, n)
+        pooled = nn.functional.embedding_bag(
+            bags, h, per_sample_weights=weights.reshape(B * k, n), mode="sum"
+        ).view(B, k, -1)
     return nn.functional.linear(pooled, last.weight) + weights.sum(-1, keepdim=True) * last.bias
 
 
