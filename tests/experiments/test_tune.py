@@ -15,7 +15,16 @@ from typer.testing import CliRunner
 from infnet.cli import app
 from infnet.data.loader import PreparedDataset
 from infnet.experiments.runner import Runner
-from infnet.experiments.space import Choice, Range, Space, Variant, check_space, load_space
+from infnet.experiments.space import (
+    DEFAULT_SPACE,
+    Choice,
+    Range,
+    Space,
+    Variant,
+    check_space,
+    defaults,
+    load_space,
+)
 from infnet.experiments.tune import Budget, Reporter, open_study, storage_url, tune
 
 SPACE = {"lr": {"low": 1e-3, "high": 1e-2, "log": True}, "embedding_dim": {"choices": [4, 8]}}
@@ -45,6 +54,9 @@ def test_a_study_resumes_without_repeating_a_trial_and_compare_trains_its_best(
     # the first trial always finishes (the pruner waits for one); the second may be pruned
     assert [t["state"] for t in first["trials"]][0] == "COMPLETE"
     assert first["trials"][1]["state"] in ("COMPLETE", "PRUNED")
+    # the first is the model's defaults: lr 1e-3; embedding_dim 16 is no choice, so drawn
+    assert [t["default"] for t in first["trials"]] == [True, False]
+    assert first["trials"][0]["params"]["lr"] == 1e-3
     runs = sorted((out / "runs").iterdir())
     assert len(runs) == 2
 
@@ -119,6 +131,30 @@ def test_a_variant_is_a_study_of_its_own_with_its_fixed_options(
     assert "embedding_dim" not in outcome["models"]["fm"]["best"]["options"]
     runs = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*/result.json")]
     assert sorted(r["config"]["model_options"]["embedding_dim"] for r in runs) == [12, 16]
+
+
+def test_the_defaults_are_a_point_of_the_space() -> None:
+    common = {"lr": 1e-3, "embedding_dim": 16, "dropout": 0.0, "batch_size": 4096}
+    # embedding_l2's default 0 lies below the log range: its low bound, 1e-8
+    assert defaults(DEFAULT_SPACE, "mmoe") == {**common, "embedding_l2": 1e-8, "num_experts": 8}
+    assert defaults(DEFAULT_SPACE, "infnet")["num_blocks"] == 2
+    assert defaults(DEFAULT_SPACE, "infnet_v2")["num_blocks"] == 2
+    narrow = Space(params={"embedding_dim": Choice(choices=[4, 8])})
+    assert defaults(narrow, "fm") == {}  # no choice holds the default: the sampler's
+
+
+def test_a_study_begun_without_the_defaults_gets_them_next(runner: Runner, tmp_path: Path) -> None:
+    space = Space(params={"lr": Range(low=1e-3, high=1e-2, log=True)})
+    study = open_study(tmp_path, "fm", seed=0, budget=Budget(trials=2))
+    older = study.ask()
+    older.suggest_float("lr", 1e-3, 1e-2, log=True)
+    study.tell(older, 0.6)
+    trials = tune(runner, ["fm"], space, Budget(trials=2, epochs=1), tmp_path)["models"]["fm"]
+    assert [t["default"] for t in trials["trials"]] == [False, True]
+    assert trials["trials"][1]["params"] == {"lr": 1e-3}
+    assert (
+        tune(runner, ["fm"], space, Budget(trials=2, epochs=1), tmp_path)["models"]["fm"] == trials
+    )
 
 
 def test_the_median_pruner_stops_a_hopeless_trial(tmp_path: Path) -> None:

@@ -149,3 +149,22 @@ def suggest(trial: optuna.Trial, space: Space, label: str) -> tuple[dict[str, An
             value = trial.suggest_float(key, param.low, param.high, log=param.log)
         (train if key in TrainConfig.model_fields else options)[key] = value
     return options, train
+
+
+def defaults(space: Space, label: str) -> dict[str, Any]:
+    """The label's default configuration as a point of its space (the params of a trial):
+    each key's TrainConfig or model Config default, a number outside its range moved to the
+    nearer bound (embedding_l2 0 -> the log range's low, 1e-8: no penalty to speak of); a
+    default that no choice holds is left for the sampler."""
+    config = model_class(space.model_of(label)).Config(**space.fixed(label))
+    train = TrainConfig()
+    point: dict[str, Any] = {}
+    for key, param in space.for_model(label).items():
+        value = getattr(train if key in TrainConfig.model_fields else config, key)
+        if isinstance(param, Choice):
+            if value in param.choices:
+                point[key] = value
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = min(max(value, param.low), param.high)
+            point[key] = int(value) if param.integer else float(value)
+    return point

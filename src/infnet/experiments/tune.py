@@ -5,7 +5,9 @@ Fair by construction: every model gets the same space (experiments/space.py), th
 number of trials, the same training budget per trial (at most `epochs`, validation every
 quarter epoch, early stopping after `patience` evaluations without improvement) and is
 judged on the same validation figure (train.monitor, MTL-AUC by default); the test split
-is never read to choose. Hopeless trials are pruned by the median rule on the
+is never read to choose. One trial of each study (its first, or the next of a study begun
+before this rule) is the model's default configuration (space.defaults), so a tune reports
+no model worse than it is untuned. Hopeless trials are pruned by the median rule on the
 intermediate validation scores, after a warm-up of one epoch.
 
 Resumable: the studies live in OUT/study.db (SQLite). A trial cut short by an interruption
@@ -30,7 +32,7 @@ import optuna
 from optuna.trial import TrialState
 
 from infnet.experiments.runner import Runner, RunSpec, ok
-from infnet.experiments.space import Space, suggest
+from infnet.experiments.space import Space, defaults, suggest
 from infnet.training.config import TrainConfig
 
 STUDY_DB = "study.db"
@@ -109,7 +111,8 @@ def pruner(budget: Budget) -> optuna.pruners.BasePruner:
 def _requeue_interrupted(study: optuna.Study) -> None:
     """Trials left running by an interrupted tune: failed, and asked again first."""
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study.enqueue_trial(t.params, user_attrs={"requeued_from": t.number})
+        default = {"default": True} if t.user_attrs.get("default") else {}
+        study.enqueue_trial(t.params, user_attrs={"requeued_from": t.number, **default})
         study.tell(t.number, state=TrialState.FAIL)
 
 
@@ -158,6 +161,10 @@ def tune(
     for label in models:
         study = open_study(out, label, seed, budget)
         _requeue_interrupted(study)
+        if not any(t.user_attrs.get("default") for t in study.get_trials(deepcopy=False)):
+            # the model's defaults are one of its trials, so a tune never reports a model
+            # worse than its untuned self (a study begun without it gets it on resuming)
+            study.enqueue_trial(defaults(space, label), user_attrs={"default": True})
         while (done := finished(study)) < budget.trials:
             asked = [study.ask() for _ in range(min(runner.workers, budget.trials - done))]
             specs = []
@@ -221,6 +228,7 @@ def summarise(
                 "seconds": t.user_attrs.get("seconds", 0.0),
                 "error": t.user_attrs.get("error"),
                 "interrupted": t.number in cut,
+                "default": bool(t.user_attrs.get("default")),
             }
             for t in study.get_trials(deepcopy=False)
             if t.state not in (TrialState.RUNNING, TrialState.WAITING)

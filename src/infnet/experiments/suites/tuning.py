@@ -36,7 +36,8 @@ def section(ctx: Context, report: Report, outcome: dict[str, Any]) -> None:
         f"One seeded TPE study per model (seed {outcome['seed']}), {b['trials']} trials each, "
         f"at most {b['epochs']} epoch(s) a trial with validation every quarter epoch, early "
         f"stopping after {b['patience']} evaluations without improvement, median pruning "
-        "after the first epoch; the score is the validation monitor (test is never read). "
+        "after the first epoch; the score is the validation monitor (test is never read); "
+        "one trial of each study is the model's defaults. "
         f"Search space: {_describe(outcome['space'])}."
     )
     rows = []
@@ -59,6 +60,7 @@ def section(ctx: Context, report: Report, outcome: dict[str, Any]) -> None:
                 f"{c['COMPLETE']} / {c['PRUNED']} / {c['FAIL']}",
                 f"{m['seconds'] / 60:.1f}",
                 "-" if best is None else fmt(best["value"]),
+                _default_value(m["trials"]),
                 "-" if best is None else str(best["trial"]),
                 config,
             ]
@@ -78,6 +80,7 @@ def section(ctx: Context, report: Report, outcome: dict[str, Any]) -> None:
             "done / pruned / failed",
             "train min",
             "best valid",
+            "default's valid",
             "trial",
             "best config",
         ],
@@ -123,6 +126,12 @@ def tuned_specs(ctx: Context, outcome: dict[str, Any]) -> list[RunSpec]:
         for m in models
         for seed in ctx.seeds
     ]
+
+
+def _default_value(trials: list[dict[str, Any]]) -> str:
+    """The validation score of the trial of the model's defaults (a tune of older code has none)."""
+    done = [t for t in trials if t.get("default") and t["state"] == "COMPLETE"]
+    return fmt(done[0]["value"]) if done else "-"
 
 
 def _describe(space: dict[str, Any]) -> str:
