@@ -146,6 +146,32 @@ def task_loss(model, batch: Batch) -> torch.Tensor:
     return bce + torch.nn.functional.mse_loss(y[:, reg], batch.labels[:, reg])
 
 
+def repeated_items(batch: Batch, items: int = 3, seed: int = 1) -> Batch:
+    """The batch with every history drawn from `items` of its items: positions repeat
+    within and across rows, as the items of a real training batch do."""
+    pool = batch.seq_ids.flatten(0, 2)[batch.seq_mask.flatten()][:items]  # [items, K]
+    g = torch.Generator().manual_seed(seed)
+    ids = pool[torch.randint(0, len(pool), batch.seq_mask.shape, generator=g)]
+    return Batch(**{**batch.__dict__, "seq_ids": ids * batch.seq_mask.unsqueeze(-1)})
+
+
+def loss_gradients(model, batch: Batch, seq_index: torch.Tensor | None = None) -> dict:
+    """The task loss ("loss") and every parameter's gradient, the rows scored through
+    seq_index where given (the per-position path of the sequence models)."""
+
+    class Indexed:
+        schema = model.schema
+
+        def __call__(self, b: Batch):
+            return model(b, seq_index)
+
+    model.train()
+    loss = task_loss(model if seq_index is None else Indexed(), batch)
+    loss.backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    return {**grads, "loss": loss.detach()}
+
+
 def overfit_ratio(model, batch: Batch, steps: int = 100, lr: float = 1e-2) -> float:
     """The task loss after `steps` Adam steps on one batch, over the loss before them."""
     opt = torch.optim.Adam(model.parameters(), lr=lr)

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.helpers import make_batch, make_schema, overfit_ratio, task_loss
+from tests.helpers import (
+    loss_gradients,
+    make_batch,
+    make_schema,
+    overfit_ratio,
+    repeated_items,
+    task_loss,
+)
 
 from infnet.data.batch import Batch
 from infnet.models import build_model
@@ -134,33 +141,15 @@ def test_shared_histories_give_the_outputs_of_repeated_ones(name: str) -> None:
 @pytest.mark.parametrize("name", list(ABLATIONS))
 def test_distinct_tokens_give_the_outputs_and_gradients_of_every_position(name: str) -> None:
     # Training batches embed each distinct (behaviour, item) once and gather it per position
-    # (FeatureEmbedding.distinct_sequence); seq_index = identity takes the per-position path.
-    schema = make_schema()
-    batch = make_batch(schema, batch_size=12, empty_rows=2)
-    pool = batch.seq_ids[2:5, 0, -1]  # 3 items: every row's history repeats them
-    g = torch.Generator().manual_seed(1)
-    ids = pool[torch.randint(0, 3, batch.seq_mask.shape, generator=g)]
-    batch = Batch(**{**batch.__dict__, "seq_ids": ids * batch.seq_mask.unsqueeze(-1)})
-    grads = []
-    for index in (None, torch.arange(12)):
-        model = _model({**ABLATIONS[name], "embedding_std": 0.1}).train()
-        loss = task_loss(model if index is None else _Indexed(model, index), batch)
-        loss.backward()
-        grads.append({n: p.grad for n, p in model.named_parameters() if p.grad is not None})
-        grads[-1]["loss"] = loss.detach()
+    # (embedding.sequence_tokens); seq_index = identity takes the per-position path.
+    batch = repeated_items(make_batch(make_schema(), batch_size=12, empty_rows=2))
+    grads = [
+        loss_gradients(_model({**ABLATIONS[name], "embedding_std": 0.1}), batch, index)
+        for index in (None, torch.arange(12))
+    ]
     assert grads[0].keys() == grads[1].keys()
     for n in grads[0]:
         torch.testing.assert_close(grads[0][n], grads[1][n], rtol=1e-5, atol=1e-6, msg=n)
-
-
-class _Indexed:
-    """A model scoring every row through seq_index, for task_loss."""
-
-    def __init__(self, model: INFNet, index: torch.Tensor) -> None:
-        self.model, self.index, self.schema = model, index, model.schema
-
-    def __call__(self, batch: Batch):
-        return self.model(batch, self.index)
 
 
 def test_empty_history_rows_are_finite_forward_and_backward() -> None:

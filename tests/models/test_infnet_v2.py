@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.helpers import make_batch, make_schema, overfit_ratio, task_loss
+from tests.helpers import (
+    loss_gradients,
+    make_batch,
+    make_schema,
+    overfit_ratio,
+    repeated_items,
+    task_loss,
+)
 
 from infnet.config import ConfigError, validate
 from infnet.data.batch import Batch
@@ -239,3 +246,17 @@ def test_bad_configs_name_the_problem() -> None:
     prebuilt.sequences = SequenceSpec(**{**prebuilt.sequences.model_dump(), "prebuilt": ["like"]})
     with pytest.raises(ValueError, match="behaviour 'like' comes from a pre-built history"):
         _model({"time_aware": True}, prebuilt)
+
+
+@pytest.mark.parametrize("name", [*VARIANTS, "input_norm=false"])
+def test_distinct_tokens_give_the_outputs_and_gradients_of_every_position(name: str) -> None:
+    # as v1's: distinct (behaviour, item) tokens gathered, against seq_index = identity
+    options = VARIANTS.get(name, {"input_norm": False})
+    batch = repeated_items(make_batch(make_schema(), batch_size=12, empty_rows=2))
+    grads = [
+        loss_gradients(_model({**options, "embedding_std": 0.1}), batch, index)
+        for index in (None, torch.arange(12))
+    ]
+    assert grads[0].keys() == grads[1].keys()
+    for n in grads[0]:
+        torch.testing.assert_close(grads[0][n], grads[1][n], rtol=1e-5, atol=1e-6, msg=n)

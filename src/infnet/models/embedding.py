@@ -212,6 +212,41 @@ def pooled_history_inputs(schema: Schema) -> list[str]:
     ]
 
 
+Distinct = tuple[torch.Tensor, torch.Tensor]  # tokens [P, d], index [B, F, n]: S = tokens[index]
+
+
+def sequence_tokens(
+    embedding: FeatureEmbedding,
+    seq_proj: nn.Linear,
+    behaviour: nn.Embedding,
+    batch: Batch,
+    *,
+    shared: bool,
+    norm: nn.Module | None = None,
+) -> tuple[torch.Tensor, Distinct | None]:
+    """INFNet's sequence tokens s = norm(W_s [e_1 || ... || e_K] + e_behaviour), zero at padded
+    positions: S [B, F, n, d], and (distinct tokens, index) where they were computed once per
+    distinct (behaviour, item) and gathered (None where every position is its own).
+
+    Distinct unless the tokens are time-aware (they differ by position) or the caller already
+    shares histories among rows (`shared`, serving's seq_index: one history per request
+    repeats items far less than a training batch's rows do, and its graph stays simple).
+    Padded positions read an appended zero row, so S needs no masking pass."""
+    m = batch.seq_mask
+    if embedding.time_aware or shared:
+        e = embedding.sequence(batch)  # [B, F, n, K, d]
+        B, F, n, K, d = e.shape
+        s = seq_proj(e.reshape(B, F, n, K * d)) + behaviour.weight.view(1, F, 1, d)
+        s = s if norm is None else norm(s)
+        return s * m.unsqueeze(-1), None
+    e, f, index = embedding.distinct_sequence(batch)  # [P, K, d], [P], [B, F, n]
+    tokens = seq_proj(e.flatten(1)) + behaviour(f)  # [P, d]
+    tokens = tokens if norm is None else norm(tokens)
+    index = torch.where(m, index, len(tokens))
+    tokens = torch.cat([tokens, tokens.new_zeros(1, tokens.shape[1])])
+    return tokens.index_select(0, index.flatten()).view(*index.shape, -1), (tokens, index)
+
+
 def distinct_rows(
     columns: list[torch.Tensor], sizes: list[int]
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -76,7 +76,7 @@ from torch import nn
 from infnet.data.batch import Batch
 from infnet.data.schema import Schema
 from infnet.models.base import ModelOutput, MultiTaskModel
-from infnet.models.embedding import FeatureEmbedding
+from infnet.models.embedding import Distinct, FeatureEmbedding, sequence_tokens
 from infnet.models.infnet_config import INFNetConfig
 from infnet.models.layers.attention import CrossAttention, attend_shared
 from infnet.models.layers.mlp import MLP, pooled_mlp
@@ -308,38 +308,25 @@ class INFNetV1(MultiTaskModel):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """S [U, F, n, d], its mask [U, F, n] and S~ [U, F * k, d] (None without phi_seq).
         shared: the caller already shares histories among rows (seq_index)."""
+        s, distinct = sequence_tokens(
+            self.embedding, self.seq_proj, self.behaviour, batch, shared=shared
+        )
         m = batch.seq_mask
-        if self.embedding.time_aware or shared:
-            # every position its own token: time-aware terms differ by position, and the few
-            # histories of a serving batch repeat items less than a training batch's rows do
-            e = self.embedding.sequence(batch)  # [U, F, n, K, d]
-            U, F, n, K, d = e.shape
-            s = self.seq_proj(e.reshape(U, F, n, K * d)) + self.behaviour.weight.view(1, F, 1, d)
-            s = s * m.unsqueeze(-1)
-            tokens, index = s, None
-        else:
-            # s = W_s [e_1 || ... || e_K] + e_behaviour is a function of (behaviour, item):
-            # computed once per distinct pair, then gathered per position
-            e, f, index = self.embedding.distinct_sequence(batch)  # [P, K, d], [P], [U, F, n]
-            tokens = self.seq_proj(e.flatten(1)) + self.behaviour(f)  # [P, d]
-            # padded positions read an appended zero row: S is zero there with no pass over S
-            index = torch.where(m, index, len(tokens))
-            tokens = torch.cat([tokens, tokens.new_zeros(1, tokens.shape[1])])
-            s = tokens.index_select(0, index.flatten()).view(*index.shape, -1)
-        sp = self._sequence_proxies(tokens, index, m) if hasattr(self, "phi_seq") else None
+        sp = self._sequence_proxies(s, distinct, m) if hasattr(self, "phi_seq") else None
         return s, m, sp
 
     def _sequence_proxies(
-        self, tokens: torch.Tensor, index: torch.Tensor | None, mask: torch.Tensor
+        self, s: torch.Tensor, distinct: Distinct | None, mask: torch.Tensor
     ) -> torch.Tensor:
-        # tokens S [B, F, n, d] (index None) or distinct tokens [P, d] read through index
-        # [B, F, n]; mask [B, F, n] -> S~ [B, F * k, d]
+        # s [B, F, n, d], mask [B, F, n] -> S~ [B, F * k, d]; phi_seq's hidden layers run on
+        # the distinct tokens where there are some
         B, F, n = mask.shape
-        w = mask.to(tokens.dtype).unsqueeze(-1) * self.segments  # [B, F, n, k]
+        w = mask.to(s.dtype).unsqueeze(-1) * self.segments  # [B, F, n, k]
         w = w.view(B * F, n, -1).transpose(1, 2)  # [B F, k, n]
-        if index is None:
-            pooled = pooled_mlp(self.phi_seq, tokens.reshape(B * F, n, -1), w)  # [B F, k, d]
+        if distinct is None:
+            pooled = pooled_mlp(self.phi_seq, s.reshape(B * F, n, -1), w)  # [B F, k, d]
         else:
+            tokens, index = distinct
             pooled = pooled_mlp(self.phi_seq, tokens, w, index.view(B * F, n))
         if self.config.sequence_pooling != "sum":
             count = w.sum(-1, keepdim=True).clamp_min(1.0)  # [B F, k, 1]

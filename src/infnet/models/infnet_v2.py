@@ -65,7 +65,7 @@ from torch import nn
 from infnet.data.batch import Batch
 from infnet.data.schema import Schema
 from infnet.models.base import ModelOutput, MultiTaskModel
-from infnet.models.embedding import FeatureEmbedding
+from infnet.models.embedding import FeatureEmbedding, sequence_tokens
 from infnet.models.infnet_config import INFNetConfig
 from infnet.models.layers.attention import CrossAttention, attend_shared
 from infnet.models.layers.bgu import BGU
@@ -298,14 +298,17 @@ class INFNetV2(MultiTaskModel):
         if hasattr(self, "categorical_hubs"):
             hubs["categorical"] = self.categorical_hubs(C)  # [B, n_c, d]
         if self.schema.sequences is not None:
-            e = self.embedding.sequence(batch)  # [U, F, n, K, d]: once per history
-            U, F, n, K, d = e.shape
-            s = self.seq_proj(e.reshape(U, F, n, K * d)) + self.behaviour.weight.view(1, F, 1, d)
-            if c.input_norm:
-                s = self.input_norm["sequence"](s)
-            s = s * batch.seq_mask.unsqueeze(-1)  # [U, F, n, d]
-            hs = self.sequence_hubs(s, batch.seq_mask) if hasattr(self, "sequence_hubs") else None
+            norm = self.input_norm["sequence"] if c.input_norm else None
+            s, distinct = sequence_tokens(  # [U, F, n, d]: once per history
+                self.embedding,
+                self.seq_proj,
+                self.behaviour,
+                batch,
+                shared=seq_index is not None,
+                norm=norm,
+            )
             m = batch.seq_mask
+            hs = self.sequence_hubs(s, m, distinct) if hasattr(self, "sequence_hubs") else None
             if seq_index is not None:  # row b reads history seq_index[b]
                 s, m = s.index_select(0, seq_index), m.index_select(0, seq_index)
                 hs = None if hs is None else hs.index_select(0, seq_index)

@@ -59,11 +59,23 @@ class SequenceHubs(nn.Module):
         else:
             self.hubs = nn.Parameter(torch.randn(behaviours, per_behaviour, dim) * 0.1)
 
-    def forward(self, s: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        s: torch.Tensor,
+        mask: torch.Tensor,
+        distinct: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """distinct: (tokens [P, d], index [B, F, n]) with s = tokens[index]
+        (embedding.sequence_tokens): the MLPs run on the P distinct tokens."""
         B, F, n, d = s.shape
         if self.init == "mlp":
             pooled = torch.stack(
-                [_mean_mlp(mlp, s[:, f], mask[:, f]) for f, mlp in enumerate(self.mlps)],
+                [
+                    _mean_mlp(mlp, s[:, f], mask[:, f])
+                    if distinct is None
+                    else _mean_mlp(mlp, distinct[0], mask[:, f], distinct[1][:, f])
+                    for f, mlp in enumerate(self.mlps)
+                ],
                 dim=1,
             )  # [B, F, n_s * d]
             return pooled.view(B, F * self.per_behaviour, d)
@@ -74,9 +86,11 @@ class SequenceHubs(nn.Module):
         return hubs.flatten(1, 2)
 
 
-def _mean_mlp(mlp: MLP, s: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """masked_mean(mlp(s), mask) for s [B, n, d], mask [B, n] -> [B, out], the last layer
-    run after the pooling (pooled_mlp); a history with no event gives zero, as the mean
-    of nothing does."""
+def _mean_mlp(
+    mlp: MLP, s: torch.Tensor, mask: torch.Tensor, index: torch.Tensor | None = None
+) -> torch.Tensor:
+    """masked_mean(mlp(s), mask) for s [B, n, d] (or distinct tokens [P, d] read through
+    index [B, n]), mask [B, n] -> [B, out], the last layer run after the pooling
+    (pooled_mlp); a history with no event gives zero, as the mean of nothing does."""
     m = mask.to(s.dtype).unsqueeze(1)  # [B, 1, n]
-    return (pooled_mlp(mlp, s, m) / m.sum(-1, keepdim=True).clamp_min(1.0)).squeeze(1)
+    return (pooled_mlp(mlp, s, m, index) / m.sum(-1, keepdim=True).clamp_min(1.0)).squeeze(1)
