@@ -136,14 +136,18 @@ class FeatureEmbedding(nn.Module):
         sizes = [self.tables[self.column_table[i]].num_embeddings for i in self.side_field_index]
         index, first = distinct_rows([behaviour, *ids.unbind(-1)], [F, *sizes])
         ids_p = ids.reshape(-1, K)[first]  # [P, K]
+        return self._side_tokens(ids_p), behaviour.reshape(-1)[first], index.view(B, F, n)
+
+    def _side_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        """Side-field ids [..., K] of sequence positions -> their side tokens [..., K_tok, d]."""
         e = torch.stack(
             [
-                self.tables[self.column_table[i]](ids_p[:, k])
+                self.tables[self.column_table[i]](ids[..., k])
                 for k, i in enumerate(self.side_field_index)
             ],
             dim=-2,
-        )  # [P, K, d]
-        return self._side(e, ids_p), behaviour.reshape(-1)[first], index.view(B, F, n)
+        )
+        return self._side(e, ids)
 
     def target(self, batch: Batch) -> torch.Tensor:  # [B, K_tok, d]
         """The candidate item's side tokens, as a sequence position carries them."""
@@ -151,14 +155,7 @@ class FeatureEmbedding(nn.Module):
         return self._side(self.columns(batch, self.side_field_index), ids)
 
     def sequence(self, batch: Batch) -> torch.Tensor:  # [B, F, n, K_tok, d]
-        e = torch.stack(
-            [
-                self.tables[self.column_table[i]](batch.seq_ids[..., k])
-                for k, i in enumerate(self.side_field_index)
-            ],
-            dim=-2,
-        )
-        e = self._side(e, batch.seq_ids)
+        e = self._side_tokens(batch.seq_ids)
         if not self.time_aware:
             return e
         when = self.positions.weight + self.gaps(batch.seq_gap)  # [B, F, n, d]
