@@ -9,7 +9,8 @@ Train: optimizer steps (forward, loss, backward, Adam) on shuffled batches from 
 loader, loader time included, after one warm-up step. Inference: forward passes under
 no_grad. Each model is built with its default config (and --options, for every model);
 --compile times the train steps of torch.compile(model) (train.compile), after compiling;
---bf16 runs them under torch.autocast("cpu", bfloat16).
+--bf16 runs them under torch.autocast("cpu", bfloat16). The process keeps its freed heap, as
+the trainer's does (infnet.malloc.keep_freed_memory).
 
 FLOPs are counted by torch.utils.flop_counter (matrix products and attention, 2 per
 multiply-add; elementwise work is not counted): one train step (forward and backward) and
@@ -34,6 +35,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from infnet.data.loader import PreparedDataset
 from infnet.data.sources.kuairand import prepare_kuairand
 from infnet.experiments.measure import forward_flops
+from infnet.malloc import keep_freed_memory
 from infnet.models import build_model
 from infnet.training.config import TrainConfig
 from infnet.training.losses import TaskLoss
@@ -156,6 +158,7 @@ def main() -> None:
             path = Path(tmp) / "kr"
             prepare_kuairand(args.data_dir, path, progress=False)
         data = PreparedDataset(path)
+        keep_freed_memory()  # as Trainer.fit does
         for threads in map(int, args.threads.split(",")):
             torch.set_num_threads(threads)
             peak = gemm_peak_gflops()

@@ -91,7 +91,7 @@ def serve(
         raise typer.BadParameter(
             "give --model MODEL_DIR (or --config with arms)", param_hint="--model"
         )
-    from infnet.serving.malloc import few_malloc_arenas
+    from infnet.malloc import few_malloc_arenas
 
     few_malloc_arenas()  # first, before torch's and ONNX Runtime's threads (its docstring)
     from infnet.serving.config import load_server_config

@@ -27,6 +27,7 @@ from infnet.config import validate
 from infnet.data.batch import Batch
 from infnet.data.loader import PreparedDataset
 from infnet.data.parts import PartsDataset
+from infnet.malloc import keep_freed_memory
 from infnet.models import build_model, model_class
 from infnet.models.base import MultiTaskModel
 from infnet.models.checkpoint import CheckpointError, check_compatible, load_state_strict
@@ -244,6 +245,7 @@ class Trainer:
         """Train until early stopping or the epoch, step or time budget; restore the best
         weights; return {"best": ..., "test": test metrics, "flags": ...}."""
         self.data.check()  # a damaged split stops the run now, not after hours of training
+        keep_freed_memory()  # each step reuses the last one's pages (infnet/malloc.py)
         # Denormals made late epochs 7x slower on CPU (DESIGN.md 4). The flag is the CPU
         # thread's: put back afterwards, since Python's own floats obey it too.
         torch.set_flush_denormal(True)
