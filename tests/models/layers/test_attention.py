@@ -1,5 +1,5 @@
-"""CrossAttention against PyTorch's reference, its fully masked rows, and several attentions
-sharing one pass over a key set."""
+"""CrossAttention against PyTorch's reference, its fully masked rows, several attentions
+sharing one pass over a key set, and that pass's own backward against autograd's."""
 
 from __future__ import annotations
 
@@ -7,7 +7,12 @@ import pytest
 import torch
 from torch import nn
 
-from infnet.models.layers.attention import CrossAttention, attend_folded, attend_shared
+from infnet.models.layers.attention import (
+    CrossAttention,
+    _KeyPass,
+    attend_folded,
+    attend_shared,
+)
 
 
 @pytest.mark.parametrize("num_heads", [1, 2, 4])
@@ -86,3 +91,36 @@ def test_shared_pass_keeps_the_order_of_attentions_that_fold_and_that_do_not() -
     got = attend_shared(attns, queries, key, mask)
     for (out, _), a, q in zip(got, attns, queries, strict=True):
         torch.testing.assert_close(out, a(q, key, mask, folded=False)[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("p", [0.0, 0.3])
+def test_key_pass_backward_equals_autograd_of_the_plain_ops(p: float) -> None:
+    # _KeyPass's hand-written backward (bias mask, in-place softmax backward, one product for
+    # the key's two gradients) against autograd through masked_fill, softmax, dropout, bmm
+    torch.manual_seed(0)
+    B, R, L, d = 4, 6, 9, 8
+    q = torch.randn(B, R, d, dtype=torch.float64, requires_grad=True)
+    key = torch.randn(B, L, d, dtype=torch.float64, requires_grad=True)
+    mask = torch.rand(B, L) > 0.3
+    mask[1, 0] = True
+    bias = torch.zeros(B, L, dtype=torch.float64).masked_fill_(~mask, float("-inf")).unsqueeze(1)
+    upstream = torch.randn(B, R, d, dtype=torch.float64)
+
+    torch.manual_seed(1)
+    pooled, attn = _KeyPass.apply(q, key, bias, p)
+    got = torch.autograd.grad((pooled * upstream).sum(), [q, key])
+
+    torch.manual_seed(1)  # the same dropout draw: bernoulli_ on a tensor of A's shape
+    scores = torch.bmm(q, key.transpose(1, 2)).masked_fill(~mask.unsqueeze(1), float("-inf"))
+    a = torch.softmax(scores, -1)
+    a_in = a * torch.empty_like(a).bernoulli_(1 - p).div_(1 - p) if p > 0 else a
+    want_pooled = torch.bmm(a_in, key)
+    want = torch.autograd.grad((want_pooled * upstream).sum(), [q, key])
+
+    torch.testing.assert_close(pooled, want_pooled)
+    torch.testing.assert_close(attn, a)
+    assert not attn.requires_grad
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w)
+    if p > 0:  # the draw dropped some weights, so the test says something about dropout
+        assert (a_in == 0).logical_and(a > 0).any()

@@ -99,13 +99,12 @@ def attend_folded(
         folded.append(torch.einsum("bqhe,hed->bqhd", q, w_k).reshape(B, nq * H, d) * dk**-0.5)
     sizes = [q.shape[1] for q in folded]
     stacked = torch.cat(folded, 1) if len(folded) > 1 else folded[0]  # [B, sum q_i H, d]
-    scores = torch.bmm(stacked, key.transpose(1, 2))  # [B, sum q_i H, L]
-    if key_mask is not None:
-        scores = scores.masked_fill(~key_mask.unsqueeze(1), float("-inf"))
-    attn = torch.softmax(scores, dim=-1)
+    bias = None
+    if key_mask is not None:  # 0 for a real key, -inf for padding: [B, 1, L]
+        bias = torch.zeros(key_mask.shape, dtype=stacked.dtype, device=key.device)
+        bias = bias.masked_fill_(~key_mask, float("-inf")).unsqueeze(1)
     p = dropout.pop() if dropout else 0.0
-    attn_in = nn.functional.dropout(attn, p) if p > 0 else attn
-    pooled = torch.bmm(attn_in, key)  # A_h K, raw key space: [B, sum q_i H, d]
+    pooled, attn = _key_pass(stacked, key, bias, p)  # A_h K, raw key space: [B, sum q_i H, d]
     results = []
     for a, query, part, w in zip(
         attns, queries, pooled.split(sizes, 1), attn.split(sizes, 1), strict=True
@@ -120,6 +119,63 @@ def attend_folded(
             weights = None if weights is None else weights * keep
         results.append((out, weights))
     return results
+
+
+class _KeyPass(torch.autograd.Function):
+    """(A K, A) with A = softmax(Q K^T + bias) (dropout p on A before the pooling): one pass over
+    the keys forward and one backward.
+
+    Autograd's own graph of these ops copies the score tensor for the mask, keeps the scores
+    and the softmax output, and sums the key's two gradients (from the score product and from
+    the pooling) in a separate pass; here the mask is an additive bias, the softmax backward
+    runs in place and the key's second gradient is added by the product that makes it: the same values, to float
+    rounding, with three fewer passes over the largest tensors of INFNet's step."""
+
+    @staticmethod
+    def forward(ctx, q, key, bias, p):
+        pooled, attn, attn_in = _pool(q, key, bias, p)
+        ctx.p = p
+        ctx.save_for_backward(q, key, attn, attn_in)
+        ctx.mark_non_differentiable(attn)  # the weights are read for display, under no_grad
+        ctx.set_materialize_grads(False)  # so no zero gradient of A is allocated
+        return pooled, attn
+
+    @staticmethod
+    def backward(ctx, d_pooled, _d_attn):
+        q, key, attn, attn_in = ctx.saved_tensors
+        d_a = torch.bmm(d_pooled, key.transpose(1, 2))  # [B, R, L]
+        if ctx.p > 0:  # a dropped weight (0 in attn_in) passes no gradient
+            d_a = torch.where(attn_in != 0, d_a / (1 - ctx.p), 0.0)
+        # softmax backward: dS = A * (dA - <A, dA>), in place
+        d_s = d_a.sub_(torch.linalg.vecdot(attn, d_a).unsqueeze(-1)).mul_(attn)
+        d_q = torch.bmm(d_s, key)
+        d_key = torch.baddbmm(torch.bmm(attn_in.transpose(1, 2), d_pooled), d_s.transpose(1, 2), q)
+        return d_q, d_key, None, None
+
+
+def _pool(
+    q: torch.Tensor,  # [B, R, d]
+    key: torch.Tensor,  # [B, L, d]
+    bias: torch.Tensor | None,  # [B, 1, L]
+    p: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(A K [B, R, d], A [B, R, L], A after dropout) with A = softmax(Q K^T + bias)."""
+    kt = key.transpose(1, 2)
+    scores = torch.bmm(q, kt) if bias is None else torch.baddbmm(bias, q, kt)
+    attn = torch.softmax(scores, dim=-1)
+    attn_in = attn * torch.empty_like(attn).bernoulli_(1 - p).div_(1 - p) if p > 0 else attn
+    return torch.bmm(attn_in, key), attn, attn_in
+
+
+def _key_pass(
+    q: torch.Tensor, key: torch.Tensor, bias: torch.Tensor | None, p: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    # Without gradients (evaluation, serving) and under a tracer (ONNX export, whose graph of an
+    # autograd.Function is wrong) the plain ops serve; in training, _KeyPass's one-pass backward.
+    tracing = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+    if torch.is_grad_enabled() and (q.requires_grad or key.requires_grad) and not tracing:
+        return _KeyPass.apply(q, key, bias, p)
+    return _pool(q, key, bias, p)[:2]
 
 
 def attend_shared(
