@@ -215,7 +215,7 @@ def test_sequence_proxies_pooling_and_segments() -> None:
         model = _model({"sequence_pooling": pooling, "sequence_hubs_per_behaviour": 2}, schema)
         for shared in (False, True):  # distinct tokens gathered, or every position its own
             # S [B, 1, 4, d]; S~ [B, 2, d]: positions {3, 2} (recent), {1, 0}
-            s, m, got = model.net._sequence(batch, shared)
+            s, m, got, _ = model.net._sequence(batch, shared)
             phi = model.net.phi_seq(s) * m.unsqueeze(-1)
             for k, positions in enumerate(([3, 2], [1, 0])):
                 count = m[:, 0, positions].sum(1, keepdim=True).float().clamp_min(1)

@@ -29,6 +29,11 @@ the history alone and are computed once per history, then gathered per row; ever
 that reads a candidate (the blocks' flows and gates) runs per row as before, so the
 outputs equal those of the repeated histories.
 
+Gathered tokens: S is a gather of a smaller table, its distinct (behaviour, item) tokens in
+training and its U histories in serving, until a gate scales it per row. A block that reads
+S while it is still that gather layer-norms the table and gathers the result, LN(D[i]) =
+LN(D)[i], the padding row included: one normalisation per table row, not per position.
+
 Engineering choices the paper leaves open (every one an option of `INFNetConfig`):
 - `residual`, `norm`: the updates of proxies and task tokens are X + CA(..) (the paper:
   "residual connections are used"), with LayerNorm after ("post"), before ("pre") or none.
@@ -85,6 +90,7 @@ from infnet.models.layers.pooling import masked_mean
 
 Tokens = dict[str, torch.Tensor]  # name -> [B, n, d]
 Masks = dict[str, torch.Tensor | None]  # name -> bool [B, n] (True = real) or None (all real)
+Tables = dict[str, tuple[torch.Tensor, torch.Tensor]]  # name -> (table [P, d], index [B, n])
 
 
 class _Block(nn.Module):
@@ -139,18 +145,25 @@ class _Block(nn.Module):
         )
 
     def forward(
-        self, h: Tokens, mask: Masks, weights: dict[str, torch.Tensor] | None = None
+        self,
+        h: Tokens,
+        mask: Masks,
+        weights: dict[str, torch.Tensor] | None = None,
+        tables: Tables | None = None,  # token sets that are h[n] = table[index]
     ) -> Tokens:
-        new = self._full(h, mask, weights) if self.full else self._flows(h, mask, weights)
+        if self.full:
+            new = self._full(h, mask, weights)
+        else:
+            new = self._flows(h, mask, weights, tables or {})
         src = new if self.pgu_hubs == "post" or self.full else h
         out = dict(new)
         for x, ps in self.gates.items():
             out[x] = self.pgu[x](new[x], torch.cat([src[p] for p in ps], dim=1))
         return out
 
-    def _flows(self, h: Tokens, mask: Masks, weights: dict | None) -> Tokens:
+    def _flows(self, h: Tokens, mask: Masks, weights: dict | None, tables: Tables) -> Tokens:
         # each token set normalised once, however many flows read it
-        x = {n: self.norms[n](h[n]) if self.norm == "pre" else h[n] for n in self.reads}
+        x = {n: self._pre_norm(n, h, tables) for n in self.reads}
         out: dict[str, torch.Tensor] = {}
         for k, qs in self.readers.items():  # the flows reading key set k, in one pass
             attns = [self.attn[f"{q}_{k}"] for q in qs]
@@ -165,6 +178,14 @@ class _Block(nn.Module):
             y = h[q] + update if self.residual else update
             new[q] = self.norms[q](y) if self.norm == "post" else y
         return new
+
+    def _pre_norm(self, n: str, h: Tokens, tables: Tables) -> torch.Tensor:
+        if self.norm != "pre":
+            return h[n]
+        if n not in tables:
+            return self.norms[n](h[n])
+        table, index = tables[n]  # LN(table[index]) = LN(table)[index]
+        return self.norms[n](table).index_select(0, index.flatten()).view(*index.shape, -1)
 
     def _full(self, h: Tokens, mask: Masks, weights: dict | None) -> Tokens:
         names = list(h)
@@ -305,15 +326,16 @@ class INFNetV1(MultiTaskModel):
     # --- tokens -------------------------------------------------------------------------
     def _sequence(
         self, batch: Batch, shared: bool
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """S [U, F, n, d], its mask [U, F, n] and S~ [U, F * k, d] (None without phi_seq).
-        shared: the caller already shares histories among rows (seq_index)."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, Distinct | None]:
+        """S [U, F, n, d], its mask [U, F, n], S~ [U, F * k, d] (None without phi_seq) and the
+        distinct tokens S gathers (embedding.sequence_tokens). shared: the caller already
+        shares histories among rows (seq_index)."""
         s, distinct = sequence_tokens(
             self.embedding, self.seq_proj, self.behaviour, batch, shared=shared
         )
         m = batch.seq_mask
         sp = self._sequence_proxies(s, distinct, m) if hasattr(self, "phi_seq") else None
-        return s, m, sp
+        return s, m, sp, distinct
 
     def _sequence_proxies(
         self, s: torch.Tensor, distinct: Distinct | None, mask: torch.Tensor
@@ -333,24 +355,34 @@ class INFNetV1(MultiTaskModel):
             pooled = pooled / (count if self.config.sequence_pooling == "mean" else count.sqrt())
         return pooled.view(B, -1, pooled.shape[-1])
 
-    def _tokens(self, batch: Batch, seq_index: torch.Tensor | None) -> tuple[Tokens, Masks]:
+    def _tokens(
+        self, batch: Batch, seq_index: torch.Tensor | None
+    ) -> tuple[Tokens, Masks, Tables]:
         c = self.config
         C = self.embedding.categorical(batch)  # [B, M, d]
         B = C.shape[0]
         h: Tokens = {"C": C}
         mask: Masks = {"C": None}
+        tables: Tables = {}
         if hasattr(self, "phi_cat"):
             h["Cp"] = self.phi_cat(C.flatten(1)).view(B, c.num_categorical_hubs, -1)
             mask["Cp"] = None
         if self.schema.sequences is not None:
-            s, m, sp = self._sequence(batch, seq_index is not None)  # once per history
+            s, m, sp, distinct = self._sequence(batch, seq_index is not None)  # once per history
+            U, F, n, d = s.shape
+            if distinct is not None:  # S gathers the distinct tokens
+                tokens, index = distinct
+                tables["S"] = (tokens, index.view(U, F * n))
             if seq_index is not None:  # row b reads history seq_index[b]
+                positions = torch.arange(F * n, device=s.device)
+                tables["S"] = (s.flatten(0, 2), seq_index.unsqueeze(1) * (F * n) + positions)
                 s, m = s.index_select(0, seq_index), m.index_select(0, seq_index)
                 sp = None if sp is None else sp.index_select(0, seq_index)
             h["S"], mask["S"] = s.flatten(1, 2), m.flatten(1)  # [B, L, d], [B, L]
             if sp is not None:
                 h["Sp"], mask["Sp"] = sp, None
             if not c.structured:
+                tables.clear()  # X = [C; S] gathers no table
                 h["X"] = torch.cat([h.pop("C"), h.pop("S")], dim=1)
                 mask["X"] = torch.cat([_real(C, None), mask.pop("S")], dim=1)
                 mask.pop("C")
@@ -361,16 +393,17 @@ class INFNetV1(MultiTaskModel):
             h["T"], mask["T"] = self.task_tokens.expand(B, -1, -1), None
             if hasattr(self, "shared_task_tokens"):
                 h["Tp"], mask["Tp"] = self.shared_task_tokens.expand(B, -1, -1), None
-        return h, mask
+        return h, mask, tables
 
     # --- forward ------------------------------------------------------------------------
     def _run(
         self, batch: Batch, weights: dict | None = None, seq_index: torch.Tensor | None = None
     ) -> tuple[Tokens, Masks]:
-        h, mask = self._tokens(batch, seq_index)
+        h, mask, tables = self._tokens(batch, seq_index)
         for block in self.blocks:  # weights: each key from the last block that computes it
-            h = block(h, mask, weights)
-            h = {n: x for n, x in h.items() if n in mask}  # drop full attention's gate means
+            new = block(h, mask, weights, tables)
+            tables = {n: t for n, t in tables.items() if new[n] is h[n]}  # not yet gated
+            h = {n: x for n, x in new.items() if n in mask}  # drop full attention's gate means
         return h, mask
 
     def forward(self, batch: Batch, seq_index: torch.Tensor | None = None) -> ModelOutput:
