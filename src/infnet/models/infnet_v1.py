@@ -355,9 +355,7 @@ class INFNetV1(MultiTaskModel):
             pooled = pooled / (count if self.config.sequence_pooling == "mean" else count.sqrt())
         return pooled.view(B, -1, pooled.shape[-1])
 
-    def _tokens(
-        self, batch: Batch, seq_index: torch.Tensor | None
-    ) -> tuple[Tokens, Masks, Tables]:
+    def _tokens(self, batch: Batch, seq_index: torch.Tensor | None) -> tuple[Tokens, Masks, Tables]:
         c = self.config
         C = self.embedding.categorical(batch)  # [B, M, d]
         B = C.shape[0]
