@@ -100,6 +100,10 @@ def _onnx_runner(path: Path, threads: int):
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # A masked attention score is -inf, and ONNX Runtime's Softmax over rows with masked keys
+    # ran 7-11x slower than over unmasked rows (exp's denormal path): 1.1 of INFNet's 5.4 ms
+    # per 100 candidates. Flushed, 0.10 ms for either; only values below 1.2e-38 change.
+    options.add_session_config_entry("session.set_denormal_as_zero", "1")
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     names = {i.name for i in session.get_inputs()}
 
