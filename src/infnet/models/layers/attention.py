@@ -20,7 +20,9 @@ class CrossAttention(nn.Module):
       q'_h = (Q W_q)_h W_k,h  ([B, q, H, d], input space), so scores_h = q'_h K^T reads the
       raw keys; likewise the value projection is applied after pooling the raw keys,
       (A_h K) W_v,h^T. Cost O(q * H * L * d) instead of O(L * d^2) for projecting L keys.
-      The value bias passes through unchanged because attention rows sum to one.
+      The value bias passes through unchanged because attention rows sum to one. W_q with W_k
+      and W_v with W_o are combined into one weight each (`query_key`, `value_out`), made from
+      the parameters at every call, so a flow costs one product on each side of the keys.
     - projected (many queries, e.g. full self-attention): the usual K W_k, K W_v and
       `scaled_dot_product_attention`.
     By multiplication count the folded order wins when q * (H - 1) < d; skinny batched
@@ -39,6 +41,25 @@ class CrossAttention(nn.Module):
         self.k_proj = nn.Linear(dim, dim, bias=False)  # a key bias cancels in the softmax
         self.v_proj = nn.Linear(dim, dim)
         self.out_proj = nn.Linear(dim, dim)
+
+    def query_key(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """W_qk [d, H d], b_qk [H d]: x W_qk + b_qk = ((x W_q^T + b_q)_h W_k,h / sqrt(d_k))_h, the
+        queries folded into the key space, every head in one product."""
+        H, dk, d = self.num_heads, self.head_dim, self.dim
+        w_q = self.q_proj.weight.view(H, dk, d) * dk**-0.5
+        w_k = self.k_proj.weight.view(H, dk, d)
+        w = torch.einsum("hei,hed->ihd", w_q, w_k).reshape(d, H * d)
+        b = torch.einsum("he,hed->hd", self.q_proj.bias.view(H, dk) * dk**-0.5, w_k)
+        return w, b.reshape(H * d)
+
+    def value_out(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """W_vo [H d, d], b_vo [d]: [p_h]_h W_vo + b_vo = W_o ([p_h W_v,h^T]_h + b_v) + b_o for
+        pooled raw keys p_h (attention rows sum to one, so b_v passes unchanged)."""
+        H, dk, d = self.num_heads, self.head_dim, self.dim
+        w_v = self.v_proj.weight.view(H, dk, d)
+        w_o = self.out_proj.weight.view(d, H, dk)
+        w = torch.einsum("hed,ohe->hdo", w_v, w_o).reshape(H * d, d)
+        return w, self.out_proj(self.v_proj.bias)
 
     def folds(self, num_queries: int) -> bool:
         return 2 * num_queries * (self.num_heads - 1) <= self.dim
@@ -93,10 +114,8 @@ def attend_folded(
         raise ValueError(f"attentions sharing a key set differ in dropout: {sorted(dropout)}")
     folded = []
     for a, query in zip(attns, queries, strict=True):
-        nq, H, dk = query.shape[1], a.num_heads, a.head_dim
-        q = a.q_proj(query).view(B, nq, H, dk)
-        w_k = a.k_proj.weight.view(H, dk, d)
-        folded.append(torch.einsum("bqhe,hed->bqhd", q, w_k).reshape(B, nq * H, d) * dk**-0.5)
+        w_qk, b_qk = a.query_key()
+        folded.append(torch.addmm(b_qk, query.flatten(0, 1), w_qk).view(B, -1, d))
     sizes = [q.shape[1] for q in folded]
     stacked = torch.cat(folded, 1) if len(folded) > 1 else folded[0]  # [B, sum q_i H, d]
     bias = None
@@ -109,10 +128,9 @@ def attend_folded(
     for a, query, part, w in zip(
         attns, queries, pooled.split(sizes, 1), attn.split(sizes, 1), strict=True
     ):
-        nq, H, dk = query.shape[1], a.num_heads, a.head_dim
-        w_v = a.v_proj.weight.view(H, dk, d)
-        heads = torch.einsum("bqhd,hed->bqhe", part.view(B, nq, H, d), w_v).reshape(B, nq, d)
-        out = a.out_proj(heads + a.v_proj.bias)
+        nq, H = query.shape[1], a.num_heads
+        w_vo, b_vo = a.value_out()
+        out = torch.addmm(b_vo, part.reshape(B * nq, H * d), w_vo).view(B, nq, d)
         weights = w.view(B, nq, H, -1).mean(2) if need_weights else None
         if keep is not None:
             out = out * keep
