@@ -3,6 +3,7 @@ an MLP pooled over positions."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -40,9 +41,24 @@ def test_pooled_mlp_is_the_weighted_sum_of_the_mlp_over_positions() -> None:
     assert torch.equal(pooled_mlp(mlp, x, weights)[0], torch.zeros(3, 4))
 
 
-def test_pooled_mlp_over_distinct_tokens_equals_it_over_positions() -> None:
+@pytest.mark.parametrize("learned", [False, True])
+def test_pooled_mlp_over_distinct_tokens_equals_it_over_positions(learned: bool) -> None:
+    # zero weights (padding, other segments, a row with none) are left out of the bags only
+    # where the weights need no gradient; outputs and gradients equal the per-position path's
     torch.manual_seed(0)
     mlp = MLP(8, [16], 4)
-    table, index, weights = torch.randn(6, 8), torch.randint(0, 6, (5, 7)), torch.rand(5, 2, 7)
+    table, index = torch.randn(6, 8, requires_grad=True), torch.randint(0, 6, (5, 7))
+    weights = torch.rand(5, 2, 7) * (torch.rand(5, 2, 7) > 0.5)
+    weights[3] = 0.0  # a row with no position at all
+    weights.requires_grad_(learned)
+    inputs = [table, *mlp.parameters(), *([weights] if learned else [])]
+    got = pooled_mlp(mlp, table, weights, index)
     want = pooled_mlp(mlp, table[index], weights)  # [5, 2, 4]
-    torch.testing.assert_close(pooled_mlp(mlp, table, weights, index), want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    upstream = torch.randn_like(want)
+    grads = torch.autograd.grad((got * upstream).sum(), inputs)
+    wanted = torch.autograd.grad((want * upstream).sum(), inputs)
+    for g, w in zip(grads, wanted, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
+    if learned:  # a zero weight's gradient is its position's output, not zero
+        assert grads[-1][weights == 0].abs().sum() > 0
