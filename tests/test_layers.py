@@ -13,7 +13,7 @@ ROOT = Path(infnet.__file__).parent
 # Lowest floor first. A module may import its own layer or a lower one; the packages of one
 # layer (serving, experiments) do not import each other.
 LAYERS: list[set[str]] = [
-    {"infnet", "infnet.config", "infnet.fsutil", "infnet.metrics"},
+    {"infnet", "infnet.config", "infnet.fsutil", "infnet.malloc", "infnet.metrics"},
     {"infnet.data"},
     {"infnet.models"},
     {"infnet.training"},
