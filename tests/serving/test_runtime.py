@@ -1,34 +1,32 @@
-"""The ONNX Runtime session the server scores with: denormals flushed to zero."""
+"""The ONNX Runtime session options the server scores with."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import onnxruntime as ort
-from onnx import TensorProto, helper, save
+from onnx import TensorProto, helper
 
-from infnet.serving.runtime import _onnx_runner
+from infnet.serving.runtime import session_options
 
 
-def _doubled(path: Path) -> Path:
-    two = helper.make_tensor("two", TensorProto.FLOAT, [], [2.0])  # x 1 would be optimised away
+def test_server_sessions_treat_denormals_as_zero_and_keep_masked_softmax_exact() -> None:
+    # the entry that keeps Softmax over masked (-inf) scores at full speed, and its output
+    # under it: exact probabilities over the real keys, exact zeros at the masked ones
+    options = session_options(threads=1)
+    assert options.get_session_config_entry("session.set_denormal_as_zero") == "1"
+    assert options.intra_op_num_threads == 1
     graph = helper.make_graph(
-        [helper.make_node("Mul", ["x", "two"], ["scores"])],
-        "doubled",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None])],
-        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [None])],
-        initializer=[two],
+        [helper.make_node("Softmax", ["x"], ["y"], axis=-1)],
+        "softmax",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 6])],
     )
-    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
-    return path
-
-
-def test_the_server_session_flushes_denormals_to_zero(tmp_path: Path) -> None:
-    # what keeps Softmax over masked (-inf) scores at full speed (runtime._onnx_runner)
-    path = _doubled(tmp_path / "m.onnx")
-    x = np.array([1e-40, 1.0], np.float32)  # 1e-40 and 2e-40 are below float32's smallest normal
-    plain = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    assert plain.run(None, {"x": x})[0][0] > 0  # the control: an unflushed session keeps it
-    scores = _onnx_runner(path, threads=1)({"x": x})
-    assert scores.tolist() == [0.0, 2.0]
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    session = ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    x = np.array([[0.5, -np.inf, 1.5, -np.inf, -np.inf, -2.0]] * 3, np.float32)
+    real = np.exp(np.array([0.5, 1.5, -2.0])) / np.exp(np.array([0.5, 1.5, -2.0])).sum()
+    y = session.run(None, {"x": x})[0]
+    np.testing.assert_allclose(y[:, [0, 2, 5]], np.tile(real, (3, 1)), rtol=1e-6)
+    assert (y[:, [1, 3, 4]] == 0).all()
