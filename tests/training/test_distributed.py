@@ -40,6 +40,13 @@ def _config(data, model="infnet", **train) -> RunConfig:
 BATCH_DEPENDENT = {"din", "dien", "production"}
 
 
+def _flat(metrics: dict, prefix: str = "") -> dict[str, float]:
+    out: dict[str, float] = {}
+    for k, v in metrics.items():
+        out |= _flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v}
+    return out
+
+
 def _assert_same_weights(a: dict, b: dict, where: str, atol: float = 1e-4) -> None:
     # 1e-4: a few percent of one Adam step (lr 1e-3); float sums in another order, which
     # Adam's normalisation magnifies where a gradient is near zero, stay well inside it
@@ -122,9 +129,12 @@ def test_every_model_trains_under_ddp_as_in_one_process(small_prepared, tmp_path
             _assert_same_weights(trainer.model.state_dict(), states[name], name, atol=0.05)
             continue
         _assert_same_weights(trainer.model.state_dict(), states[name], name)
-    # the metrics of one model: sharded evaluation is the single-process one, exactly
+    # the metrics of one model: sharded evaluation is the single-process one, to 1e-9: in the
+    # full suite a logloss once differed in its 10th digit (float rounding in another
+    # process), while one row dropped or scored twice moves the metrics by ~1e-4 (and n by 1)
     probe = Trainer.from_config(configs["infnet"], None, data=data, progress=False).model
-    assert written["valid"] == json.loads(json.dumps(evaluate_split(probe, data, "valid", 700)))
+    single = _flat(json.loads(json.dumps(evaluate_split(probe, data, "valid", 700))))
+    assert _flat(written["valid"]) == pytest.approx(single, rel=1e-9, abs=0)
 
 
 def test_a_rank_that_dies_stops_the_job_naming_it(small_prepared):
