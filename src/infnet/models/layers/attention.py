@@ -145,9 +145,9 @@ class _KeyPass(torch.autograd.Function):
 
     Autograd's own graph of these ops copies the score tensor for the mask, keeps the scores
     and the softmax output, and sums the key's two gradients (from the score product and from
-    the pooling) in a separate pass; here the mask is an additive bias, the softmax backward
-    runs in place and the key's second gradient is added by the product that makes it: the same values, to float
-    rounding, with three fewer passes over the largest tensors of INFNet's step."""
+    the pooling) in a separate pass. Here the mask is an additive bias, the softmax backward
+    runs in place, and the key's second gradient is added by the product that makes it: the
+    same values to float rounding, with fewer passes over the largest tensors of the step."""
 
     @staticmethod
     def forward(ctx, q, key, bias, p):
