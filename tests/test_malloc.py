@@ -50,7 +50,7 @@ libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype = ctypes.c_void_p
 libc.malloc.argtypes = [ctypes.c_size_t]
 libc.free.argtypes = [ctypes.c_void_p]
-size = 64 << 20  # above glibc's largest mmap threshold (32 MB)
+size = int(sys.argv[2]) << 20
 faults = []
 for _ in range(3):  # an activation of a train step, allocated, written and freed every step
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -63,10 +63,14 @@ print(faults[-1])
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc thresholds are glibc's")
-def test_the_trainer_reuses_freed_memory_without_page_faults() -> None:
-    # what keeps a train step from faulting in its large tensors anew (keep_freed_memory)
-    run = [sys.executable, "-c", FAULTS]
-    pages = (64 << 20) // 4096
-    fresh = int(subprocess.run([*run, "fresh"], capture_output=True, text=True, check=True).stdout)
-    kept = int(subprocess.run([*run, "kept"], capture_output=True, text=True, check=True).stdout)
-    assert fresh >= pages // 2 and kept < pages // 100
+def test_the_trainer_reuses_freed_blocks_under_the_bound_and_returns_larger_ones() -> None:
+    # what keeps a train step from faulting in its tens-of-MB tensors anew, and evaluation's
+    # hundreds of MB from staying in the heap (keep_freed_memory)
+    def faults(mode: str, mb: int) -> int:
+        run = [sys.executable, "-c", FAULTS, mode, str(mb)]
+        return int(subprocess.run(run, capture_output=True, text=True, check=True).stdout)
+
+    pages = {mb: (mb << 20) // 4096 for mb in (40, 100)}
+    # 40 MB: above glibc's largest dynamic mmap threshold (32 MB), under the bound (64 MB)
+    assert faults("fresh", 40) >= pages[40] // 2 and faults("kept", 40) < pages[40] // 100
+    assert faults("kept", 100) >= pages[100] // 2
