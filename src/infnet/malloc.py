@@ -31,9 +31,9 @@ def keep_freed_memory(largest_mb: int = 64) -> bool:
     for its tens-of-MB activations and gradients (INFNet: [4096, 150, 16] floats, 39 MB;
     1.06 M minor page faults over a 10-step profile, 0.43 M with the heap kept). Larger
     blocks still go back to the kernel: with no bound, HSTU's evaluation batches (16,384
-    rows) stayed in the heap beside its training blocks, peak RSS +65% (8.24 GB against 5.00
-    at batch 2,048), and two such runs were killed for memory on a 24 GB machine. Bounded,
-    its peak is 5.21 GB, and INFNet v1 keeps most of its gain (README, Benchmarks)."""
+    rows) stayed in the heap beside its training blocks, peak RSS 13.31 GB against 9.26 at
+    batch 2,048, and two such runs were killed for memory on a 24 GB machine. Bounded: 9.33
+    GB, and INFNet v1 4,823 samples/s against 4,249 (benchmarks/malloc.py)."""
     size = largest_mb << 20
     return _mallopt(M_MMAP_THRESHOLD, size) and _mallopt(M_TRIM_THRESHOLD, 2 * size)
 
