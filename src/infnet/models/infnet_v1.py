@@ -83,151 +83,9 @@ from infnet.data.schema import Schema
 from infnet.models.base import ModelOutput, MultiTaskModel
 from infnet.models.embedding import Distinct, FeatureEmbedding, sequence_tokens
 from infnet.models.infnet_config import INFNetConfig
-from infnet.models.layers.attention import CrossAttention, attend_shared
+from infnet.models.infnet_v1_block import Block, Masks, Tables, Tokens, live, real
 from infnet.models.layers.mlp import MLP, pooled_mlp
-from infnet.models.layers.pgu import PGU
 from infnet.models.layers.pooling import masked_mean
-
-Tokens = dict[str, torch.Tensor]  # name -> [B, n, d]
-Masks = dict[str, torch.Tensor | None]  # name -> bool [B, n] (True = real) or None (all real)
-Tables = dict[str, tuple[torch.Tensor, torch.Tensor]]  # name -> (table [P, d], index [B, n])
-
-
-class _Block(nn.Module):
-    """One INFNet block over named token sets.
-
-    flows: query set -> key sets it reads by cross attention (summed);
-    gates: token set -> proxy sets whose flattened concatenation gates it (PGU).
-    With `full=True` the flows are replaced by one self-attention over all token sets.
-    """
-
-    def __init__(
-        self,
-        sizes: dict[str, int],  # proxy set -> number of tokens (PGU input width)
-        flows: dict[str, list[str]],
-        gates: dict[str, list[str]],
-        config: INFNetConfig,
-        full: bool = False,
-    ) -> None:
-        super().__init__()
-        d, c = config.embedding_dim, config
-        self.flows, self.gates, self.full = flows, gates, full
-        self.residual, self.norm, self.pgu_hubs = c.residual, c.norm, c.pgu_hubs
-        self.attn = nn.ModuleDict(
-            {"all": CrossAttention(d, c.num_heads, c.dropout)}
-            if full
-            else {
-                f"{q}_{k}": CrossAttention(d, c.num_heads, c.dropout)
-                for q, ks in flows.items()
-                for k in ks
-            }
-        )
-        if c.norm == "none":
-            normed = []
-        elif full:
-            normed = ["all"]
-        elif c.norm == "pre":  # queries and keys
-            normed = sorted({n for q, ks in flows.items() for n in [q, *ks]})
-        else:  # post: the updated query sets
-            normed = list(flows)
-        self.norms = nn.ModuleDict({n: nn.LayerNorm(d) for n in normed})
-        self.reads = sorted({n for q, ks in flows.items() for n in [q, *ks]})
-        self.readers = {  # key set -> the query sets whose flows read it
-            k: [q for q, ks in flows.items() if k in ks]
-            for k in self.reads
-            if any(k in ks for ks in flows.values())
-        }
-        self.pgu = nn.ModuleDict(
-            {
-                x: PGU(sum(sizes[p] for p in ps), d, c.gate_hidden, c.gate, c.dropout)
-                for x, ps in gates.items()
-            }
-        )
-
-    def forward(
-        self,
-        h: Tokens,
-        mask: Masks,
-        weights: dict[str, torch.Tensor] | None = None,
-        tables: Tables | None = None,  # token sets that are h[n] = table[index]
-    ) -> Tokens:
-        if self.full:
-            new = self._full(h, mask, weights)
-        else:
-            new = self._flows(h, mask, weights, tables or {})
-        src = new if self.pgu_hubs == "post" or self.full else h
-        out = dict(new)
-        for x, ps in self.gates.items():
-            out[x] = self.pgu[x](new[x], torch.cat([src[p] for p in ps], dim=1))
-        return out
-
-    def _flows(self, h: Tokens, mask: Masks, weights: dict | None, tables: Tables) -> Tokens:
-        # each token set normalised once, however many flows read it
-        x = {n: self._pre_norm(n, h, tables) for n in self.reads}
-        out: dict[str, torch.Tensor] = {}
-        for k, qs in self.readers.items():  # the flows reading key set k, in one pass
-            attns = [self.attn[f"{q}_{k}"] for q in qs]
-            done = attend_shared(attns, [x[q] for q in qs], x[k], mask[k], weights is not None)
-            for q, (o, w) in zip(qs, done, strict=True):
-                out[f"{q}_{k}"] = o
-                if weights is not None:
-                    weights[f"{q}_{k}"] = w
-        new = dict(h)
-        for q, keys in self.flows.items():
-            update = sum(out[f"{q}_{k}"] for k in keys)
-            y = h[q] + update if self.residual else update
-            new[q] = self.norms[q](y) if self.norm == "post" else y
-        return new
-
-    def _pre_norm(self, n: str, h: Tokens, tables: Tables) -> torch.Tensor:
-        if self.norm != "pre":
-            return h[n]
-        if n not in tables:
-            return self.norms[n](h[n])
-        table, index = tables[n]  # LN(table[index]) = LN(table)[index]
-        return self.norms[n](table).index_select(0, index.flatten()).view(*index.shape, -1)
-
-    def _full(self, h: Tokens, mask: Masks, weights: dict | None) -> Tokens:
-        names = list(h)
-        sizes = [h[n].shape[1] for n in names]
-        x = torch.cat([h[n] for n in names], dim=1)  # [B, M + L + N_task, d]
-        m = torch.cat([_real(h[n], mask[n]) for n in names], dim=1)
-        xin = self.norms["all"](x) if self.norm == "pre" else x
-        update, w = self.attn["all"](xin, xin, m, weights is not None)
-        if weights is not None:
-            weights["all"] = w
-        x = x + update if self.residual else update
-        if self.norm == "post":
-            x = self.norms["all"](x)
-        new = dict(zip(names, x.split(sizes, dim=1), strict=True))
-        # The PGU's "proxy" of a type without proxies: the masked mean of its tokens.
-        for n in names:
-            new[f"{n}p"] = masked_mean(new[n], _real(new[n], mask[n]), dim=1).unsqueeze(1)
-        return new
-
-
-def _live(
-    flows: dict[str, list[str]],
-    gates: dict[str, list[str]],
-    needed: set[str],
-    pre: bool,
-    full: list[str] | None,
-) -> tuple[dict[str, list[str]], dict[str, list[str]], set[str]]:
-    """The flows and gates of a block whose outputs `needed` are read, and the sets it reads.
-    pre: the PGU reads the proxies entering the block; full: the token sets of a block that
-    attends over all of them (None: a proxy block)."""
-    g = {x: ps for x, ps in gates.items() if x in needed}
-    if full is not None:
-        return flows, g, set(full)
-    gate_proxies = {p for ps in g.values() for p in ps}
-    computed = needed | (set() if pre else gate_proxies)
-    f = {q: ks for q, ks in flows.items() if q in computed}
-    reads = computed | {k for ks in f.values() for k in ks} | (gate_proxies if pre else set())
-    return f, g, reads
-
-
-def _real(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    return torch.ones(x.shape[:2], dtype=torch.bool, device=x.device) if mask is None else mask
 
 
 class INFNetV1(MultiTaskModel):
@@ -289,8 +147,8 @@ class INFNetV1(MultiTaskModel):
         needed, blocks = set(self.head_inputs), []
         for _ in range(c.num_blocks):
             full = None if c.use_hubs else self.token_names
-            f, g, needed = _live(flows, gates, needed, c.pgu_hubs == "pre", full)
-            blocks.append(_Block(sizes, f, g, c, full=not c.use_hubs))
+            f, g, needed = live(flows, gates, needed, c.pgu_hubs == "pre", full)
+            blocks.append(Block(sizes, f, g, c, full=not c.use_hubs))
         self.blocks = nn.ModuleList(reversed(blocks))
         self.inputs = needed  # the token and proxy sets the first block reads
         if c.use_hubs and not {"Cp", "Xp"} & needed:
@@ -382,7 +240,7 @@ class INFNetV1(MultiTaskModel):
             if not c.structured:
                 tables.clear()  # X = [C; S] gathers no table
                 h["X"] = torch.cat([h.pop("C"), h.pop("S")], dim=1)
-                mask["X"] = torch.cat([_real(C, None), mask.pop("S")], dim=1)
+                mask["X"] = torch.cat([real(C, None), mask.pop("S")], dim=1)
                 mask.pop("C")
                 if "Xp" in self.inputs:
                     h["Xp"], mask["Xp"] = torch.cat([h.pop("Cp"), h.pop("Sp")], dim=1), None
@@ -412,9 +270,7 @@ class INFNetV1(MultiTaskModel):
             reps = h["T"].unbind(1)  # N_task x [B, d]
         else:  # the mean of the final proxies (of the tokens, without proxies)
             names = self.head_inputs
-            pooled = torch.stack([masked_mean(h[n], _real(h[n], mask[n]), 1) for n in names]).mean(
-                0
-            )
+            pooled = torch.stack([masked_mean(h[n], real(h[n], mask[n]), 1) for n in names]).mean(0)
             reps = [pooled] * len(self.heads)  # [B, d] each
         return ModelOutput(
             torch.cat([head(r) for head, r in zip(self.heads, reps, strict=True)], -1)
