@@ -102,9 +102,9 @@ def session_options(threads: int):
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # A masked attention score is -inf, and ONNX Runtime's Softmax over [100, 18, 150] rows
-    # with masked keys took 0.76-1.16 ms against 0.10 ms unmasked: 1.1 of INFNet's 5.4 ms per
-    # 100 candidates. With this entry, 0.10 ms either way.
+    # A masked attention score is -inf, and ONNX Runtime's Softmax over [100, 18, 150] with
+    # half the keys masked took 0.92 ms against 0.14 unmasked; with this entry 0.12 ms
+    # (benchmarks/ort_softmax.py). The first session of a process sets it for all of them.
     options.add_session_config_entry("session.set_denormal_as_zero", "1")
     return options
 
