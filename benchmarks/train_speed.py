@@ -9,8 +9,8 @@ Train: optimizer steps (forward, loss, backward, Adam) on shuffled batches from 
 loader, loader time included, after one warm-up step. Inference: forward passes under
 no_grad. Each model is built with its default config (and --options, for every model);
 --compile times the train steps of torch.compile(model) (train.compile), after compiling;
---bf16 runs them under torch.autocast("cpu", bfloat16). The process keeps its freed heap, as
-the trainer's does (infnet.malloc.keep_freed_memory).
+--bf16 runs them under torch.autocast("cpu", bfloat16). The process keeps freed blocks under 64
+MB for reuse, as the trainer's does (infnet.malloc.keep_freed_memory).
 
 FLOPs are counted by torch.utils.flop_counter (matrix products and attention, 2 per
 multiply-add; elementwise work is not counted): one train step (forward and backward) and
