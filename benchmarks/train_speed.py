@@ -2,15 +2,17 @@
 it reaches; one JSON line per model and thread count.
 
     python benchmarks/train_speed.py [--data PREPARED] [--models infnet,mmoe] [--steps 10]
-        [--threads 1,2] [--options '{"preset": "v2"}'] [--compile] [--bf16]
+        [--threads 1,2] [--options '{"preset": "v2"}'] [--compile] [--bf16] [--no-prefetch]
 
 Without --data the subset is prepared into a temporary directory first (not timed).
 Train: optimizer steps (forward, loss, backward, Adam) on shuffled batches from the
-loader, loader time included, after one warm-up step. Inference: forward passes under
-no_grad. Each model is built with its default config (and --options, for every model);
---compile times the train steps of torch.compile(model) (train.compile), after compiling;
---bf16 runs them under torch.autocast("cpu", bfloat16). The process keeps freed blocks under 64
-MB for reuse, as the trainer's does (infnet.malloc.keep_freed_memory).
+loader, loader time included, after one warm-up step. As in the trainer, the next batch is
+assembled on a background thread while the model steps (infnet.data.prefetch; a second core
+takes it); --no-prefetch assembles it between the steps, on the one thread. Inference:
+forward passes under no_grad. Each model is built with its default config (and --options,
+for every model); --compile times the train steps of torch.compile(model) (train.compile),
+after compiling; --bf16 runs them under torch.autocast("cpu", bfloat16). The process keeps
+freed blocks under 64 MB for reuse, as the trainer's does (infnet.malloc.keep_freed_memory).
 
 FLOPs are counted by torch.utils.flop_counter (matrix products and attention, 2 per
 multiply-add; elementwise work is not counted): one train step (forward and backward) and
@@ -33,6 +35,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from infnet.data.loader import PreparedDataset
+from infnet.data.prefetch import prefetch
 from infnet.data.sources.kuairand import prepare_kuairand
 from infnet.experiments.measure import forward_flops
 from infnet.malloc import keep_freed_memory
@@ -69,12 +72,14 @@ def measure(
     peak: float,
     compile: bool = False,
     bf16: bool = False,
+    prefetched: bool = True,
 ) -> dict:
     torch.manual_seed(0)
     model = build_model(model_name, data.schema, options)
     loss_fn = TaskLoss(data.schema, TrainConfig())
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     batches = data.batches("train", batch_size, shuffle=True, seed=0)
+    batches = prefetch(batches) if prefetched else batches
 
     net = model
 
@@ -115,6 +120,7 @@ def measure(
         "options": options,
         "compiled": compile,
         "bf16_autocast": bf16,
+        "prefetch": prefetched,
         **({"compile_s": round(compile_s, 1)} if compile else {}),
         "parameters": model.num_parameters(),
         "batch_size": batch_size,
@@ -142,6 +148,9 @@ def main() -> None:
     parser.add_argument("--threads", default="1,2", help="torch thread counts, comma-separated")
     parser.add_argument("--compile", action="store_true", help="torch.compile the train steps")
     parser.add_argument("--bf16", action="store_true", help="train steps under bf16 autocast")
+    parser.add_argument(
+        "--no-prefetch", action="store_true", help="assemble each batch between the steps"
+    )
     parser.add_argument("--options", type=json.loads, default={}, help="model options (JSON)")
     args = parser.parse_args()
     torch.set_flush_denormal(True)
@@ -182,6 +191,7 @@ def main() -> None:
                     peak,
                     args.compile,
                     args.bf16,
+                    not args.no_prefetch,
                 )
                 print(json.dumps(record), flush=True)
 

@@ -10,6 +10,7 @@ import torch
 
 from infnet import metrics
 from infnet.data.loader import PreparedDataset
+from infnet.data.prefetch import prefetch
 from infnet.models.base import MultiTaskModel, TaskActivation
 from infnet.training.distributed import Group
 
@@ -58,7 +59,7 @@ def predict(
             batch.label_mask.numpy(),
             batch.user.numpy(),
         )
-        for batch in batches
+        for batch in prefetch(iter(batches))
     ]
     if group is not None:  # batch k was predicted by rank k % W, as its (k // W)-th
         ranks = group.gather(pieces)

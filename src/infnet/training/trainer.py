@@ -27,6 +27,7 @@ from infnet.config import validate
 from infnet.data.batch import Batch
 from infnet.data.loader import PreparedDataset
 from infnet.data.parts import PartsDataset
+from infnet.data.prefetch import prefetch
 from infnet.malloc import keep_freed_memory
 from infnet.models import build_model, model_class
 from infnet.models.base import MultiTaskModel
@@ -178,7 +179,7 @@ class Trainer:
             seed=tc.seed * 100_003 + self.epoch,
             shard=self.group.shard if self.group else None,
         )
-        return islice(batches, self.step_in_epoch, None)
+        return prefetch(islice(batches, self.step_in_epoch, None))
 
     def _evaluate_and_track(self, train_loss: float) -> bool:
         """Evaluate on valid, record, checkpoint; returns True when training should stop."""
