@@ -374,3 +374,32 @@ def test_a_run_in_two_processes_records_the_single_process_result(
     )
     again = Runner(data, tmp_path / "two", progress=False, procs=2).run(spec)
     assert again["status"] == "cached"
+
+
+def test_runs_in_the_runners_own_process_train_with_its_threads(
+    small_prepared: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """workers=1 trains in this process: with `threads`, as many torch threads as a worker's
+    (an unset count let four concurrent compares on 2 cores run 2 GEMM threads each)."""
+    import infnet.experiments.runner as runner_module
+    from infnet.data.loader import RowLimit
+    from infnet.experiments.runner import RunSpec
+
+    seen = []
+    train_run = runner_module.train_run
+
+    def recording(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return train_run(*args, **kwargs)
+
+    monkeypatch.setattr(runner_module, "train_run", recording)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        data = RowLimit(small_prepared, {"train": 1000})
+        Runner(data, tmp_path, progress=False, threads=1).run_all(
+            [RunSpec("lr", "lr", {}, TRAIN, 0)]
+        )
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1]

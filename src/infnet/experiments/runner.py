@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -176,6 +177,8 @@ class Runner:
                     )
 
             if self.workers == 1:
+                if self.threads is not None:  # the runs train here, with a worker's threads
+                    torch.set_num_threads(self.threads)
                 for i in todo:
                     show([i])
                     started = time.time()
@@ -367,8 +370,6 @@ def _rank_run(
     path: str, limits: dict[str, int] | None, config: RunConfig, run_dir: str, threads: int
 ) -> None:
     """One rank of a run in `procs` processes (Runner with procs > 1)."""
-    import torch
-
     from infnet.training.config import resolve_device
     from infnet.training.distributed import from_environment, shut_down
 
@@ -385,8 +386,6 @@ def _worker_run(
     args: tuple[str, dict[str, int] | None, str, int, int], spec: RunSpec
 ) -> dict[str, Any]:
     """One run in a worker process (Runner with workers > 1)."""
-    import torch
-
     path, limits, cache_dir, threads, procs = args
     torch.set_num_threads(threads)
     data = RowLimit(path, limits) if limits is not None else PreparedDataset(path)
