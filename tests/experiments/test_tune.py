@@ -94,6 +94,10 @@ def test_a_study_resumes_without_repeating_a_trial_and_compare_trains_its_best(
         assert r["config"]["train"]["epochs"] == 1
     text = (report / "report.md").read_text()
     assert "Budget spent and best configuration per model" in text
+    # the evidence states the runs' budget, not the base config's (batch 1024 here)
+    assert "best configuration of the tune" in text and "at most 1 epoch(s)" in text
+    assert "batch 1024" not in text
+    assert "each trial's sampled configuration" in (out / "report.md").read_text()
     assert (report / "tuning_history.png").is_file()
 
 
