@@ -100,6 +100,30 @@ def test_bag_token_is_the_mean_of_present_values_in_any_order():
     torch.testing.assert_close(seq[..., 1, :], table[batch.seq_ids[..., 1]])
 
 
+def test_single_field_tokens_keep_their_place_beside_a_bag_and_pad_rows_learn_nothing():
+    """The single-field tokens are one lookup in the tables' concatenation (embedding.py):
+    each must still read its own table, in token order around the bag, and a PAD id must
+    leave its table's PAD row without a gradient."""
+    torch.manual_seed(0)
+    schema = bag_schema()
+    emb = FeatureEmbedding(schema, 8, std=0.01)
+    batch = with_genres(schema, [[4, 7, 9], [PAD, 7, 4], [5, 0, 0], [1, 2, 3]])
+    batch.categorical[1, [0, 4, 5, 6]] = PAD  # a row with every single field missing
+    tok = emb.categorical(batch)  # [B, 5 tokens, d]
+    assert [bag for _, bag in emb.tokens] == [False, True, False, False, False]
+    for t, (cols, bag) in enumerate(emb.tokens):
+        if not bag:
+            torch.testing.assert_close(
+                tok[:, t], emb.tables[t].weight[batch.categorical[:, cols[0]]]
+            )
+    assert (tok[1, [0, 2, 3, 4]] == 0).all()
+    (tok * torch.randn_like(tok)).sum().backward()
+    for t, table in enumerate(emb.tables):
+        assert (table.weight.grad[PAD] == 0).all(), f"token {t}: the PAD row got a gradient"
+    used = batch.categorical[0, 0]
+    assert (emb.tables[0].weight.grad[used] != 0).all()
+
+
 def loss(model, batch: Batch) -> torch.Tensor:
     output = model(batch)
     out = output.logits
