@@ -83,7 +83,7 @@ from infnet.data.schema import Schema
 from infnet.models.base import ModelOutput, MultiTaskModel
 from infnet.models.embedding import Distinct, FeatureEmbedding, sequence_tokens
 from infnet.models.infnet_config import INFNetConfig
-from infnet.models.infnet_v1_block import Block, Masks, Tables, Tokens, live, real
+from infnet.models.infnet_v1_block import Block, Histories, Masks, Tables, Tokens, live, real
 from infnet.models.layers.mlp import MLP, pooled_mlp
 from infnet.models.layers.pooling import masked_mean
 
@@ -213,13 +213,16 @@ class INFNetV1(MultiTaskModel):
             pooled = pooled / (count if self.config.sequence_pooling == "mean" else count.sqrt())
         return pooled.view(B, -1, pooled.shape[-1])
 
-    def _tokens(self, batch: Batch, seq_index: torch.Tensor | None) -> tuple[Tokens, Masks, Tables]:
+    def _tokens(
+        self, batch: Batch, seq_index: torch.Tensor | None
+    ) -> tuple[Tokens, Masks, Tables, Histories]:
         c = self.config
         C = self.embedding.categorical(batch)  # [B, M, d]
         B = C.shape[0]
         h: Tokens = {"C": C}
         mask: Masks = {"C": None}
         tables: Tables = {}
+        histories: Histories = {}
         if hasattr(self, "phi_cat"):
             h["Cp"] = self.phi_cat(C.flatten(1)).view(B, c.num_categorical_hubs, -1)
             mask["Cp"] = None
@@ -232,6 +235,7 @@ class INFNetV1(MultiTaskModel):
             if seq_index is not None:  # row b reads history seq_index[b]
                 positions = torch.arange(F * n, device=s.device)
                 tables["S"] = (s.flatten(0, 2), seq_index.unsqueeze(1) * (F * n) + positions)
+                histories["S"] = (m.flatten(1), seq_index)
                 s, m = s.index_select(0, seq_index), m.index_select(0, seq_index)
                 sp = None if sp is None else sp.index_select(0, seq_index)
             h["S"], mask["S"] = s.flatten(1, 2), m.flatten(1)  # [B, L, d], [B, L]
@@ -239,6 +243,7 @@ class INFNetV1(MultiTaskModel):
                 h["Sp"], mask["Sp"] = sp, None
             if not c.structured:
                 tables.clear()  # X = [C; S] gathers no table
+                histories.clear()
                 h["X"] = torch.cat([h.pop("C"), h.pop("S")], dim=1)
                 mask["X"] = torch.cat([real(C, None), mask.pop("S")], dim=1)
                 mask.pop("C")
@@ -249,16 +254,17 @@ class INFNetV1(MultiTaskModel):
             h["T"], mask["T"] = self.task_tokens.expand(B, -1, -1), None
             if hasattr(self, "shared_task_tokens"):
                 h["Tp"], mask["Tp"] = self.shared_task_tokens.expand(B, -1, -1), None
-        return h, mask, tables
+        return h, mask, tables, histories
 
     # --- forward ------------------------------------------------------------------------
     def _run(
         self, batch: Batch, weights: dict | None = None, seq_index: torch.Tensor | None = None
     ) -> tuple[Tokens, Masks]:
-        h, mask, tables = self._tokens(batch, seq_index)
+        h, mask, tables, histories = self._tokens(batch, seq_index)
         for block in self.blocks:  # weights: each key from the last block that computes it
-            new = block(h, mask, weights, tables)
+            new = block(h, mask, weights, tables, histories)
             tables = {n: t for n, t in tables.items() if new[n] is h[n]}  # not yet gated
+            histories = {n: t for n, t in histories.items() if n in tables}
             h = {n: x for n, x in new.items() if n in mask}  # drop full attention's gate means
         return h, mask
 

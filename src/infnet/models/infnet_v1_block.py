@@ -14,6 +14,8 @@ from infnet.models.layers.pooling import masked_mean
 Tokens = dict[str, torch.Tensor]  # name -> [B, n, d]
 Masks = dict[str, torch.Tensor | None]  # name -> bool [B, n] (True = real) or None (all real)
 Tables = dict[str, tuple[torch.Tensor, torch.Tensor]]  # name -> (table [P, d], index [B, n])
+# name -> (mask [U, n], seq_index [B]): its table holds U histories of n tokens (serving)
+Histories = dict[str, tuple[torch.Tensor, torch.Tensor]]
 
 
 class Block(nn.Module):
@@ -73,42 +75,61 @@ class Block(nn.Module):
         mask: Masks,
         weights: dict[str, torch.Tensor] | None = None,
         tables: Tables | None = None,  # token sets that are h[n] = table[index]
+        histories: Histories | None = None,  # tables that are a request's histories
     ) -> Tokens:
         if self.full:
             new = self._full(h, mask, weights)
         else:
-            new = self._flows(h, mask, weights, tables or {})
+            new = self._flows(h, mask, weights, tables or {}, histories or {})
         src = new if self.pgu_hubs == "post" or self.full else h
         out = dict(new)
         for x, ps in self.gates.items():
             out[x] = self.pgu[x](new[x], torch.cat([src[p] for p in ps], dim=1))
         return out
 
-    def _flows(self, h: Tokens, mask: Masks, weights: dict | None, tables: Tables) -> Tokens:
-        # each token set normalised once, however many flows read it
-        x = {n: self._pre_norm(n, h, tables) for n in self.reads}
-        out: dict[str, torch.Tensor] = {}
+    def _flows(
+        self, h: Tokens, mask: Masks, weights: dict | None, tables: Tables, histories: Histories
+    ) -> Tokens:
+        # each token set normalised once, however many flows read it; a gathered set as its
+        # table, LN(table[i]) = LN(table)[i]
+        normed = {n: self._norm(n, tables[n][0]) for n in self.reads if n in tables}
+        x = {
+            n: normed[n].index_select(0, tables[n][1].flatten()).view(*tables[n][1].shape, -1)
+            if n in normed and self.norm == "pre"
+            else self._norm(n, h[n])
+            for n in self.reads
+        }
+        out: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        need = weights is not None
         for k, qs in self.readers.items():  # the flows reading key set k, in one pass
-            attns = [self.attn[f"{q}_{k}"] for q in qs]
-            done = attend_shared(attns, [x[q] for q in qs], x[k], mask[k], weights is not None)
-            for q, (o, w) in zip(qs, done, strict=True):
-                out[f"{q}_{k}"] = o
-                if weights is not None:
-                    weights[f"{q}_{k}"] = w
+            # A query set equal in every row (the task tokens entering block 1: an expanded
+            # parameter) over a request's history reads it once per history, not per row.
+            once = [q for q in qs if k in histories and h[q].stride(0) == 0]
+            rows = [q for q in qs if q not in once]
+            done = attend_shared(
+                [self.attn[f"{q}_{k}"] for q in rows], [x[q] for q in rows], x[k], mask[k], need
+            )
+            out |= {f"{q}_{k}": r for q, r in zip(rows, done, strict=True)}
+            if once:
+                m, seq_index = histories[k]  # [U, n], [B]
+                keys = normed[k].view(*m.shape, -1)  # [U, n, d]
+                queries = [self._norm(q, h[q][:1]).expand(m.shape[0], -1, -1) for q in once]
+                done = attend_shared([self.attn[f"{q}_{k}"] for q in once], queries, keys, m, need)
+                for q, (o, w) in zip(once, done, strict=True):
+                    w = None if w is None else w.index_select(0, seq_index)
+                    out[f"{q}_{k}"] = (o.index_select(0, seq_index), w)
+        if weights is not None:
+            weights |= {flow: w for flow, (_, w) in out.items()}
         new = dict(h)
         for q, keys in self.flows.items():
-            update = sum(out[f"{q}_{k}"] for k in keys)
+            update = sum(out[f"{q}_{k}"][0] for k in keys)
             y = h[q] + update if self.residual else update
             new[q] = self.norms[q](y) if self.norm == "post" else y
         return new
 
-    def _pre_norm(self, n: str, h: Tokens, tables: Tables) -> torch.Tensor:
-        if self.norm != "pre":
-            return h[n]
-        if n not in tables:
-            return self.norms[n](h[n])
-        table, index = tables[n]  # LN(table[index]) = LN(table)[index]
-        return self.norms[n](table).index_select(0, index.flatten()).view(*index.shape, -1)
+    def _norm(self, n: str, x: torch.Tensor) -> torch.Tensor:
+        """Token set n as its flows read it: layer-normed under norm="pre"."""
+        return self.norms[n](x) if self.norm == "pre" else x
 
     def _full(self, h: Tokens, mask: Masks, weights: dict | None) -> Tokens:
         names = list(h)
