@@ -138,6 +138,32 @@ def test_shared_histories_give_the_outputs_of_repeated_ones(name: str) -> None:
     )
 
 
+def test_block_one_task_tokens_read_each_history_once(monkeypatch) -> None:
+    # Serving: T and T~ enter block 1 the same in every row, so their flows over S run on
+    # the U histories (keys [U, L, d]), not on the B candidate rows; the equality of the
+    # outputs is test_shared_histories_give_the_outputs_of_repeated_ones.
+    import infnet.models.infnet_v1_block as block_module
+
+    schema = make_schema()
+    batch = make_batch(schema, batch_size=11, empty_rows=2)
+    model = _model({}, schema).eval()
+    compact = Batch(
+        **{**batch.__dict__, "seq_ids": batch.seq_ids[:4], "seq_mask": batch.seq_mask[:4]}
+    )
+    attend_shared, calls = block_module.attend_shared, []
+
+    def recording(attns, queries, key, *args):
+        calls.append((len(attns), key.shape[0]))
+        return attend_shared(attns, queries, key, *args)
+
+    monkeypatch.setattr(block_module, "attend_shared", recording)
+    model(compact, torch.tensor([0, 0, 1, 2, 2, 2, 3, 3, 3, 3, 1]))
+    assert (2, 4) in calls  # T and T~ over the 4 histories, in one pass
+    calls.clear()
+    model(batch)  # training form: every row its own history, no shortcut
+    assert all(rows == 11 for _, rows in calls)
+
+
 @pytest.mark.parametrize("name", list(ABLATIONS))
 def test_distinct_tokens_give_the_outputs_and_gradients_of_every_position(name: str) -> None:
     # Training batches embed each distinct (behaviour, item) once and gather it per position
