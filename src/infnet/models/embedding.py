@@ -54,9 +54,9 @@ def lookup_tokens(tables: nn.ModuleList, toks: Tokens, categorical: torch.Tensor
     """categorical int64 [B, M] -> [B, M_tok, dim]: a field's embedding, a bag's masked mean.
 
     The single-field tokens are one lookup in their tables' concatenation: one gather forward
-    and one scatter backward instead of one of each per table (KuaiRand has 92 tables; about
-    half the time of the lookups and their gradients, and one ONNX Gather). PAD reads an
-    appended zero row, so no table's PAD row gets a gradient, as padding_idx=PAD has it."""
+    and one scatter backward instead of one of each per table (KuaiRand has 92 tables), and
+    one Gather in an exported graph. PAD reads an appended zero row, so no table's PAD row
+    gets a gradient, as padding_idx=PAD has it."""
     single = [t for t, (_, bag) in enumerate(toks) if not bag]
     out: list[torch.Tensor] = []
     if single:

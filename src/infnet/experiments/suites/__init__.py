@@ -87,7 +87,6 @@ def run_suite(name: str, ctx: Context) -> dict[str, Any]:
 def evidence(ctx: Context, report: Report, suite: str = "paper") -> None:
     """The report's first section: how much evidence it holds (rows, seeds, epochs, quick).
     A tune's trials and a tuned comparison's runs train with the study's budget, not ctx.train."""
-    train = TrainConfig(**ctx.train)
     rows = ", ".join(f"{s} {ctx.data.num_rows(s):,}" for s in ("train", "valid", "test"))
     section = report.section("Evidence in this report")
     section.text(
@@ -95,25 +94,36 @@ def evidence(ctx: Context, report: Report, suite: str = "paper") -> None:
         f"- seeds: {len(ctx.seeds)} ({', '.join(map(str, ctx.seeds))})"
         + (" (grids: the first only)" if ctx.quick and len(ctx.seeds) > 1 else "")
         + "\n"
-        + (
-            f"- training: each model's best configuration of the tune (its lr, batch size and "
-            f"options, in the Tuning section), with the trials' budget: at most "
-            f"{ctx.tuned['budget']['epochs']} epoch(s), validation every quarter epoch, early "
-            f"stopping after {ctx.tuned['budget']['patience']} evaluations without improvement\n"
-            if ctx.tuned is not None
-            else "- training: each trial's sampled configuration, with the study's budget (the "
-            "Tuning section)\n"
-            if suite == "tune"
-            else f"- training: at most {train.epochs} epoch(s), batch {train.batch_size}, "
-            f"{train.optimizer} lr {train.lr:g}, early stopping after {train.patience} "
-            "evaluations without improvement\n"
-        )
+        + _training(ctx, suite)
         + (
             "- **quick run** (`--quick`): the most recent rows of each split and one epoch; it "
             "says that everything runs, not which model wins"
             if ctx.quick
             else "- full run (not `--quick`)"
         )
+    )
+
+
+def _training(ctx: Context, suite: str) -> str:
+    """The Evidence line on how the report's runs trained."""
+    if ctx.tuned is not None:
+        budget = ctx.tuned["budget"]
+        return (
+            "- training: each model's best configuration of the tune (its lr, batch size and "
+            "options, in the Tuning section), with the trials' budget: at most "
+            f"{budget['epochs']} epoch(s), validation every quarter epoch, early stopping after "
+            f"{budget['patience']} evaluations without improvement\n"
+        )
+    if suite == "tune":
+        return (
+            "- training: each trial's sampled configuration, with the study's budget (the "
+            "Tuning section)\n"
+        )
+    train = TrainConfig(**ctx.train)
+    return (
+        f"- training: at most {train.epochs} epoch(s), batch {train.batch_size}, "
+        f"{train.optimizer} lr {train.lr:g}, early stopping after {train.patience} "
+        "evaluations without improvement\n"
     )
 
 
