@@ -21,8 +21,14 @@ from infnet.models import build_model
 from infnet.models.infnet import INFNet
 
 GOLDEN = Path(__file__).parent / "data" / "infnet_v1_logits.pt"
-# the initialisation of the code that saved them (models/init.py's default came later)
-GOLDEN_INIT = {"linear_init": "torch", "embedding_std": 0.01}
+# the initialisation and v1 defaults of the code that saved them (models/init.py's default
+# and the v1 preset's pooling and heads came later)
+GOLDEN_INIT = {
+    "linear_init": "torch",
+    "embedding_std": 0.01,
+    "sequence_pooling": "mean",
+    "head_hidden": [64],
+}
 
 # The ablations of the paper and of the source document, plus the proxy-count variants.
 ABLATIONS = {

@@ -84,6 +84,8 @@ def test_preset_fills_every_option_and_an_explicit_one_overrides_it() -> None:
     assert v2.norm is None and v2.structured is None  # v1-only options: not applicable
     v1 = INFNetConfig(preset="v1")
     assert (v1.num_categorical_hubs, v1.broadcast, v1.norm, v1.fusion) == (4, "pgu", "pre", None)
+    # the heads' depth is the preset's: v1's chosen on KuaiRand, v2's as before
+    assert (v1.head_hidden, v1.sequence_pooling, v2.head_hidden) == ([256, 128], "sqrt", [64])
     override = INFNetConfig(preset="v2", num_categorical_hubs=8, fusion="sum")
     assert (override.num_categorical_hubs, override.fusion, override.bgu_form) == (
         8,

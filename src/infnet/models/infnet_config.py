@@ -24,7 +24,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "num_categorical_hubs": 4,  # m
         "num_shared_task_hubs": 2,  # N_s
         "broadcast": "pgu",
-        "sequence_pooling": "mean",
+        "sequence_pooling": "sqrt",
+        "head_hidden": [256, 128],
         "gate": "2sigmoid",
         "pgu_hubs": "post",
         "residual": True,
@@ -34,6 +35,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "v2": {
         "num_categorical_hubs": 16,  # n_c
         "num_shared_task_hubs": 4,
+        "head_hidden": [64],
         "broadcast": "bgu",
         "hub_init": "mlp",
         "fusion": "concat_linear",
@@ -67,7 +69,7 @@ class INFNetConfig(SequenceModelConfig):
     num_shared_task_hubs: int = Field(default=0, ge=1)
     hub_hidden: list[int] = Field(default_factory=lambda: [64])  # MLPs that build hubs
     gate_hidden: list[int] = Field(default_factory=lambda: [32])  # PGU / BGU MLPs
-    head_hidden: list[int] = Field(default_factory=lambda: [64])  # MLP_i
+    head_hidden: list[int] = Field(default_factory=list)  # MLP_i; filled by the preset
     # the ablation switches of both designs
     use_task_tokens: bool = True
     use_hubs: bool = True  # false: full self-attention over all tokens (the quadratic reference)
