@@ -15,7 +15,8 @@ after compiling; --bf16 runs them under torch.autocast("cpu", bfloat16). The pro
 freed blocks under 64 MB for reuse, as the trainer's does (infnet.malloc.keep_freed_memory).
 
 FLOPs are counted by torch.utils.flop_counter (matrix products and attention, 2 per
-multiply-add; elementwise work is not counted): one train step (forward and backward) and
+multiply-add; elementwise work is not counted; scaled-dot-product attention through its
+math kernel, whose products the counter sees): one train step (forward and backward) and
 one forward, per sample. GFLOP/s = FLOPs per sample x samples/s. The peak is measured here,
 first, at each thread count: the best of fp32 2,048 x 2,048 matrix products (a "peak" line),
 so the share says how much of what this machine's GEMM reaches the model gets.
@@ -32,12 +33,11 @@ from itertools import islice
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from infnet.data.loader import PreparedDataset
 from infnet.data.prefetch import prefetch
 from infnet.data.sources.kuairand import prepare_kuairand
-from infnet.experiments.measure import forward_flops
+from infnet.experiments.measure import counted_flops, forward_flops
 from infnet.malloc import keep_freed_memory
 from infnet.models import build_model
 from infnet.training.config import TrainConfig
@@ -88,10 +88,8 @@ def measure(
             train_step(net, batch, loss_fn, optimizer)
 
     first = next(batches)
-    counter = FlopCounterMode(display=False)
-    with counter:
-        step(first)  # the warm-up, counted (eagerly: the counter does not see compiled code)
-    train_flops = counter.get_total_flops() / len(first)
+    # the warm-up, counted (eagerly: the counter does not see compiled code)
+    train_flops = counted_flops(lambda: step(first)) / len(first)
     if compile:
         net = torch.compile(model)
         t0 = time.perf_counter()

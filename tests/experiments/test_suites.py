@@ -184,11 +184,13 @@ def test_suite_numbers(paper) -> None:
     eff = results["efficiency"]
     assert {m["model"] for m in eff["models"]} == {"fm", "infnet", "din", "mean"}
     points = {(p["layer"], p["tokens"]): p for p in eff["scaling"]["points"]}
-    # full attention's work grows as n^2: 16x the tokens cost more than 16x the time of INFNet's growth
-    assert (
-        points["full attention", 1024]["ms"] / points["INFNet", 1024]["ms"]
-        > points["full attention", 64]["ms"] / points["INFNet", 64]["ms"]
-    )
+    # full attention's work grows as n^2, INFNet's and linear attention's as n: counted, so
+    # that a loaded machine's timings cannot decide it (the ms are the benchmark's to show)
+    flops = {key: p["flops_per_sample"] for key, p in points.items()}
+    assert flops["full attention", 1024] / flops["full attention", 64] > 16 * 8
+    for layer in ("INFNet", "linear attention"):
+        assert 1 < flops[layer, 1024] / flops[layer, 64] <= 16
+    assert all(p["ms"] > 0 for p in points.values())
     breakdown = eff["memory_breakdown_mb"]
     assert (
         breakdown["INFNet"]["embedding tables"] == breakdown["full attention"]["embedding tables"]

@@ -129,14 +129,24 @@ def parameter_bytes(model: torch.nn.Module) -> dict[str, int]:
     return sizes
 
 
-def forward_flops(model: torch.nn.Module, batch: Any) -> float:
-    """Forward FLOPs per sample of `model(batch)` in eval mode, as torch.utils.flop_counter
-    counts them (matrix products and attention: 2 FLOPs per multiply-add; elementwise work
-    is not counted)."""
+def counted_flops(fn: Callable[[], Any]) -> float:
+    """FLOPs of fn() as torch.utils.flop_counter counts them: matrix products, 2 FLOPs per
+    multiply-add; elementwise work is not counted. Scaled-dot-product attention runs its
+    math kernel here, whose products the counter sees (it has no formula for the fused CPU
+    kernel, so the n x n products of full attention would count as nothing)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
-    model.eval()
     counter = FlopCounterMode(display=False)
-    with counter:  # with autograd on: its module tracker needs grad functions
-        model(batch)
-    return counter.get_total_flops() / len(batch)
+    with (
+        sdpa_kernel(SDPBackend.MATH),
+        counter,
+    ):  # autograd on: the counter's module tracker needs it
+        fn()
+    return counter.get_total_flops()
+
+
+def forward_flops(model: torch.nn.Module, batch: Any) -> float:
+    """Forward FLOPs per sample of `model(batch)` in eval mode (`counted_flops`)."""
+    model.eval()
+    return counted_flops(lambda: model(batch)) / len(batch)

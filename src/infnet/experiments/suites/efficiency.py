@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from infnet.experiments import figures
-from infnet.experiments.measure import latency_ms, parameter_bytes, peak_memory
+from infnet.experiments.measure import counted_flops, latency_ms, parameter_bytes, peak_memory
 from infnet.experiments.report import Report, fmt
 from infnet.experiments.suites.context import Context
 from infnet.models import available_models, build_model, model_class
@@ -102,11 +102,13 @@ def scaling(
             layer.eval()
             ms = latency_ms(lambda layer=layer, x=x, mask=mask: layer(x, mask), reps)
             mem = peak_memory(lambda layer=layer, x=x, mask=mask: layer(x, mask))
+            flops = counted_flops(lambda layer=layer, x=x, mask=mask: layer(x, mask))
             out.append(
                 {
                     "layer": name,
                     "tokens": n,
                     "ms": ms,
+                    "flops_per_sample": flops / batch,
                     "peak_mb": mem.total_peak / MB,
                     "attention_mb": mem.peak.get("attention weights", 0) / MB,
                 }
@@ -206,7 +208,8 @@ def run(ctx: Context, report: Report) -> dict[str, Any]:
         f"{cfg.num_heads} heads, a quarter of the tokens padding); INFNet's layer is {queries} queries "
         f"(preset {cfg.preset}: n_c = {cfg.num_categorical_hubs}, F x n_s = {schema.num_behaviours * cfg.sequence_hubs_per_behaviour}, "
         f"N_s = {cfg.num_shared_task_hubs}, N_task = {schema.num_tasks}) over the n tokens plus the broadcast unit. "
-        "Operation counts: full n^2 d, linear n d^2, INFNet P n d. Full attention runs torch's fused "
+        "Operation counts: full n^2 d, linear n d^2, INFNet P n d; the MFLOP columns are counted per "
+        "sample (torch.utils.flop_counter, matrix products). Full attention runs torch's fused "
         "scaled-dot-product kernel, which does not keep the n x n weights, so its memory grows slower than n^2."
     )
     rows = []
@@ -215,9 +218,9 @@ def run(ctx: Context, report: Report) -> dict[str, Any]:
         rows.append(
             [
                 str(n),
-                f"{n * n * d:.2e}",
-                f"{n * d * d:.2e}",
-                f"{queries * n * d:.2e}",
+                fmt(f["flops_per_sample"] / 1e6, 2),
+                fmt(li["flops_per_sample"] / 1e6, 2),
+                fmt(inf["flops_per_sample"] / 1e6, 2),
                 fmt(f["ms"], 2),
                 fmt(li["ms"], 2),
                 fmt(inf["ms"], 2),
@@ -231,9 +234,9 @@ def run(ctx: Context, report: Report) -> dict[str, Any]:
     section.table(
         [
             "n",
-            "ops full",
-            "ops linear",
-            "ops INFNet",
+            "MFLOP full",
+            "MFLOP linear",
+            "MFLOP INFNet",
             "ms full",
             "ms linear",
             "ms INFNet",
