@@ -167,7 +167,8 @@ class _KeyPass(torch.autograd.Function):
         # softmax backward: dS = A * (dA - <A, dA>), in place
         d_s = d_a.sub_(torch.linalg.vecdot(attn, d_a).unsqueeze(-1)).mul_(attn)
         d_q = torch.bmm(d_s, key)
-        d_key = torch.baddbmm(torch.bmm(attn_in.transpose(1, 2), d_pooled), d_s.transpose(1, 2), q)
+        # in place: the out-of-place baddbmm would first copy the [B, L, d] product it adds to
+        d_key = torch.bmm(attn_in.transpose(1, 2), d_pooled).baddbmm_(d_s.transpose(1, 2), q)
         return d_q, d_key, None, None
 
 
