@@ -146,26 +146,29 @@ class _KeyPass(torch.autograd.Function):
     Autograd's own graph of these ops copies the score tensor for the mask, keeps the scores
     and the softmax output, and sums the key's two gradients (from the score product and from
     the pooling) in a separate pass. Here the mask is an additive bias, the softmax backward
-    runs in place, and the key's second gradient is added by the product that makes it: the
-    same values to float rounding, with fewer passes over the largest tensors of the step."""
+    runs in place with its row sums read off the pooled keys, and the key's second gradient
+    is added by the product that makes it: the same values to float rounding, with fewer
+    passes over the largest tensors of the step."""
 
     @staticmethod
     def forward(ctx, q, key, bias, p):
         pooled, attn, attn_in = _pool(q, key, bias, p)
         ctx.p = p
-        ctx.save_for_backward(q, key, attn, attn_in)
+        ctx.save_for_backward(q, key, attn, attn_in, pooled)
         ctx.mark_non_differentiable(attn)  # the weights are read for display, under no_grad
         ctx.set_materialize_grads(False)  # so no zero gradient of A is allocated
         return pooled, attn
 
     @staticmethod
     def backward(ctx, d_pooled, _d_attn):
-        q, key, attn, attn_in = ctx.saved_tensors
+        q, key, attn, attn_in, pooled = ctx.saved_tensors
         d_a = torch.bmm(d_pooled, key.transpose(1, 2))  # [B, R, L]
         if ctx.p > 0:  # a dropped weight (0 in attn_in) passes no gradient
             d_a = torch.where(attn_in != 0, d_a / (1 - ctx.p), 0.0)
-        # softmax backward: dS = A * (dA - <A, dA>), in place
-        d_s = d_a.sub_(torch.linalg.vecdot(attn, d_a).unsqueeze(-1)).mul_(attn)
+        # softmax backward: dS = A * (dA - <A, dA>), in place. <A, dA> = <A K, dP>: the rows of
+        # the pooled keys against their gradients, d wide instead of L (dropout included, since
+        # dA carries the same mask and scale as the weights that pooled K)
+        d_s = d_a.sub_(torch.linalg.vecdot(pooled, d_pooled).unsqueeze(-1)).mul_(attn)
         d_q = torch.bmm(d_s, key)
         # in place: the out-of-place baddbmm would first copy the [B, L, d] product it adds to
         d_key = torch.bmm(attn_in.transpose(1, 2), d_pooled).baddbmm_(d_s.transpose(1, 2), q)
