@@ -2,13 +2,14 @@
 per step, and the share of history positions that are padding; JSON lines.
 
     python benchmarks/profile_step.py [--data data/kuairand] [--model infnet] [--steps 2]
-        [--batch-size 4096] [--malloc default|bounded] [--top 12]
+        [--batch-size 4096] [--malloc default|bounded] [--top 12] [--shapes]
 
 One thread; one warm-up step, then `--steps` profiled steps on shuffled train batches. A
 "step" line gives the self CPU time per step and the minor page faults per step (measured
 over the same steps without the profiler); an "op" line per operator, the largest self CPU
 first. `--malloc bounded` keeps freed blocks under 64 MB as Trainer.fit does
-(infnet.malloc.keep_freed_memory); `default` leaves glibc's settings.
+(infnet.malloc.keep_freed_memory); `default` leaves glibc's settings. `--shapes` gives an
+"op" line per operator and input shapes (which LayerNorm, which copy) instead of per operator.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4096)
     parser.add_argument("--malloc", choices=["default", "bounded"], default="bounded")
     parser.add_argument("--top", type=int, default=12)
+    parser.add_argument("--shapes", action="store_true", help="one line per op and input shapes")
     args = parser.parse_args()
     if not (args.data / "schema.json").exists():
         print(
@@ -61,10 +63,11 @@ def main() -> None:
     for b in batches[1 : 1 + args.steps]:
         train_step(model, b, loss_fn, optimizer)
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=args.shapes) as prof:
         for b in batches[1 + args.steps :]:
             train_step(model, b, loss_fn, optimizer)
-    ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    averages = prof.key_averages(group_by_input_shape=args.shapes)
+    ops = sorted(averages, key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in ops) / 1e3 / args.steps  # ms per step
     head = {"benchmark": "profile_step", "model": args.model, "malloc": args.malloc}
     padding = None
@@ -75,6 +78,8 @@ def main() -> None:
     for e in ops[: args.top]:
         ms = e.self_cpu_time_total / 1e3 / args.steps
         record = {"op": e.key, "self_cpu_ms_per_step": round(ms, 1), "share": round(ms / total, 3)}
+        if args.shapes:
+            record["input_shapes"] = [s for s in e.input_shapes if s]
         print(json.dumps({**head, "line": "op", **record, "calls_per_step": e.count // args.steps}))
 
 

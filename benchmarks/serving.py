@@ -62,25 +62,36 @@ def model_calls(url: str) -> dict[str, float]:
     }
 
 
-def in_process_ms(model_dir: Path, store: str, data: Path, candidates: int, repeats: int) -> float:
-    """Median time of ONNX Runtime scoring one request's candidates in this process (the
-    same inputs the server builds and feeds: a real user, real items, its history)."""
+def request_inputs(model, store: str, data: Path, candidates: int) -> dict:
+    """One request's inputs to `model` (a loaded ServingModel) as the server builds them (a
+    real user, real items, its history), fed as the micro-batcher feeds one request: its
+    history once, read by its candidate rows (seq_index)."""
     from infnet.serving.features import Assembler
     from infnet.serving.loadtest import request_bodies
-    from infnet.serving.runtime import load_model_dir
     from infnet.serving.stores import open_store
 
-    model = load_model_dir(model_dir, threads=1)
     st = open_store(store)
     body = orjson.loads(request_bodies(data, 1, candidates, seed=1)[0])
     lookup = st.lookup(st.meta(), str(body["user_id"]), [str(c) for c in body["candidates"]])
-    assembler = Assembler(model.schema, model_dir / "vocab", 8.0)
+    assembler = Assembler(model.schema, model.path / "vocab", 8.0)
     context = {k: v for k, v in body["context"].items() if k != "timestamp"}
     ts = body["context"]["timestamp"]
     x = assembler.build(lookup, assembler.encode_context(context, ts), ts)
-    # as the micro-batcher feeds one request: its history once, read by its K rows
-    index = np.zeros(len(x), np.int64)
-    args = (x.categorical, x.seq_ids[None], x.seq_mask[None], index, x.seq_gap[None])
+    return {
+        "categorical": x.categorical,
+        "seq_ids": x.seq_ids[None],
+        "seq_mask": x.seq_mask[None],
+        "seq_index": np.zeros(len(x), np.int64),
+        "seq_gap": x.seq_gap[None],
+    }
+
+
+def in_process_ms(model_dir: Path, store: str, data: Path, candidates: int, repeats: int) -> float:
+    """Median time of ONNX Runtime scoring one request's candidates in this process."""
+    from infnet.serving.runtime import load_model_dir
+
+    model = load_model_dir(model_dir, threads=1)
+    args = tuple(request_inputs(model, store, data, candidates).values())
     for _ in range(20):
         model.predict(*args)
     times = []

@@ -138,10 +138,8 @@ def counted_flops(fn: Callable[[], Any]) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
-    with (
-        sdpa_kernel(SDPBackend.MATH),
-        counter,
-    ):  # autograd on: the counter's module tracker needs it
+    # with autograd on: the counter's module tracker needs grad functions
+    with sdpa_kernel(SDPBackend.MATH), counter:
         fn()
     return counter.get_total_flops()
 
