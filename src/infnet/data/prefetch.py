@@ -17,7 +17,8 @@ def prefetch(items: Iterator[T], depth: int = 1) -> Iterator[T]:
     """Yields what `items` yields, in the same order, while a daemon thread computes up to
     `depth` items ahead. An exception of `items` is raised here, at the position where it
     occurred; a consumer that stops early (early stopping, a pruned trial, `islice`) stops
-    the thread at its next item, so nothing keeps running or holding batches after it.
+    the thread and waits for it to finish the item in hand, so no thread outlives its
+    consumer (nor runs into the interpreter's exit) or holds batches after it.
 
     numpy's gathers and torch's ops release the GIL, so on a machine with a free core the
     assembly of batch k+1 overlaps the step of batch k: a model whose step is short against
@@ -60,3 +61,4 @@ def prefetch(items: Iterator[T], depth: int = 1) -> Iterator[T]:
             yield item
     finally:
         stop.set()
+        thread.join()
